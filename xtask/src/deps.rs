@@ -1,0 +1,191 @@
+//! `cargo xtask deps`: fetch, verify, build and stage every component of the
+//! product, reusing the build cache for anything unchanged.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use xshell::Shell;
+
+use crate::apt_source::AptMirror;
+use crate::build_cache::{BuildCache, BuildKey, BuilderIdentity, KeyInputs, Lookup};
+use crate::component_build::{ComponentBuild, StepVars};
+use crate::extract::extract;
+use crate::fetch::Fetcher;
+use crate::file_tree;
+use crate::layout::{Layout, StagedPrefix};
+use crate::product::Product;
+use crate::recipe::RecipeSet;
+use crate::source_cache::SourceCache;
+use crate::tools::{self, ToolTable};
+
+pub struct DepsOptions {
+    pub sources_from: Option<PathBuf>,
+    /// Build only these components (and what they depend on).
+    pub only: Vec<String>,
+    pub jobs: usize,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Cached,
+    Built,
+}
+
+#[derive(Debug)]
+pub struct ComponentReport {
+    pub name: String,
+    pub version: String,
+    pub key: BuildKey,
+    pub outcome: Outcome,
+    pub elapsed: Duration,
+}
+
+pub struct DepsReport {
+    pub staged: StagedPrefix,
+    pub components: Vec<ComponentReport>,
+}
+
+pub fn run(
+    sh: &Shell,
+    product: &Product,
+    layout: &Layout,
+    opts: &DepsOptions,
+) -> Result<DepsReport> {
+    let started = Instant::now();
+    let tools = ToolTable::load(&layout.recipes.join("tools.toml"))?;
+    let wanted = if opts.only.is_empty() {
+        product.components.clone()
+    } else {
+        opts.only.clone()
+    };
+    let recipes = RecipeSet::load(&layout.recipes, &wanted, &tools)?;
+
+    let mut needed_tools: Vec<String> = recipes
+        .ordered
+        .iter()
+        .flat_map(|r| r.tools.clone())
+        .collect();
+    needed_tools.sort();
+    needed_tools.dedup();
+    tools::ensure(sh, &tools, &needed_tools)?;
+    let builder = BuilderIdentity::detect(sh)?;
+
+    let sources = SourceCache::new(layout.cache.join("sources"));
+    let builds = BuildCache::new(layout.cache.join("builds"));
+    let mut fetcher = Fetcher::new(
+        &sources,
+        opts.sources_from.clone(),
+        AptMirror::new(layout.apt_dir()),
+    );
+
+    // The stage is rebuilt from cache entries on every run, so it holds
+    // exactly the current components and nothing left over from older ones.
+    let staged = StagedPrefix {
+        root: layout.stage_root(),
+        prefix: product.prefix.clone(),
+    };
+    if staged.root.exists() {
+        fs::remove_dir_all(&staged.root)
+            .with_context(|| format!("cannot clear the stage {}", staged.root.display()))?;
+    }
+    fs::create_dir_all(staged.path())?;
+
+    let mut reports: Vec<ComponentReport> = Vec::new();
+    for recipe in &recipes.ordered {
+        let t0 = Instant::now();
+        let dependency_keys: Vec<(&str, &BuildKey)> = reports
+            .iter()
+            .filter(|r| recipe.depends.contains(&r.name))
+            .map(|r| (r.name.as_str(), &r.key))
+            .collect();
+        let key = KeyInputs {
+            recipe_text: &recipe.text,
+            source_sha256: recipe.sources.iter().map(|s| s.sha256.as_str()).collect(),
+            dependency_keys,
+            prefix: &product.prefix,
+            builder: &builder,
+        }
+        .key();
+
+        let (entry, outcome) = match builds.lookup(&key)? {
+            Lookup::Hit(entry) => (entry, Outcome::Cached),
+            other => {
+                if let Lookup::Corrupt(why) = other {
+                    eprintln!(
+                        "==> {}: rebuilding a corrupt cache entry: {why}",
+                        recipe.name
+                    );
+                }
+                eprintln!("==> {} {}: building", recipe.name, recipe.version);
+                let fetched = fetcher.fetch(recipe)?;
+                let work = layout.build_dir(&recipe.name);
+                if work.exists() {
+                    fs::remove_dir_all(&work)
+                        .with_context(|| format!("cannot clear {}", work.display()))?;
+                }
+                let src = work.join("src");
+                extract(&fetched.path, fetched.source.subdir.as_deref(), &src).with_context(
+                    || format!("recipe `{}`: cannot unpack its source", recipe.name),
+                )?;
+                let log_dir = layout.log_dir(&recipe.name);
+                let _ = fs::remove_dir_all(&log_dir);
+                let build = ComponentBuild {
+                    recipe,
+                    src: src.clone(),
+                    destdir: work.join("dest"),
+                    vars: StepVars {
+                        prefix: product.prefix.clone(),
+                        destdir: work.join("dest").display().to_string(),
+                        staged_prefix: staged.path().display().to_string(),
+                        jobs: opts.jobs,
+                        src: src.display().to_string(),
+                    },
+                    log_dir,
+                };
+                let tree = build.run(sh)?;
+                let entry = builds.store(&key, &recipe.name, &recipe.version, &tree)?;
+                // Build trees are large (OpenSSL's is ~600 MB) and the cache
+                // holds the result; keep only the logs.
+                let _ = fs::remove_dir_all(&work);
+                (entry, Outcome::Built)
+            }
+        };
+        file_tree::copy_into(&entry.tree(), &staged.path())?;
+        let elapsed = t0.elapsed();
+        eprintln!(
+            "==> {} {}: {} in {:.1?}",
+            recipe.name,
+            recipe.version,
+            match outcome {
+                Outcome::Cached => "cached",
+                Outcome::Built => "built",
+            },
+            elapsed
+        );
+        reports.push(ComponentReport {
+            name: recipe.name.clone(),
+            version: recipe.version.clone(),
+            key,
+            outcome,
+            elapsed,
+        });
+    }
+
+    let cached = reports
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Cached))
+        .count();
+    eprintln!(
+        "==> staged {} components ({cached} cached, {} built) in {} ({:.1?})",
+        reports.len(),
+        reports.len() - cached,
+        staged.path().display(),
+        started.elapsed()
+    );
+    Ok(DepsReport {
+        staged,
+        components: reports,
+    })
+}

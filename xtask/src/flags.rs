@@ -1,0 +1,70 @@
+//! Every command-line flag of the xtask, parsed in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Builds the my-agent prefix, agent and RPM"
+)]
+pub struct Xtask {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Product definition file [default: recipes/my-agent.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub product: Option<PathBuf>,
+    /// Package, service and user name, overriding the product file
+    #[arg(long, global = true)]
+    pub name: Option<String>,
+    /// Install prefix, overriding the product file (e.g. /opt/db-agent)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub prefix: Option<PathBuf>,
+    /// Folder of recipes [default: recipes/ of the checkout]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub recipes: Option<PathBuf>,
+    /// Cache of sources and built components, shared between clones
+    /// [default: $XDG_CACHE_HOME/my-agent or ~/.cache/my-agent]
+    #[arg(long, global = true, env = "MY_AGENT_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Work directory for stage, build trees and logs [default: target/<name>]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Parallel build jobs [default: the number of cores]
+    #[arg(short, long, global = true)]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch, verify, build and stage jemalloc, libyaml, OpenSSL and libmysqlclient
+    Deps(DepsFlags),
+    /// Build the prefix (cached), then run every test of the workspace against it
+    Test(TestFlags),
+}
+
+#[derive(Debug, Args)]
+pub struct DepsFlags {
+    /// Folder of pre-downloaded source archives, matched by sha256 whatever their names
+    #[arg(long, value_name = "DIR")]
+    pub sources_from: Option<PathBuf>,
+    /// Build only this component and its dependencies (repeatable)
+    #[arg(long, value_name = "COMPONENT")]
+    pub only: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestFlags {
+    #[command(flatten)]
+    pub deps: DepsFlags,
+    /// Extra arguments for `cargo test`
+    #[arg(last = true)]
+    pub cargo_args: Vec<String>,
+}

@@ -1,0 +1,21 @@
+//! The my-agent build toolchain: `cargo xtask <command>`.
+//!
+//! One path from command to result: fetch -> build deps -> (agent -> stage
+//! -> render -> health check -> rpm). Each step is a module taking typed
+//! inputs; `main.rs` only parses flags and dispatches.
+
+pub mod apt_source;
+pub mod build_cache;
+pub mod component_build;
+pub mod deps;
+pub mod extract;
+pub mod fetch;
+pub mod file_tree;
+pub mod flags;
+pub mod layout;
+pub mod product;
+pub mod recipe;
+pub mod source_cache;
+pub mod template;
+pub mod test_cmd;
+pub mod tools;

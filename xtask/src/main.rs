@@ -1,0 +1,73 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use xshell::Shell;
+
+use xtask::deps::{self, DepsOptions};
+use xtask::flags::{Command, DepsFlags, Global, Xtask};
+use xtask::layout::{workspace_root, Layout};
+use xtask::product::Product;
+use xtask::test_cmd;
+
+fn main() {
+    let flags = Xtask::parse();
+    if let Err(e) = run(flags) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(flags: Xtask) -> Result<()> {
+    let sh = Shell::new()?;
+    let (product, layout) = setup(&flags.global)?;
+    let jobs = flags
+        .global
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let deps_options = |d: DepsFlags| DepsOptions {
+        sources_from: d.sources_from,
+        only: d.only,
+        jobs,
+    };
+    match flags.command {
+        Command::Deps(d) => {
+            deps::run(&sh, &product, &layout, &deps_options(d))?;
+        }
+        Command::Test(t) => {
+            let report = deps::run(&sh, &product, &layout, &deps_options(t.deps))?;
+            test_cmd::run(&sh, &report.staged, &t.cargo_args)?;
+        }
+    }
+    Ok(())
+}
+
+fn setup(global: &Global) -> Result<(Product, Layout)> {
+    let product_file = global
+        .product
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("recipes/my-agent.toml"));
+    let prefix = global
+        .prefix
+        .as_ref()
+        .map(|p| {
+            p.to_str()
+                .map(str::to_string)
+                .context("--prefix is not UTF-8")
+        })
+        .transpose()?;
+    let product = Product::load(&product_file)?.with_overrides(global.name.clone(), prefix)?;
+    let recipes = global.recipes.clone().or_else(|| {
+        global
+            .product
+            .as_ref()
+            .and_then(|p| p.parent().map(PathBuf::from))
+    });
+    let layout = Layout::new(
+        &product.name,
+        recipes,
+        global.work_dir.clone(),
+        global.cache_dir.clone(),
+    )?;
+    Ok((product, layout))
+}
