@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use xshell::Shell;
 
 use crate::apt_source::AptMirror;
+use crate::cache_lock::CacheLock;
 use crate::build_cache::{BuildCache, BuildKey, BuilderIdentity, KeyInputs, Lookup};
 use crate::component_build::{ComponentBuild, StepVars};
 use crate::extract::extract;
@@ -72,6 +73,7 @@ pub fn run(
     tools::ensure(sh, &tools, &needed_tools)?;
     let builder = BuilderIdentity::detect(sh)?;
 
+    let _lock = CacheLock::acquire(&layout.cache)?;
     let sources = SourceCache::new(layout.cache.join("sources"));
     let builds = BuildCache::new(layout.cache.join("builds"));
     let mut fetcher = Fetcher::new(

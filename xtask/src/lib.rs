@@ -6,6 +6,7 @@
 
 pub mod apt_source;
 pub mod build_cache;
+pub mod cache_lock;
 pub mod component_build;
 pub mod deps;
 pub mod extract;
