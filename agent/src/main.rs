@@ -1,6 +1,194 @@
-//! my-agent: the monitoring agent shipped in the prefix. Its pipeline lands
-//! with the agent issues; for now the binary only reports its version.
+//! my-agent: tails MySQL logs and ships records over HTTP through a durable
+//! buffer.
+
+mod buffer;
+mod config;
+mod event;
+mod filters;
+mod log;
+mod metrics;
+mod outputs;
+mod pipeline;
+mod sources;
+mod tag_pattern;
+mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+use config::Config;
+use metrics::Registry;
+use pipeline::Pipeline;
+
+// The prefix's jemalloc (JEMALLOC_OVERRIDE): low fragmentation under bursts.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "my-agent",
+    version,
+    about = "Monitoring agent for MySQL/MariaDB hosts"
+)]
+struct Flags {
+    /// Configuration file (YAML)
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Check the configuration and exit: 0 if valid, 1 with the error
+    #[arg(long)]
+    dry_run: bool,
+    /// Run in the background (SysV init) and write the process id here
+    #[arg(long, value_name = "PIDFILE")]
+    daemon: Option<PathBuf>,
+    /// Write the agent's own log here instead of stderr (reopened on SIGUSR1)
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+}
 
 fn main() {
-    println!("my-agent {}", env!("CARGO_PKG_VERSION"));
+    let flags = Flags::parse();
+    let config = match Config::load(&flags.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    if flags.dry_run {
+        println!("{}: configuration is valid", flags.config.display());
+        return;
+    }
+    if let Some(log) = &flags.log {
+        if let Err(e) = log::to_file(log.clone()) {
+            eprintln!("error: cannot open log file {}: {e}", log.display());
+            std::process::exit(1);
+        }
+    }
+    if let Some(pidfile) = &flags.daemon {
+        // Before any thread exists: fork is only safe in a single-threaded process.
+        if let Err(e) = daemonize(pidfile) {
+            eprintln!("error: cannot daemonize: {e}");
+            std::process::exit(1);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = rt.block_on(run(flags, config));
+    std::process::exit(code);
+}
+
+async fn run(flags: Flags, config: Config) -> i32 {
+    let registry = Arc::new(Registry::default());
+    if let Some(bind) = config.system.metrics_bind {
+        if let Err(e) = serve_metrics(bind, registry.clone()).await {
+            log::error(&format!("cannot serve metrics on {bind}: {e}"));
+            return 1;
+        }
+    }
+    let handle = tokio::runtime::Handle::current();
+    let mut pipeline = match Pipeline::start(config, &registry, &handle) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error(&format!("cannot start: {e:#}"));
+            return 1;
+        }
+    };
+    log::info(&format!(
+        "my-agent {} started with {}",
+        env!("CARGO_PKG_VERSION"),
+        flags.config.display()
+    ));
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = usr1.recv() => {
+                log::reopen();
+                pipeline.flush();
+                log::info("SIGUSR1: flushing buffers, log reopened");
+            }
+            _ = hup.recv() => {
+                match Config::load(&flags.config) {
+                    Err(e) => log::error(&format!("SIGHUP: new configuration rejected, the old one keeps running: {e}")),
+                    Ok(new) => {
+                        log::info("SIGHUP: reloading the configuration");
+                        pipeline.stop().await;
+                        pipeline = match Pipeline::start(new, &registry, &handle) {
+                            Ok(p) => p,
+                            Err(e) => {
+                                log::error(&format!("SIGHUP: cannot start the new configuration: {e:#}"));
+                                return 1;
+                            }
+                        };
+                    }
+                }
+            }
+        }
+    }
+    log::info("shutting down: draining buffers");
+    pipeline.stop().await;
+    if let Some(pidfile) = &flags.daemon {
+        let _ = std::fs::remove_file(pidfile);
+    }
+    log::info("stopped");
+    0
+}
+
+async fn serve_metrics(bind: std::net::SocketAddr, registry: Arc<Registry>) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    registry.render(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(())
+}
+
+fn daemonize(pidfile: &Path) -> std::io::Result<()> {
+    // SAFETY: called before any other thread is started.
+    unsafe {
+        match libc::fork() {
+            -1 => return Err(std::io::Error::last_os_error()),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        if libc::setsid() == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        match libc::fork() {
+            -1 => return Err(std::io::Error::last_os_error()),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if devnull >= 0 {
+            libc::dup2(devnull, 0);
+            libc::dup2(devnull, 1);
+            libc::dup2(devnull, 2);
+        }
+    }
+    sources::position::write_atomic(pidfile, format!("{}\n", std::process::id()).as_bytes())
 }

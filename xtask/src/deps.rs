@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use xshell::Shell;
 
 use crate::apt_source::AptMirror;
-use crate::cache_lock::CacheLock;
 use crate::build_cache::{BuildCache, BuildKey, BuilderIdentity, KeyInputs, Lookup};
+use crate::cache_lock::CacheLock;
 use crate::component_build::{ComponentBuild, StepVars};
 use crate::extract::extract;
 use crate::fetch::Fetcher;

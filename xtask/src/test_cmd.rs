@@ -17,7 +17,7 @@ pub fn prefix_env(staged: &StagedPrefix) -> Vec<(String, String)> {
         ("PKG_CONFIG_SYSROOT_DIR".into(), String::new()),
         (
             "JEMALLOC_OVERRIDE".into(),
-            format!("{p}/lib/libjemalloc.so.2"),
+            format!("{p}/lib/libjemalloc.so"),
         ),
         ("MY_AGENT_STAGED_PREFIX".into(), p),
     ]

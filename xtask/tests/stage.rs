@@ -54,7 +54,11 @@ fn elf_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn dynamic_entries(file: &Path, tag: &str) -> Vec<String> {
-    let out = Command::new("readelf").arg("-d").arg(file).output().unwrap();
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(file)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(&format!("({tag})")))
@@ -95,13 +99,20 @@ fn prefix_is_complete_and_self_contained() {
         let needed = dynamic_entries(elf, "NEEDED");
         for lib in &needed {
             if !BASE_SYSTEM.contains(&lib.as_str()) && !shipped.contains(lib) {
-                problems.push(format!("{}: NEEDED {lib} is neither in the prefix nor base system", elf.display()));
+                problems.push(format!(
+                    "{}: NEEDED {lib} is neither in the prefix nor base system",
+                    elf.display()
+                ));
             }
         }
         let needs_prefix = needed.iter().any(|l| shipped.contains(l));
-        let runpath = dynamic_entries(elf, "RUNPATH").join(":") + &dynamic_entries(elf, "RPATH").join(":");
+        let runpath =
+            dynamic_entries(elf, "RUNPATH").join(":") + &dynamic_entries(elf, "RPATH").join(":");
         if needs_prefix && !runpath.contains("$ORIGIN") {
-            problems.push(format!("{}: needs prefix libraries but has no $ORIGIN RUNPATH ({runpath:?})", elf.display()));
+            problems.push(format!(
+                "{}: needs prefix libraries but has no $ORIGIN RUNPATH ({runpath:?})",
+                elf.display()
+            ));
         }
         if runpath.split(':').any(|p| p.starts_with('/')) {
             problems.push(format!("{}: absolute RUNPATH {runpath}", elf.display()));
@@ -120,8 +131,18 @@ fn staged_openssl_runs_with_the_staged_libcrypto(prefix: &Path) {
 
     let out = Command::new("ldd").arg(&openssl).output().unwrap();
     let ldd = String::from_utf8_lossy(&out.stdout);
-    let libcrypto = ldd.lines().find(|l| l.contains("libcrypto.so.3")).expect("links libcrypto");
-    let resolved = libcrypto.split("=>").nth(1).unwrap().split('(').next().unwrap().trim();
+    let libcrypto = ldd
+        .lines()
+        .find(|l| l.contains("libcrypto.so.3"))
+        .expect("links libcrypto");
+    let resolved = libcrypto
+        .split("=>")
+        .nth(1)
+        .unwrap()
+        .split('(')
+        .next()
+        .unwrap()
+        .trim();
     assert_eq!(
         fs::canonicalize(resolved).unwrap(),
         fs::canonicalize(prefix.join("lib/libcrypto.so.3")).unwrap(),
@@ -129,8 +150,17 @@ fn staged_openssl_runs_with_the_staged_libcrypto(prefix: &Path) {
     );
 
     // libmariadb finds the staged libssl too.
-    let out = Command::new("ldd").arg(prefix.join("lib/libmariadb.so.3")).output().unwrap();
+    let out = Command::new("ldd")
+        .arg(prefix.join("lib/libmariadb.so.3"))
+        .output()
+        .unwrap();
     let ldd = String::from_utf8_lossy(&out.stdout);
-    let libssl = ldd.lines().find(|l| l.contains("libssl.so.3")).expect("links libssl");
-    assert!(libssl.contains(&prefix.join("lib").display().to_string()), "{ldd}");
+    let libssl = ldd
+        .lines()
+        .find(|l| l.contains("libssl.so.3"))
+        .expect("links libssl");
+    assert!(
+        libssl.contains(&prefix.join("lib").display().to_string()),
+        "{ldd}"
+    );
 }

@@ -1,0 +1,634 @@
+//! An output's buffer: records are appended to the open chunk; full or old
+//! chunks are sealed and queued for the output's flushers.
+//!
+//! With `type: file`, chunks are files that are fsynced before `sync`
+//! returns, so a source may commit its read position after `sync` and a
+//! SIGKILL loses nothing: on start-up every chunk left on disk is queued
+//! again (torn tails cut off). With `type: memory`, chunks live in RAM and
+//! what is unsent at exit is lost.
+
+pub mod chunk;
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::fields::{error, Fields, Result as ConfigResult};
+use crate::metrics::PluginMetrics;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Storage {
+    Memory,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Overflow {
+    Block,
+    DropOldest,
+    Throw,
+}
+
+#[derive(Debug, Clone)]
+pub struct BufferConfig {
+    pub storage: Storage,
+    pub chunk_limit_size: u64,
+    pub total_limit_size: u64,
+    pub flush_interval: Duration,
+    pub flush_thread_count: usize,
+    pub overflow_action: Overflow,
+}
+
+impl BufferConfig {
+    pub fn memory_default() -> BufferConfig {
+        BufferConfig {
+            storage: Storage::Memory,
+            chunk_limit_size: 1 << 20,
+            total_limit_size: 512 << 20,
+            flush_interval: Duration::from_secs(1),
+            flush_thread_count: 1,
+            overflow_action: Overflow::Block,
+        }
+    }
+
+    pub fn from_config(f: &mut Fields) -> ConfigResult<BufferConfig> {
+        let kind = f.string("type")?.unwrap_or_else(|| "memory".into());
+        let storage = match kind.as_str() {
+            "memory" => Storage::Memory,
+            "file" => Storage::File(PathBuf::from(f.required_string("path")?)),
+            other => {
+                return error(
+                    f.node(),
+                    format!("buffer: unknown type `{other}` (expected memory or file)"),
+                )
+            }
+        };
+        let default_total = if storage == Storage::Memory {
+            512 << 20
+        } else {
+            8 << 30
+        };
+        let cfg = BufferConfig {
+            storage,
+            chunk_limit_size: f.size("chunk_limit_size", 1 << 20)?,
+            total_limit_size: f.size("total_limit_size", default_total)?,
+            flush_interval: f.duration("flush_interval", Duration::from_secs(1))?,
+            flush_thread_count: f.uint("flush_thread_count", 1)? as usize,
+            overflow_action: match f.string("overflow_action")?.as_deref() {
+                None | Some("block") => Overflow::Block,
+                Some("drop_oldest") | Some("drop_oldest_chunk") => Overflow::DropOldest,
+                Some("throw") | Some("throw_exception") => Overflow::Throw,
+                Some(other) => return error(
+                    f.node(),
+                    format!(
+                        "buffer: overflow_action `{other}` (expected block, drop_oldest or throw)"
+                    ),
+                ),
+            },
+        };
+        if cfg.chunk_limit_size == 0 || cfg.total_limit_size < cfg.chunk_limit_size {
+            return error(
+                f.node(),
+                "buffer: total_limit_size must be at least chunk_limit_size, which must be > 0",
+            );
+        }
+        if cfg.flush_thread_count == 0 {
+            return error(f.node(), "buffer: flush_thread_count must be at least 1");
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    #[error("buffer is full (total_limit_size reached, overflow_action throw)")]
+    Overflow,
+    #[error("buffer is shut down")]
+    Closed,
+    #[error("buffer I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+enum ChunkData {
+    Memory(Vec<u8>),
+    File {
+        path: PathBuf,
+        file: Option<File>,
+        dirty: bool,
+    },
+}
+
+pub struct Chunk {
+    pub id: u64,
+    created: Instant,
+    pub bytes: u64,
+    pub records: u64,
+    data: ChunkData,
+}
+
+/// A chunk's records, read back for delivery.
+pub struct ChunkRecords {
+    bytes: Vec<u8>,
+    ranges: Vec<Range<usize>>,
+}
+
+impl ChunkRecords {
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn get(&self, i: usize) -> &[u8] {
+        &self.bytes[self.ranges[i].clone()]
+    }
+}
+
+impl Chunk {
+    pub fn read(&self) -> io::Result<ChunkRecords> {
+        let bytes = match &self.data {
+            ChunkData::Memory(b) => b.clone(),
+            ChunkData::File { path, .. } => fs::read(path)?,
+        };
+        let decoded = chunk::decode(&bytes);
+        Ok(ChunkRecords {
+            bytes,
+            ranges: decoded.records,
+        })
+    }
+}
+
+struct State {
+    open: Option<Chunk>,
+    queue: VecDeque<Chunk>,
+    total_bytes: u64,
+    next_id: u64,
+    closed: bool,
+    /// Set by SIGUSR1 / shutdown: seal the open chunk regardless of age.
+    flush_now: bool,
+}
+
+pub struct Buffer {
+    pub config: BufferConfig,
+    state: Mutex<State>,
+    space: Condvar,
+    pub ready: tokio::sync::Notify,
+    metrics: Arc<PluginMetrics>,
+}
+
+/// Chunk file names: `chunk-<id as 16 hex digits>.buf`, so that sorting by
+/// name is sorting by age.
+fn chunk_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("chunk-{id:016x}.buf"))
+}
+
+impl Buffer {
+    /// Opens the buffer; a file buffer queues every chunk left from a previous
+    /// run. Returns the buffer and a note per recovered chunk.
+    pub fn open(
+        config: BufferConfig,
+        metrics: Arc<PluginMetrics>,
+    ) -> io::Result<(Buffer, Vec<String>)> {
+        let mut state = State {
+            open: None,
+            queue: VecDeque::new(),
+            total_bytes: 0,
+            next_id: 1,
+            closed: false,
+            flush_now: false,
+        };
+        let mut notes = Vec::new();
+        if let Storage::File(dir) = &config.storage {
+            fs::create_dir_all(dir)?;
+            let mut found: Vec<(u64, PathBuf)> = Vec::new();
+            for entry in fs::read_dir(dir)? {
+                let path = entry?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if let Some(id) = name
+                    .strip_prefix("chunk-")
+                    .and_then(|s| s.strip_suffix(".buf"))
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                {
+                    found.push((id, path));
+                }
+            }
+            found.sort();
+            for (id, path) in found {
+                let bytes = fs::read(&path)?;
+                let decoded = chunk::decode(&bytes);
+                if decoded.valid_len < bytes.len() {
+                    notes.push(format!(
+                        "{}: cut a torn tail of {} bytes after {} complete records",
+                        path.display(),
+                        bytes.len() - decoded.valid_len,
+                        decoded.records.len()
+                    ));
+                    let f = OpenOptions::new().write(true).open(&path)?;
+                    f.set_len(decoded.valid_len as u64)?;
+                    f.sync_all()?;
+                }
+                if decoded.records.is_empty() {
+                    fs::remove_file(&path)?;
+                    continue;
+                }
+                notes.push(format!(
+                    "{}: {} records queued again",
+                    path.display(),
+                    decoded.records.len()
+                ));
+                state.total_bytes += decoded.valid_len as u64;
+                state.next_id = state.next_id.max(id + 1);
+                state.queue.push_back(Chunk {
+                    id,
+                    created: Instant::now(),
+                    bytes: decoded.valid_len as u64,
+                    records: decoded.records.len() as u64,
+                    data: ChunkData::File {
+                        path,
+                        file: None,
+                        dirty: false,
+                    },
+                });
+            }
+        }
+        metrics
+            .buffer_bytes
+            .store(state.total_bytes, Ordering::Relaxed);
+        Ok((
+            Buffer {
+                config,
+                state: Mutex::new(state),
+                space: Condvar::new(),
+                ready: tokio::sync::Notify::new(),
+                metrics,
+            },
+            notes,
+        ))
+    }
+
+    /// Appends serialized records (framed by this call). With overflow
+    /// `block` this waits for flushers to free space.
+    pub fn append(&self, records: &[Vec<u8>]) -> Result<(), BufferError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let incoming: u64 = records
+            .iter()
+            .map(|r| (r.len() + chunk::HEADER) as u64)
+            .sum();
+        let mut state = self.state.lock().unwrap();
+        loop {
+            if state.closed {
+                return Err(BufferError::Closed);
+            }
+            // A batch larger than the whole buffer is let in when it is empty,
+            // or it could never be written.
+            if state.total_bytes == 0
+                || state.total_bytes + incoming <= self.config.total_limit_size
+            {
+                break;
+            }
+            match self.config.overflow_action {
+                Overflow::Throw => return Err(BufferError::Overflow),
+                Overflow::DropOldest => match state.queue.pop_front() {
+                    Some(old) => {
+                        state.total_bytes -= old.bytes;
+                        PluginMetrics::add(&self.metrics.dropped, old.records);
+                        delete(old);
+                    }
+                    None => {
+                        // Only the open chunk or in-flight chunks hold data: wait.
+                        state = self
+                            .space
+                            .wait_timeout(state, Duration::from_millis(100))
+                            .unwrap()
+                            .0;
+                    }
+                },
+                Overflow::Block => {
+                    self.ready.notify_waiters();
+                    state = self
+                        .space
+                        .wait_timeout(state, Duration::from_millis(100))
+                        .unwrap()
+                        .0;
+                }
+            }
+        }
+
+        let mut frame = Vec::with_capacity(64 * 1024);
+        let mut sealed_any = false;
+        for record in records {
+            let size = (record.len() + chunk::HEADER) as u64;
+            let full = state
+                .open
+                .as_ref()
+                .is_some_and(|c| c.bytes > 0 && c.bytes + size > self.config.chunk_limit_size);
+            if full {
+                self.write_open(&mut state, &frame)?;
+                frame.clear();
+                self.seal(&mut state)?;
+                sealed_any = true;
+            }
+            if state.open.is_none() {
+                let id = state.next_id;
+                state.next_id += 1;
+                state.open = Some(self.new_chunk(id)?);
+            }
+            chunk::encode_into(&mut frame, record);
+            let open = state.open.as_mut().unwrap();
+            open.records += 1;
+            // Counted now so the size check above sees pending frame bytes.
+            open.bytes += size;
+            state.total_bytes += size;
+        }
+        self.write_open(&mut state, &frame)?;
+        self.metrics
+            .buffer_bytes
+            .store(state.total_bytes, Ordering::Relaxed);
+        drop(state);
+        if sealed_any {
+            self.ready.notify_waiters();
+        }
+        Ok(())
+    }
+
+    fn new_chunk(&self, id: u64) -> io::Result<Chunk> {
+        let data = match &self.config.storage {
+            Storage::Memory => ChunkData::Memory(Vec::new()),
+            Storage::File(dir) => {
+                let path = chunk_path(dir, id);
+                let file = OpenOptions::new()
+                    .create_new(true)
+                    .append(true)
+                    .open(&path)?;
+                // The new name must survive a crash too.
+                File::open(dir)?.sync_all()?;
+                ChunkData::File {
+                    path,
+                    file: Some(file),
+                    dirty: false,
+                }
+            }
+        };
+        Ok(Chunk {
+            id,
+            created: Instant::now(),
+            bytes: 0,
+            records: 0,
+            data,
+        })
+    }
+
+    fn write_open(&self, state: &mut State, frame: &[u8]) -> io::Result<()> {
+        if frame.is_empty() {
+            return Ok(());
+        }
+        let open = state
+            .open
+            .as_mut()
+            .expect("records were added to an open chunk");
+        match &mut open.data {
+            ChunkData::Memory(b) => b.extend_from_slice(frame),
+            ChunkData::File { file, dirty, .. } => {
+                file.as_mut()
+                    .expect("open chunk has its file")
+                    .write_all(frame)?;
+                *dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the open chunk to the queue, fsyncing it first.
+    fn seal(&self, state: &mut State) -> io::Result<()> {
+        if let Some(mut chunk) = state.open.take() {
+            if let ChunkData::File { file, dirty, .. } = &mut chunk.data {
+                if let Some(f) = file.take() {
+                    if *dirty {
+                        f.sync_data()?;
+                    }
+                }
+                *dirty = false;
+            }
+            state.queue.push_back(chunk);
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable (file buffers). A source
+    /// commits its read position only after this returns.
+    pub fn sync(&self) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if let Some(Chunk {
+            data:
+                ChunkData::File {
+                    file: Some(f),
+                    dirty,
+                    ..
+                },
+            ..
+        }) = state.open.as_mut()
+        {
+            if *dirty {
+                f.sync_data()?;
+                *dirty = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk to deliver: a sealed one, or the open one once it is
+    /// older than flush_interval (or a flush was requested).
+    pub fn take(&self) -> io::Result<Option<Chunk>> {
+        let mut state = self.state.lock().unwrap();
+        if state.queue.is_empty() {
+            let due = state.open.as_ref().is_some_and(|c| {
+                c.records > 0
+                    && (state.flush_now
+                        || state.closed
+                        || c.created.elapsed() >= self.config.flush_interval)
+            });
+            if due {
+                self.seal(&mut state)?;
+            }
+            if state.open.is_none() {
+                state.flush_now = false;
+            }
+        }
+        Ok(state.queue.pop_front())
+    }
+
+    /// Time until the open chunk is due, for a flusher's sleep.
+    pub fn next_due(&self) -> Duration {
+        let state = self.state.lock().unwrap();
+        match &state.open {
+            Some(c) if c.records > 0 => self
+                .config
+                .flush_interval
+                .saturating_sub(c.created.elapsed()),
+            _ => self.config.flush_interval,
+        }
+    }
+
+    /// A delivered (or dead-lettered) chunk: delete it and free its space.
+    pub fn complete(&self, chunk: Chunk) {
+        let mut state = self.state.lock().unwrap();
+        state.total_bytes = state.total_bytes.saturating_sub(chunk.bytes);
+        self.metrics
+            .buffer_bytes
+            .store(state.total_bytes, Ordering::Relaxed);
+        drop(state);
+        delete(chunk);
+        self.space.notify_all();
+    }
+
+    /// A chunk that could not be delivered before shutdown goes back to the
+    /// front of the queue (it stays on disk either way).
+    pub fn put_back(&self, chunk: Chunk) {
+        self.state.lock().unwrap().queue.push_front(chunk);
+    }
+
+    /// Seal the open chunk at the next `take` (SIGUSR1).
+    pub fn request_flush(&self) {
+        self.state.lock().unwrap().flush_now = true;
+        self.ready.notify_waiters();
+    }
+
+    /// Refuse new records; flushers drain what is left.
+    pub fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+        self.space.notify_all();
+        self.ready.notify_waiters();
+    }
+
+    pub fn is_drained(&self) -> bool {
+        let state = self.state.lock().unwrap();
+        state.queue.is_empty() && state.open.as_ref().is_none_or(|c| c.records == 0)
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.state.lock().unwrap().total_bytes
+    }
+}
+
+fn delete(chunk: Chunk) {
+    if let ChunkData::File { path, .. } = chunk.data {
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                crate::log::warn(&format!("cannot delete chunk {}: {e}", path.display()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_config(dir: &Path) -> BufferConfig {
+        BufferConfig {
+            storage: Storage::File(dir.to_path_buf()),
+            chunk_limit_size: 100,
+            total_limit_size: 10_000,
+            flush_interval: Duration::from_secs(3600),
+            flush_thread_count: 1,
+            overflow_action: Overflow::Throw,
+        }
+    }
+
+    fn records(n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| format!("{{\"n\":{i:04}}}").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn seals_at_chunk_limit_and_recovers_after_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(PluginMetrics::default());
+        let (buf, notes) = Buffer::open(file_config(dir.path()), m.clone()).unwrap();
+        assert!(notes.is_empty());
+        buf.append(&records(10)).unwrap(); // 10 x (10 + 8) bytes = 180: two chunks
+        buf.sync().unwrap();
+        let first = buf.take().unwrap().expect("a sealed chunk");
+        assert_eq!(first.records, 5);
+        let r = first.read().unwrap();
+        assert_eq!(r.get(0), b"{\"n\":0000}");
+        // Simulate a crash: the process is gone with one chunk in flight and
+        // one open, plus a torn frame at the end of the open one.
+        let open_path = chunk_path(dir.path(), 2);
+        let mut f = OpenOptions::new().append(true).open(&open_path).unwrap();
+        f.write_all(&[42, 0, 0, 0, 1, 2]).unwrap();
+        drop(f);
+        std::mem::forget(buf);
+        std::mem::forget(first);
+
+        let (buf, notes) = Buffer::open(file_config(dir.path()), m).unwrap();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("cut a torn tail of 6 bytes")),
+            "{notes:?}"
+        );
+        let mut all = Vec::new();
+        while let Some(c) = buf.take().unwrap() {
+            let r = c.read().unwrap();
+            for i in 0..r.len() {
+                all.push(String::from_utf8(r.get(i).to_vec()).unwrap());
+            }
+            buf.complete(c);
+        }
+        let expected: Vec<String> = records(10)
+            .into_iter()
+            .map(|r| String::from_utf8(r).unwrap())
+            .collect();
+        assert_eq!(all, expected, "every record once, in order");
+        assert_eq!(buf.total_bytes(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "delivered chunks deleted"
+        );
+    }
+
+    #[test]
+    fn overflow_actions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = file_config(dir.path());
+        cfg.total_limit_size = 200;
+        let (buf, _) = Buffer::open(cfg.clone(), Arc::new(PluginMetrics::default())).unwrap();
+        buf.append(&records(10)).unwrap();
+        assert!(matches!(
+            buf.append(&records(3)),
+            Err(BufferError::Overflow)
+        ));
+
+        cfg.overflow_action = Overflow::DropOldest;
+        cfg.storage = Storage::Memory;
+        let m = Arc::new(PluginMetrics::default());
+        let (buf, _) = Buffer::open(cfg, m.clone()).unwrap();
+        buf.append(&records(10)).unwrap();
+        buf.append(&records(3)).unwrap();
+        assert_eq!(
+            m.dropped.load(Ordering::Relaxed),
+            5,
+            "the oldest chunk went"
+        );
+    }
+
+    #[test]
+    fn open_chunk_is_due_after_flush_interval() {
+        let mut cfg = BufferConfig::memory_default();
+        cfg.flush_interval = Duration::from_millis(0);
+        let (buf, _) = Buffer::open(cfg, Arc::new(PluginMetrics::default())).unwrap();
+        assert!(buf.take().unwrap().is_none());
+        buf.append(&records(2)).unwrap();
+        let c = buf.take().unwrap().expect("due");
+        assert_eq!(c.records, 2);
+        assert!(buf.is_drained());
+    }
+}

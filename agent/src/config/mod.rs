@@ -1,0 +1,221 @@
+//! The agent's configuration: YAML read through the prefix's libyaml into
+//! typed structs. Every error names the file, line and column.
+
+pub mod fields;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use fields::{error, Fields};
+
+use crate::filters::Filter;
+use crate::outputs::OutputConfig;
+use crate::sources::SourceConfig;
+use crate::tag_pattern::TagPattern;
+use crate::yaml::NodeKind;
+
+pub struct Config {
+    pub system: SystemConfig,
+    pub sources: Vec<SourceConfig>,
+    pub filters: Vec<(TagPattern, Filter)>,
+    pub outputs: Vec<OutputConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    /// Where `/metrics` is served; off unless set.
+    pub metrics_bind: Option<SocketAddr>,
+    /// How long SIGTERM waits for buffers to drain.
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// Loads and validates; the error is one line: `file:line:column: what`.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+        let text = String::from_utf8(text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not UTF-8 (byte {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?;
+        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, fields::ConfigError> {
+        let root = crate::yaml::parse(text).map_err(|e| fields::ConfigError {
+            mark: e.mark,
+            message: format!("YAML syntax: {}", e.message),
+        })?;
+        let Some(root) = root else {
+            return Err(fields::ConfigError {
+                mark: Default::default(),
+                message: "the config is empty".into(),
+            });
+        };
+        let mut top = Fields::new(&root, "config")?;
+
+        let system = match top.take("system") {
+            Some(node) => {
+                let mut s = Fields::new(node, "system")?;
+                let metrics_bind = match s.take("metrics") {
+                    Some(m) => {
+                        let mut mf = Fields::new(m, "system.metrics")?;
+                        let bind_node = mf.required("bind")?;
+                        let bind = fields::string(bind_node)?;
+                        mf.finish()?;
+                        Some(bind.parse().or_else(|_| {
+                            error(bind_node, format!("system.metrics.bind `{bind}` is not an address like 127.0.0.1:24231"))
+                        })?)
+                    }
+                    None => None,
+                };
+                let shutdown_timeout = s.duration("shutdown_timeout", Duration::from_secs(60))?;
+                s.finish()?;
+                SystemConfig {
+                    metrics_bind,
+                    shutdown_timeout,
+                }
+            }
+            None => SystemConfig {
+                metrics_bind: None,
+                shutdown_timeout: Duration::from_secs(60),
+            },
+        };
+
+        let mut sources = Vec::new();
+        for item in list(top.take("sources"), "sources")? {
+            let mut f = Fields::new(item, "source")?;
+            let kind = f.required_string("type")?;
+            sources.push(SourceConfig::from_config(&kind, &mut f)?);
+            f.finish()?;
+        }
+        let mut filters = Vec::new();
+        for item in list(top.take("filters"), "filters")? {
+            let mut f = Fields::new(item, "filter")?;
+            let pattern_node = f.required("match")?;
+            let pattern = TagPattern::parse(&fields::string(pattern_node)?)
+                .or_else(|e| error(pattern_node, e))?;
+            let kind = f.required_string("type")?;
+            filters.push((pattern, Filter::from_config(&kind, &mut f)?));
+            f.finish()?;
+        }
+        let mut outputs = Vec::new();
+        let output_nodes = list(top.take("outputs"), "outputs")?;
+        for (i, item) in output_nodes.iter().enumerate() {
+            let mut f = Fields::new(item, "output")?;
+            outputs.push(OutputConfig::from_config(i, &mut f)?);
+            f.finish()?;
+        }
+        top.finish()?;
+        if sources.is_empty() {
+            return error(&root, "no sources: nothing would be read");
+        }
+        if outputs.is_empty() {
+            return error(&root, "no outputs: records would have nowhere to go");
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (o, node) in outputs.iter().zip(&output_nodes) {
+            for s in &o.sinks {
+                if !ids.insert(s.id.clone()) {
+                    return error(node, format!("output id `{}` is used twice", s.id));
+                }
+            }
+        }
+        Ok(Config {
+            system,
+            sources,
+            filters,
+            outputs,
+        })
+    }
+}
+
+fn list<'a>(
+    node: Option<&'a crate::yaml::Node>,
+    what: &str,
+) -> Result<Vec<&'a crate::yaml::Node>, fields::ConfigError> {
+    match node {
+        None => Ok(Vec::new()),
+        Some(n) => match &n.kind {
+            NodeKind::Seq(items) => Ok(items.iter().collect()),
+            _ => error(n, format!("`{what}` must be a list")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+sources:
+  - type: tail
+    path: /data/mysql/*.err
+    pos_file: /var/lib/my-agent/error.pos
+    tag: mysql.error
+filters:
+  - match: "mysql.**"
+    type: record_transformer
+    record:
+      hostname: "${hostname}"
+      timestamp: "${time}"
+outputs:
+  - match: "mysql.**"
+    type: http
+    endpoint: http://127.0.0.1:9200/_bulk
+    buffer:
+      type: file
+      path: /var/lib/my-agent/buffer/es
+      flush_interval: 5s
+"#;
+
+    fn err(text: &str) -> String {
+        match Config::parse(text) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_a_pipeline() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.sources.len(), 1);
+        assert_eq!(c.filters.len(), 1);
+        assert_eq!(
+            c.outputs[0].sinks[0].buffer.flush_interval,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            c.outputs[0].sinks[0].dead_letter_dir.as_deref(),
+            Some(Path::new("/var/lib/my-agent/buffer/es/dead-letter"))
+        );
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        assert_eq!(
+            err(&GOOD.replace("flush_interval: 5s", "flush_interval: 5 parsecs")),
+            "20:23: expected a duration like 1s, 30s, 5m or 72h, found `5 parsecs`"
+        );
+        assert_eq!(
+            err(&GOOD.replace(
+                "    tag: mysql.error\n",
+                "    tag: mysql.error\n    colour: red\n"
+            )),
+            "7:5: source: unknown key `colour`"
+        );
+        assert_eq!(
+            err(&GOOD.replace("    path: /data/mysql/*.err\n", "")),
+            "3:5: source: missing required key `path`"
+        );
+        assert!(err(&GOOD.replace("type: http", "type: [http")).contains(": YAML syntax: "));
+        assert_eq!(
+            err(&GOOD.replace("endpoint: http://", "endpoint: ftp://")),
+            "16:15: http: endpoint `ftp://127.0.0.1:9200/_bulk` is not an http:// or https:// URL"
+        );
+    }
+}

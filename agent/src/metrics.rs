@@ -1,0 +1,124 @@
+//! Counters per plugin, rendered in Prometheus text format on `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default)]
+pub struct PluginMetrics {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub retries: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub dropped: AtomicU64,
+    pub buffer_bytes: AtomicU64,
+    pub errors: AtomicU64,
+    /// Lines split because they exceeded max_line_size.
+    pub lines_split: AtomicU64,
+    /// Lines with invalid UTF-8, replaced with U+FFFD.
+    pub invalid_utf8: AtomicU64,
+}
+
+impl PluginMetrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// All plugins' counters, by (kind, id).
+#[derive(Debug, Default)]
+pub struct Registry {
+    plugins: Mutex<Vec<(String, String, Arc<PluginMetrics>)>>,
+}
+
+impl Registry {
+    pub fn register(&self, kind: &str, id: &str) -> Arc<PluginMetrics> {
+        let mut plugins = self.plugins.lock().unwrap();
+        if let Some((_, _, m)) = plugins.iter().find(|(k, i, _)| k == kind && i == id) {
+            return m.clone();
+        }
+        let m = Arc::new(PluginMetrics::default());
+        plugins.push((kind.to_string(), id.to_string(), m.clone()));
+        m
+    }
+
+    pub fn render(&self) -> String {
+        let plugins = self.plugins.lock().unwrap();
+        let mut out = String::new();
+        type Series = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&PluginMetrics) -> &AtomicU64,
+        );
+        let series: [Series; 9] = [
+            (
+                "records_in_total",
+                "counter",
+                "Records received by the plugin",
+                |m| &m.records_in,
+            ),
+            (
+                "records_out_total",
+                "counter",
+                "Records delivered by the plugin",
+                |m| &m.records_out,
+            ),
+            (
+                "retries_total",
+                "counter",
+                "Delivery attempts that will be retried",
+                |m| &m.retries,
+            ),
+            (
+                "dead_lettered_total",
+                "counter",
+                "Records moved to the dead-letter directory",
+                |m| &m.dead_lettered,
+            ),
+            (
+                "dropped_total",
+                "counter",
+                "Records dropped by overflow_action drop_oldest",
+                |m| &m.dropped,
+            ),
+            (
+                "buffer_bytes",
+                "gauge",
+                "Bytes held in the plugin's buffer",
+                |m| &m.buffer_bytes,
+            ),
+            (
+                "errors_total",
+                "counter",
+                "Errors seen by the plugin",
+                |m| &m.errors,
+            ),
+            (
+                "lines_split_total",
+                "counter",
+                "Lines longer than max_line_size, split",
+                |m| &m.lines_split,
+            ),
+            (
+                "invalid_utf8_total",
+                "counter",
+                "Lines with invalid UTF-8, replaced",
+                |m| &m.invalid_utf8,
+            ),
+        ];
+        for (name, kind, help, get) in series {
+            let _ = writeln!(out, "# HELP my_agent_{name} {help}.");
+            let _ = writeln!(out, "# TYPE my_agent_{name} {kind}");
+            for (plugin_kind, id, m) in plugins.iter() {
+                let _ = writeln!(
+                    out,
+                    "my_agent_{name}{{plugin=\"{plugin_kind}\",id=\"{}\"}} {}",
+                    id.replace('\\', "\\\\").replace('"', "\\\""),
+                    get(m).load(Ordering::Relaxed)
+                );
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,297 @@
+//! The delivery loop every sink runs (`flush_thread_count` of them): take a
+//! due chunk, send it in requests of at most `max_request_bytes` /
+//! `max_request_records`, retry transient failures with backoff, move
+//! rejected requests to the dead-letter directory, delete the chunk once
+//! every record is accounted for.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::buffer::{Chunk, ChunkRecords};
+use crate::log;
+use crate::metrics::PluginMetrics;
+
+use super::{local, Attempt, RequestFormat, Sink, SinkKind};
+
+/// Runs until `stop` turns true and the buffer is drained, or `deadline`
+/// (set at stop) passes; undelivered file chunks stay on disk.
+pub async fn run(sink: Arc<Sink>, mut stop: watch::Receiver<Option<Instant>>) {
+    loop {
+        let deadline = *stop.borrow();
+        if let Some(d) = deadline {
+            if Instant::now() >= d || sink.buffer.is_drained() {
+                return;
+            }
+        }
+        let chunk = match sink.buffer.take() {
+            Ok(c) => c,
+            Err(e) => {
+                log::error(&format!("output {}: cannot seal a chunk: {e}", sink.id));
+                None
+            }
+        };
+        match chunk {
+            Some(chunk) => {
+                if let Err(chunk) = deliver(&sink, chunk, &mut stop).await {
+                    sink.buffer.put_back(chunk);
+                    return;
+                }
+            }
+            None => {
+                let wait = sink
+                    .buffer
+                    .next_due()
+                    .clamp(Duration::from_millis(10), Duration::from_millis(500));
+                tokio::select! {
+                    _ = sink.buffer.ready.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Delivers a chunk. Err gives the chunk back when a stop deadline passed
+/// while it was still being retried.
+async fn deliver(
+    sink: &Sink,
+    chunk: Chunk,
+    stop: &mut watch::Receiver<Option<Instant>>,
+) -> Result<(), Chunk> {
+    let records = match chunk.read() {
+        Ok(r) => r,
+        Err(e) => {
+            log::error(&format!(
+                "output {}: cannot read chunk {}: {e}; it stays queued",
+                sink.id, chunk.id
+            ));
+            return Err(chunk);
+        }
+    };
+    let mut start = 0;
+    let mut failures: u32 = 0;
+    let mut first_failure: Option<Instant> = None;
+    while start < records.len() {
+        let (end, body) = request_body(sink, &records, start);
+        if end == start {
+            // One record larger than max_request_bytes can never be sent.
+            dead_letter(
+                sink,
+                &chunk,
+                &records,
+                start,
+                start + 1,
+                "record larger than max_request_bytes",
+                None,
+            );
+            start += 1;
+            continue;
+        }
+        match attempt(sink, body).await {
+            Attempt::Done => {
+                PluginMetrics::add(&sink.metrics.records_out, (end - start) as u64);
+                start = end;
+                failures = 0;
+                first_failure = None;
+            }
+            Attempt::Reject { status, body } => {
+                let reason = format!("rejected with HTTP {status}");
+                dead_letter(sink, &chunk, &records, start, end, &reason, Some(&body));
+                start = end;
+            }
+            Attempt::Retry { reason, after } => {
+                let since = *first_failure.get_or_insert_with(Instant::now);
+                let r = &sink.retry;
+                let exhausted = !r.forever
+                    && (since.elapsed() >= r.timeout
+                        || r.max_times.is_some_and(|m| failures as u64 >= m));
+                if exhausted {
+                    let why = format!(
+                        "gave up after {} retries over {:.0?}: {reason}",
+                        failures,
+                        since.elapsed()
+                    );
+                    dead_letter(sink, &chunk, &records, start, records.len(), &why, None);
+                    break;
+                }
+                let wait = after.map_or_else(|| r.backoff(failures), |a| a.min(r.max_interval));
+                failures += 1;
+                PluginMetrics::add(&sink.metrics.retries, 1);
+                log::warn(&format!(
+                    "output {}: {reason}; retry {failures} in {:.1?} ({} records waiting)",
+                    sink.id,
+                    wait,
+                    records.len() - start
+                ));
+                let sleep_until = Instant::now() + wait;
+                loop {
+                    if let Some(d) = *stop.borrow() {
+                        if Instant::now() >= d || d <= sleep_until {
+                            return Err(chunk);
+                        }
+                    }
+                    let now = Instant::now();
+                    if now >= sleep_until {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(sleep_until - now) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+    sink.buffer.complete(chunk);
+    Ok(())
+}
+
+async fn attempt(sink: &Sink, body: Vec<u8>) -> Attempt {
+    let result = match &sink.kind {
+        SinkKind::Http(h) => return h.send(body).await,
+        SinkKind::Stdout => local::write_stdout(&body),
+        SinkKind::File(f) => f.write(&body),
+    };
+    match result {
+        Ok(()) => Attempt::Done,
+        Err(e) => Attempt::Retry {
+            reason: e.to_string(),
+            after: None,
+        },
+    }
+}
+
+fn format_of(sink: &Sink) -> RequestFormat {
+    match &sink.kind {
+        SinkKind::Http(h) => h.format(),
+        SinkKind::Stdout | SinkKind::File(_) => RequestFormat::Ndjson,
+    }
+}
+
+/// The body for records `start..end`, with `end` as far as the limits allow.
+fn request_body(sink: &Sink, records: &ChunkRecords, start: usize) -> (usize, Vec<u8>) {
+    let format = format_of(sink);
+    let max_records = if format == RequestFormat::Json {
+        1
+    } else {
+        sink.max_request_records
+    };
+    let mut body = Vec::with_capacity(sink.max_request_bytes.min(1 << 20));
+    if format == RequestFormat::JsonArray {
+        body.push(b'[');
+    }
+    let mut end = start;
+    while end < records.len() && end - start < max_records {
+        let r = records.get(end);
+        // Separator or trailing newline, plus the closing `]`.
+        let extra = if format == RequestFormat::JsonArray {
+            2
+        } else {
+            1
+        };
+        if body.len() + r.len() + extra > sink.max_request_bytes {
+            break;
+        }
+        if format == RequestFormat::JsonArray && end > start {
+            body.push(b',');
+        }
+        body.extend_from_slice(r);
+        if format != RequestFormat::JsonArray {
+            body.push(b'\n');
+        }
+        end += 1;
+    }
+    if format == RequestFormat::JsonArray {
+        body.push(b']');
+    }
+    if format == RequestFormat::Json && body.last() == Some(&b'\n') {
+        body.pop();
+    }
+    (end, body)
+}
+
+/// Writes records `start..end` of a chunk to the dead-letter directory as
+/// ndjson, with a `.meta.json` beside it saying why. Never silent: counted
+/// and logged; if even that write fails the records are logged as lost.
+fn dead_letter(
+    sink: &Sink,
+    chunk: &Chunk,
+    records: &ChunkRecords,
+    start: usize,
+    end: usize,
+    reason: &str,
+    response: Option<&str>,
+) {
+    let n = (end - start) as u64;
+    PluginMetrics::add(&sink.metrics.dead_lettered, n);
+    let Some(dir) = &sink.dead_letter_dir else {
+        log::error(&format!(
+            "output {}: {n} records {reason}; no dead_letter_dir, records dropped",
+            sink.id
+        ));
+        return;
+    };
+    let stamp = crate::event::now_nanos();
+    let base = format!("{}-{stamp}-{}-{start}", sanitize(&sink.id), chunk.id);
+    let result = (|| -> std::io::Result<std::path::PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let mut data = Vec::new();
+        for i in start..end {
+            data.extend_from_slice(records.get(i));
+            data.push(b'\n');
+        }
+        let path = dir.join(format!("{base}.ndjson"));
+        write_synced(&path, &data)?;
+        let meta = serde_json::json!({
+            "output": sink.id,
+            "reason": reason,
+            "response": response,
+            "records": n,
+            "time": crate::event::iso8601(stamp),
+        });
+        write_synced(
+            &dir.join(format!("{base}.meta.json")),
+            meta.to_string().as_bytes(),
+        )?;
+        Ok(path)
+    })();
+    match result {
+        Ok(path) => log::error(&format!(
+            "output {}: {n} records {reason}; moved to {}",
+            sink.id,
+            path.display()
+        )),
+        Err(e) => {
+            sink.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            log::error(&format!(
+                "output {}: {n} records {reason}; cannot write dead-letter file in {}: {e}; records lost",
+                sink.id,
+                dir.display()
+            ))
+        }
+    }
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,206 @@
+//! Wiring: sources hand events to the `Router`, which runs the matching
+//! filters (in config order) and appends the records to the first matching
+//! output's buffers; flushers deliver from there.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::buffer::BufferError;
+use crate::config::Config;
+use crate::event::Event;
+use crate::filters::Filter;
+use crate::log;
+use crate::metrics::{PluginMetrics, Registry};
+use crate::outputs::{flusher, Sink};
+use crate::sources::{tail::TailSource, SourceConfig};
+use crate::tag_pattern::TagPattern;
+
+struct Route {
+    filters: Vec<usize>,
+    sinks: Vec<Arc<Sink>>,
+}
+
+pub struct Router {
+    filters: Vec<(TagPattern, Filter)>,
+    outputs: Vec<(TagPattern, Vec<Arc<Sink>>)>,
+    routes: Mutex<HashMap<Arc<str>, Arc<Route>>>,
+    unmatched: AtomicU64,
+}
+
+impl Router {
+    fn route(&self, tag: &Arc<str>) -> Arc<Route> {
+        let mut routes = self.routes.lock().unwrap();
+        if let Some(r) = routes.get(tag) {
+            return r.clone();
+        }
+        let filters = (0..self.filters.len())
+            .filter(|&i| self.filters[i].0.matches(tag))
+            .collect();
+        let sinks = self
+            .outputs
+            .iter()
+            .find(|(p, _)| p.matches(tag))
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default();
+        let route = Arc::new(Route { filters, sinks });
+        routes.insert(tag.clone(), route.clone());
+        route
+    }
+
+    /// Filters and buffers a batch of events that share `tag`. The records
+    /// are durable only after `sync`.
+    pub fn emit(&self, tag: &Arc<str>, mut events: Vec<Event>) -> Result<(), BufferError> {
+        let route = self.route(tag);
+        for &i in &route.filters {
+            self.filters[i].1.apply(&mut events);
+        }
+        if route.sinks.is_empty() {
+            if self
+                .unmatched
+                .fetch_add(events.len() as u64, Ordering::Relaxed)
+                == 0
+            {
+                log::warn(&format!(
+                    "no output matches tag `{tag}`; its records are discarded"
+                ));
+            }
+            return Ok(());
+        }
+        let records: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| serde_json::to_vec(&e.record).expect("JSON values serialize"))
+            .collect();
+        for sink in &route.sinks {
+            sink.buffer.append(&records)?;
+            PluginMetrics::add(&sink.metrics.records_in, records.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Makes every buffered record durable (file buffers).
+    pub fn sync(&self) -> std::io::Result<()> {
+        for (_, sinks) in &self.outputs {
+            for s in sinks {
+                s.buffer.sync()?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn sinks(&self) -> impl Iterator<Item = &Arc<Sink>> {
+        self.outputs.iter().flat_map(|(_, s)| s.iter())
+    }
+}
+
+/// A running pipeline: source threads and flusher tasks.
+pub struct Pipeline {
+    router: Arc<Router>,
+    stop_sources: Arc<AtomicBool>,
+    sources: Vec<JoinHandle<()>>,
+    stop_flushers: watch::Sender<Option<Instant>>,
+    flushers: Vec<tokio::task::JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+impl Pipeline {
+    pub fn start(
+        config: Config,
+        registry: &Registry,
+        rt: &tokio::runtime::Handle,
+    ) -> anyhow::Result<Pipeline> {
+        let mut outputs = Vec::new();
+        for o in config.outputs {
+            let mut sinks = Vec::new();
+            for s in o.sinks {
+                let (sink, notes) = s.build(registry)?;
+                for n in notes {
+                    log::info(&format!("output {}: recovered {n}", sink.id));
+                }
+                sinks.push(Arc::new(sink));
+            }
+            outputs.push((o.pattern, sinks));
+        }
+        let router = Arc::new(Router {
+            filters: config.filters,
+            outputs,
+            routes: Mutex::new(HashMap::new()),
+            unmatched: AtomicU64::new(0),
+        });
+
+        let (stop_flushers, stop_rx) = watch::channel(None);
+        let mut flushers = Vec::new();
+        for sink in router.sinks() {
+            for _ in 0..sink.buffer.config.flush_thread_count {
+                flushers.push(rt.spawn(flusher::run(sink.clone(), stop_rx.clone())));
+            }
+        }
+
+        let stop_sources = Arc::new(AtomicBool::new(false));
+        let mut sources = Vec::new();
+        for (i, source) in config.sources.into_iter().enumerate() {
+            match source {
+                SourceConfig::Tail(cfg) => {
+                    let metrics = registry.register("source", &format!("tail{i}"));
+                    let tail = TailSource::new(cfg, metrics)?;
+                    let (router, stop) = (router.clone(), stop_sources.clone());
+                    sources.push(
+                        std::thread::Builder::new()
+                            .name(format!("tail{i}"))
+                            .spawn(move || tail.run(router, stop))?,
+                    );
+                }
+            }
+        }
+        Ok(Pipeline {
+            router,
+            stop_sources,
+            sources,
+            stop_flushers,
+            flushers,
+            shutdown_timeout: config.system.shutdown_timeout,
+        })
+    }
+
+    /// SIGUSR1: deliver what is buffered now.
+    pub fn flush(&self) {
+        for s in self.router.sinks() {
+            s.buffer.request_flush();
+        }
+    }
+
+    /// Stops reading, then gives the flushers until the shutdown timeout to
+    /// drain. File buffers keep whatever is left for the next start.
+    pub async fn stop(self) {
+        self.stop_sources.store(true, Ordering::Relaxed);
+        let sources = self.sources;
+        let _ = tokio::task::spawn_blocking(move || {
+            for s in sources {
+                let _ = s.join();
+            }
+        })
+        .await;
+        for s in self.router.sinks() {
+            s.buffer.close();
+        }
+        let _ = self
+            .stop_flushers
+            .send(Some(Instant::now() + self.shutdown_timeout));
+        for f in self.flushers {
+            let _ = f.await;
+        }
+        for s in self.router.sinks() {
+            if !s.buffer.is_drained() {
+                log::warn(&format!(
+                    "output {}: {} bytes not delivered before shutdown; kept for the next start if the buffer is a file",
+                    s.id,
+                    s.buffer.total_bytes()
+                ));
+            }
+        }
+    }
+}

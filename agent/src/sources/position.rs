@@ -1,0 +1,132 @@
+//! Read positions of tailed files, keyed by (device, inode), written
+//! atomically (temporary file, fsync, rename, fsync of the directory) so a
+//! crash leaves either the old or the new positions, never a torn file.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    pub path: PathBuf,
+    /// Bytes up to here are durable downstream.
+    pub offset: u64,
+    /// crc32 of the `window` bytes just before `offset`: if they change, the
+    /// file was truncated and rewritten (copytruncate) past our offset.
+    pub crc: u32,
+    pub window: u32,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PosFile {
+    version: u32,
+    files: Vec<(FileId, Position)>,
+}
+
+pub struct PositionStore {
+    path: Option<PathBuf>,
+    pub entries: BTreeMap<FileId, Position>,
+    /// True when a pos file existed: files that appeared while the agent was
+    /// down are then read from their head.
+    pub existed: bool,
+}
+
+impl PositionStore {
+    pub fn load(path: Option<PathBuf>) -> anyhow::Result<PositionStore> {
+        let mut store = PositionStore {
+            path: path.clone(),
+            entries: BTreeMap::new(),
+            existed: false,
+        };
+        let Some(path) = path else { return Ok(store) };
+        match fs::read(&path) {
+            Ok(bytes) => {
+                store.existed = true;
+                match serde_json::from_slice::<PosFile>(&bytes) {
+                    Ok(p) => store.entries = p.files.into_iter().collect(),
+                    // Renames are atomic, so this is damage from outside;
+                    // reading from the start again is the safe recovery.
+                    Err(e) => crate::log::warn(&format!(
+                        "pos_file {} is unreadable ({e}); starting over from the files' heads",
+                        path.display()
+                    )),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => anyhow::bail!("cannot read pos_file {}: {e}", path.display()),
+        }
+        Ok(store)
+    }
+
+    pub fn save(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let file = PosFile {
+            version: 1,
+            files: self.entries.iter().map(|(k, v)| (*k, v.clone())).collect(),
+        };
+        write_atomic(
+            path,
+            &serde_json::to_vec(&file).expect("positions serialize"),
+        )
+    }
+}
+
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/tail.pos");
+        let mut s = PositionStore::load(Some(path.clone())).unwrap();
+        assert!(!s.existed);
+        s.entries.insert(
+            FileId { dev: 1, ino: 2 },
+            Position {
+                path: "/x".into(),
+                offset: 10,
+                crc: 3,
+                window: 4,
+            },
+        );
+        s.save().unwrap();
+        let s2 = PositionStore::load(Some(path.clone())).unwrap();
+        assert!(s2.existed);
+        assert_eq!(s2.entries, s.entries);
+        fs::write(&path, b"{garbage").unwrap();
+        let s3 = PositionStore::load(Some(path)).unwrap();
+        assert!(s3.entries.is_empty());
+    }
+}

@@ -1,0 +1,611 @@
+//! `tail` source: follows files matched by globs, line by line, after
+//! fluentd's in_tail.
+//!
+//! Durability: a file's position advances only after the records read from
+//! it are durable in every output buffer (`Router::sync`), so a crash
+//! re-reads at most what was not yet safe (at-least-once).
+//!
+//! Rotation by rename: the old file is read to its end and released only
+//! when it has been idle at EOF for `rotate_wait`, so no unread bytes are
+//! dropped. Truncation (copytruncate): detected by the size dropping below
+//! the position, or by a checksum of the bytes just before the position no
+//! longer matching; the unread rest of the old content is recovered from the
+//! rotated copy beside the file when one matches, then the file is read from
+//! its head.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::position::{FileId, Position, PositionStore};
+use crate::config::fields::{error, Fields, Result as ConfigResult};
+use crate::event::{now_nanos, Event, Record};
+use crate::log;
+use crate::metrics::PluginMetrics;
+use crate::pipeline::Router;
+
+#[derive(Debug, Clone)]
+pub struct TailConfig {
+    pub paths: Vec<String>,
+    pub exclude_paths: Vec<String>,
+    pub pos_file: Option<PathBuf>,
+    pub tag: String,
+    pub read_from_head: bool,
+    pub refresh_interval: Duration,
+    pub rotate_wait: Duration,
+    pub max_line_size: usize,
+    pub message_key: String,
+    /// How often files are checked for new data when idle.
+    pub poll_interval: Duration,
+    /// Bytes read from one file before its records are handed on.
+    pub read_bytes_limit: usize,
+}
+
+impl TailConfig {
+    pub fn from_config(f: &mut Fields) -> ConfigResult<TailConfig> {
+        let path_node = f.required("path")?;
+        let paths = f.string_list("path").unwrap_or_default();
+        let paths = if paths.is_empty() {
+            crate::config::fields::string(path_node)?
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect()
+        } else {
+            paths
+        };
+        for p in &paths {
+            if !p.starts_with('/') {
+                return error(path_node, format!("tail: path `{p}` must be absolute"));
+            }
+            if let Err(e) = glob::Pattern::new(p) {
+                return error(path_node, format!("tail: bad glob `{p}`: {e}"));
+            }
+        }
+        let cfg = TailConfig {
+            paths,
+            exclude_paths: f.string_list("exclude_path")?,
+            pos_file: f.string("pos_file")?.map(PathBuf::from),
+            tag: f.required_string("tag")?,
+            read_from_head: f.bool("read_from_head", false)?,
+            refresh_interval: f.duration("refresh_interval", Duration::from_secs(60))?,
+            rotate_wait: f.duration("rotate_wait", Duration::from_secs(5))?,
+            max_line_size: f.size("max_line_size", 256 << 10)? as usize,
+            message_key: f.string("message_key")?.unwrap_or_else(|| "message".into()),
+            poll_interval: f.duration("poll_interval", Duration::from_millis(250))?,
+            read_bytes_limit: f.size("read_bytes_limit_per_batch", 1 << 20)? as usize,
+        };
+        if cfg.max_line_size < 16 {
+            return error(f.node(), "tail: max_line_size must be at least 16 bytes");
+        }
+        Ok(cfg)
+    }
+}
+
+/// How many bytes before the position the truncation checksum covers.
+const WINDOW: usize = 1024;
+
+struct Watched {
+    id: FileId,
+    path: PathBuf,
+    tag: Arc<str>,
+    file: File,
+    /// Bytes before this are durable downstream.
+    offset: u64,
+    /// Read past `offset`: an incomplete last line waiting for its newline.
+    pending: Vec<u8>,
+    /// The last bytes before `offset`, for the truncation checksum.
+    recent: Vec<u8>,
+    last_size: u64,
+    /// When the path stopped pointing at this file (rename or delete).
+    rotated_at: Option<Instant>,
+    /// When this rotated file was last found to have new data.
+    last_data: Instant,
+}
+
+pub struct TailSource {
+    config: TailConfig,
+    metrics: Arc<PluginMetrics>,
+    positions: PositionStore,
+    watched: HashMap<FileId, Watched>,
+    last_refresh: Option<Instant>,
+}
+
+impl TailSource {
+    pub fn new(config: TailConfig, metrics: Arc<PluginMetrics>) -> anyhow::Result<TailSource> {
+        let positions = PositionStore::load(config.pos_file.clone())?;
+        Ok(TailSource {
+            config,
+            metrics,
+            positions,
+            watched: HashMap::new(),
+            last_refresh: None,
+        })
+    }
+
+    /// Runs until `stop`; every round hands records on, syncs the buffers and
+    /// only then saves positions.
+    pub fn run(mut self, router: Arc<Router>, stop: Arc<AtomicBool>) {
+        let mut buf = vec![0u8; self.config.read_bytes_limit.max(4096)];
+        while !stop.load(Ordering::Relaxed) {
+            self.refresh();
+            let mut progressed = false;
+            let ids: Vec<FileId> = self.watched.keys().copied().collect();
+            for id in ids {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match self.read_file(id, &mut buf, &router) {
+                    Ok(read) => progressed |= read,
+                    Err(e) => {
+                        // Output refused (closed or full with overflow throw):
+                        // nothing advanced; try again after a pause.
+                        self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                        log::warn(&format!("tail: {e}"));
+                        std::thread::sleep(self.config.poll_interval);
+                    }
+                }
+            }
+            if progressed {
+                if let Err(e) = router.sync() {
+                    log::error(&format!(
+                        "tail: cannot sync output buffers: {e}; positions not saved"
+                    ));
+                    self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(self.config.poll_interval);
+                    continue;
+                }
+                self.save_positions();
+            } else {
+                self.release_rotated();
+                std::thread::sleep(self.config.poll_interval);
+            }
+        }
+        self.save_positions();
+    }
+
+    fn save_positions(&mut self) {
+        for w in self.watched.values() {
+            self.positions.entries.insert(
+                w.id,
+                Position {
+                    path: w.path.clone(),
+                    offset: w.offset,
+                    crc: crc32fast::hash(&w.recent),
+                    window: w.recent.len() as u32,
+                },
+            );
+        }
+        if let Err(e) = self.positions.save() {
+            log::error(&format!("tail: cannot save pos_file: {e}"));
+        }
+    }
+
+    /// Finds new files (every refresh_interval) and notices rotation of the
+    /// watched ones (every round).
+    fn refresh(&mut self) {
+        let first = self.last_refresh.is_none();
+        let full = self
+            .last_refresh
+            .is_none_or(|t| t.elapsed() >= self.config.refresh_interval);
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if full {
+            self.last_refresh = Some(Instant::now());
+            for pattern in &self.config.paths {
+                match glob::glob(pattern) {
+                    Ok(paths) => candidates.extend(paths.filter_map(Result::ok)),
+                    Err(e) => log::warn(&format!("tail: bad glob {pattern}: {e}")),
+                }
+            }
+            candidates.retain(|p| {
+                !self
+                    .config
+                    .exclude_paths
+                    .iter()
+                    .any(|x| glob::Pattern::new(x).is_ok_and(|g| g.matches_path(p)))
+            });
+        }
+        // Watched paths are checked every round so a rename is seen at once.
+        for w in self.watched.values() {
+            if w.rotated_at.is_none() {
+                candidates.push(w.path.clone());
+            }
+        }
+        candidates.sort();
+        candidates.dedup();
+
+        let mut current: HashMap<PathBuf, FileId> = HashMap::new();
+        for path in candidates {
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let id = FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            current.insert(path.clone(), id);
+            if !self.watched.contains_key(&id) {
+                self.watch(path, id, first);
+            }
+        }
+        for w in self.watched.values_mut() {
+            if w.rotated_at.is_none() && current.get(&w.path) != Some(&w.id) {
+                log::info(&format!(
+                    "tail: {} was rotated or removed; reading the old file to its end",
+                    w.path.display()
+                ));
+                w.rotated_at = Some(Instant::now());
+                w.last_data = Instant::now();
+            }
+        }
+    }
+
+    fn watch(&mut self, path: PathBuf, id: FileId, at_startup: bool) {
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                log::warn(&format!("tail: cannot open {}: {e}", path.display()));
+                return;
+            }
+        };
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut offset = 0;
+        let mut recent = Vec::new();
+        match self.positions.entries.get(&id) {
+            Some(pos) if pos.offset <= size && window_matches(&file, pos.offset, pos.crc, pos.window as usize) => {
+                offset = pos.offset;
+                recent = read_window(&file, offset);
+            }
+            Some(pos) => log::warn(&format!(
+                "tail: {} changed while the agent was down (size {size}, position {}); reading from the head",
+                path.display(),
+                pos.offset
+            )),
+            // Files present at the very first start are followed from their
+            // end unless read_from_head; files that appear later (or while
+            // the agent was down) are read whole.
+            None if at_startup && !self.config.read_from_head && !self.positions.existed => {
+                offset = size;
+                recent = read_window(&file, offset);
+            }
+            None => {}
+        }
+        log::info(&format!(
+            "tail: following {} from byte {offset}",
+            path.display()
+        ));
+        let tag = Arc::from(expand_tag(&self.config.tag, &path));
+        self.watched.insert(
+            id,
+            Watched {
+                id,
+                path,
+                tag,
+                file,
+                offset,
+                pending: Vec::new(),
+                recent,
+                last_size: size,
+                rotated_at: None,
+                last_data: Instant::now(),
+            },
+        );
+    }
+
+    /// Reads new bytes of one file and hands complete lines on. Returns
+    /// whether anything was read.
+    fn read_file(&mut self, id: FileId, buf: &mut [u8], router: &Router) -> anyhow::Result<bool> {
+        let cfg = &self.config;
+        let w = self.watched.get_mut(&id).expect("watched id");
+        let size = w.file.metadata().map(|m| m.len()).unwrap_or(w.last_size);
+        if size != w.last_size {
+            let truncated = size < w.offset || !window_matches_recent(&w.file, w.offset, &w.recent);
+            if truncated {
+                let recovered = recover_from_copy(w);
+                log::warn(&format!(
+                    "tail: {} was truncated (size {size} < position {} or content changed); {}reading from the head",
+                    w.path.display(),
+                    w.offset,
+                    if recovered.is_empty() { String::new() } else { format!("recovered {} unread bytes from its rotated copy, ", recovered.len()) }
+                ));
+                let mut events = Vec::new();
+                let mut pending = std::mem::take(&mut w.pending);
+                pending.extend_from_slice(&recovered);
+                let time = now_nanos();
+                split_lines(&mut pending, cfg.max_line_size, &self.metrics, |line| {
+                    events.push(make_event(
+                        &w.tag,
+                        time,
+                        &cfg.message_key,
+                        line,
+                        &self.metrics,
+                    ));
+                });
+                if !pending.is_empty() {
+                    events.push(make_event(
+                        &w.tag,
+                        time,
+                        &cfg.message_key,
+                        &pending,
+                        &self.metrics,
+                    ));
+                }
+                if !events.is_empty() {
+                    let n = events.len() as u64;
+                    router.emit(&w.tag.clone(), events)?;
+                    PluginMetrics::add(&self.metrics.records_in, n);
+                }
+                w.offset = 0;
+                w.pending.clear();
+                w.recent.clear();
+            }
+            w.last_size = size;
+        }
+
+        let read_pos = w.offset + w.pending.len() as u64;
+        let n = match w.file.read_at(buf, read_pos) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn(&format!("tail: cannot read {}: {e}", w.path.display()));
+                return Ok(false);
+            }
+        };
+        if n == 0 {
+            return Ok(false);
+        }
+        w.last_data = Instant::now();
+        let mut data = std::mem::take(&mut w.pending);
+        data.extend_from_slice(&buf[..n]);
+        let before = data.len();
+        let time = now_nanos();
+        let mut events = Vec::with_capacity(n / 64);
+        split_lines(&mut data, cfg.max_line_size, &self.metrics, |line| {
+            events.push(make_event(
+                &w.tag,
+                time,
+                &cfg.message_key,
+                line,
+                &self.metrics,
+            ));
+        });
+        let consumed = before - data.len();
+        if !events.is_empty() {
+            let count = events.len() as u64;
+            if let Err(e) = router.emit(&w.tag.clone(), events) {
+                // Nothing advanced: the bytes are read again next round.
+                return Err(anyhow::anyhow!("{}: {e}", w.path.display()));
+            }
+            PluginMetrics::add(&self.metrics.records_in, count);
+        }
+        // `data` now holds the unconsumed tail.
+        if consumed > 0 {
+            w.offset += consumed as u64;
+            w.recent = read_window(&w.file, w.offset);
+        }
+        w.pending = data;
+        Ok(true)
+    }
+
+    /// Lets go of rotated files that have been idle at EOF for rotate_wait.
+    fn release_rotated(&mut self) {
+        let wait = self.config.rotate_wait;
+        let done: Vec<FileId> = self
+            .watched
+            .values()
+            .filter(|w| w.rotated_at.is_some() && w.last_data.elapsed() >= wait)
+            .map(|w| w.id)
+            .collect();
+        for id in done {
+            if let Some(w) = self.watched.remove(&id) {
+                if !w.pending.is_empty() {
+                    log::warn(&format!(
+                        "tail: {}: released with {} bytes of an unterminated last line",
+                        w.path.display(),
+                        w.pending.len()
+                    ));
+                }
+                self.positions.entries.remove(&id);
+                log::info(&format!("tail: released rotated {}", w.path.display()));
+            }
+        }
+    }
+}
+
+/// Splits complete lines off the front of `data` (without their newline),
+/// and pieces of over-long lines; leaves the incomplete rest in `data`.
+fn split_lines(
+    data: &mut Vec<u8>,
+    max: usize,
+    metrics: &PluginMetrics,
+    mut emit: impl FnMut(&[u8]),
+) {
+    let mut start = 0;
+    loop {
+        let rest = &data[start..];
+        match memchr(b'\n', rest) {
+            Some(i) if i <= max => {
+                emit(&rest[..i]);
+                start += i + 1;
+            }
+            _ if rest.len() > max => {
+                let cut = utf8_boundary(rest, max);
+                emit(&rest[..cut]);
+                metrics.lines_split.fetch_add(1, Ordering::Relaxed);
+                start += cut;
+            }
+            _ => break,
+        }
+    }
+    data.drain(..start);
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+/// The largest cut <= max that does not split a UTF-8 sequence (when the
+/// bytes are UTF-8 at all).
+fn utf8_boundary(bytes: &[u8], max: usize) -> usize {
+    let mut cut = max;
+    for _ in 0..3 {
+        if cut > 0 && (bytes[cut] & 0xC0) == 0x80 {
+            cut -= 1;
+        }
+    }
+    if cut == 0 {
+        max
+    } else {
+        cut
+    }
+}
+
+fn make_event(tag: &Arc<str>, time: i64, key: &str, line: &[u8], metrics: &PluginMetrics) -> Event {
+    let text = match std::str::from_utf8(line) {
+        Ok(s) => s.to_owned(),
+        Err(_) => {
+            metrics.invalid_utf8.fetch_add(1, Ordering::Relaxed);
+            String::from_utf8_lossy(line).into_owned()
+        }
+    };
+    let mut record = Record::new();
+    record.insert(key.to_owned(), Value::String(text));
+    Event {
+        tag: tag.clone(),
+        time,
+        record,
+    }
+}
+
+fn read_window(file: &File, offset: u64) -> Vec<u8> {
+    let len = (offset as usize).min(WINDOW);
+    let mut v = vec![0u8; len];
+    match file.read_exact_at(&mut v, offset - len as u64) {
+        Ok(()) => v,
+        Err(_) => Vec::new(),
+    }
+}
+
+fn window_matches(file: &File, offset: u64, crc: u32, window: usize) -> bool {
+    if window == 0 || offset < window as u64 {
+        return window == 0;
+    }
+    let mut v = vec![0u8; window];
+    file.read_exact_at(&mut v, offset - window as u64).is_ok() && crc32fast::hash(&v) == crc
+}
+
+fn window_matches_recent(file: &File, offset: u64, recent: &[u8]) -> bool {
+    window_matches(file, offset, crc32fast::hash(recent), recent.len())
+}
+
+/// After a copytruncate, the bytes between our position and the end of the
+/// old content live only in the copy logrotate made beside the file
+/// (`name.1`, `name-20240101`, ...). Finds the copy whose bytes before our
+/// position match what we read, and returns its unread rest.
+fn recover_from_copy(w: &Watched) -> Vec<u8> {
+    let Some(dir) = w.path.parent() else {
+        return Vec::new();
+    };
+    let Some(name) = w.path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let crc = crc32fast::hash(&w.recent);
+    let read_pos = w.offset + w.pending.len() as u64;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let other = entry.file_name().to_string_lossy().into_owned();
+        if path == w.path || !other.starts_with(&name) || other.ends_with(".gz") {
+            continue;
+        }
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else { continue };
+        if meta.len() < read_pos || !window_matches(&file, w.offset, crc, w.recent.len()) {
+            continue;
+        }
+        let mut rest = vec![0u8; (meta.len() - read_pos) as usize];
+        if file.read_exact_at(&mut rest, read_pos).is_ok() {
+            return rest;
+        }
+    }
+    Vec::new()
+}
+
+/// fluentd's `*` in a tail tag: replaced by the path with `/` as `.`.
+fn expand_tag(tag: &str, path: &Path) -> String {
+    if !tag.contains('*') {
+        return tag.to_string();
+    }
+    let p = path
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .replace('/', ".");
+    tag.replacen('*', &p, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_lines_and_long_pieces() {
+        let m = PluginMetrics::default();
+        let long = format!("three{}", "e".repeat(45));
+        let mut data = format!("one\ntwo\n{long}\npart").into_bytes();
+        let mut out = Vec::new();
+        split_lines(&mut data, 20, &m, |l| {
+            out.push(String::from_utf8_lossy(l).into_owned())
+        });
+        assert_eq!(out[..2], ["one", "two"]);
+        assert_eq!(
+            out[2..].iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [20, 20, 10]
+        );
+        assert_eq!(out[2..].concat(), long);
+        assert_eq!(data, b"part");
+        assert_eq!(m.lines_split.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn long_pieces_do_not_split_characters() {
+        let m = PluginMetrics::default();
+        let mut data = "aé".repeat(20).into_bytes();
+        let mut out = Vec::new();
+        split_lines(&mut data, 16, &m, |l| {
+            out.push(std::str::from_utf8(l).unwrap().to_string())
+        });
+        assert!(out.iter().all(|p| p.len() <= 16));
+        assert_eq!(
+            out.concat() + std::str::from_utf8(&data).unwrap(),
+            "aé".repeat(20)
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_counted() {
+        let m = PluginMetrics::default();
+        let e = make_event(&Arc::from("t"), 0, "message", b"bad \xff byte", &m);
+        assert_eq!(e.record["message"], "bad \u{fffd} byte");
+        assert_eq!(m.invalid_utf8.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn tag_star_expands_to_path() {
+        assert_eq!(
+            expand_tag("mysql.*", Path::new("/data/mysql/a.err")),
+            "mysql.data.mysql.a.err"
+        );
+        assert_eq!(expand_tag("mysql.error", Path::new("/x")), "mysql.error");
+    }
+}
