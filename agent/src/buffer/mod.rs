@@ -83,12 +83,14 @@ impl BufferConfig {
                 None | Some("block") => Overflow::Block,
                 Some("drop_oldest") | Some("drop_oldest_chunk") => Overflow::DropOldest,
                 Some("throw") | Some("throw_exception") => Overflow::Throw,
-                Some(other) => return error(
-                    f.node(),
-                    format!(
+                Some(other) => {
+                    return error(
+                        f.node(),
+                        format!(
                         "buffer: overflow_action `{other}` (expected block, drop_oldest or throw)"
                     ),
-                ),
+                    )
+                }
             },
         };
         if cfg.chunk_limit_size == 0 || cfg.total_limit_size < cfg.chunk_limit_size {

@@ -1,0 +1,327 @@
+//! Shared helpers for the agent's integration tests: a real HTTP sink on
+//! 127.0.0.1 (HTTP/1.1, keep-alive) whose behaviour a test can switch, and
+//! the real `my-agent` binary as a child process.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(u8)]
+pub enum Mode {
+    Accept = 0,
+    /// 503 to everything.
+    Unavailable = 1,
+    /// Close the connection without answering.
+    Close = 2,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub at: Instant,
+    pub bytes: usize,
+    pub content_type: String,
+    pub status: u16,
+}
+
+#[derive(Default)]
+pub struct SinkState {
+    /// Every record of every accepted request, in arrival order.
+    pub records: Mutex<Vec<serde_json::Value>>,
+    pub requests: Mutex<Vec<RequestInfo>>,
+    mode: AtomicU8,
+    /// Requests whose body contains this are answered 400.
+    pub reject_marker: Mutex<Option<String>>,
+    pub connections: AtomicU64,
+}
+
+pub struct Sink {
+    pub url: String,
+    pub state: Arc<SinkState>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Sink {
+    pub fn start() -> Sink {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/bulk", listener.local_addr().unwrap());
+        let state = Arc::new(SinkState::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (state.clone(), stop.clone());
+        listener.set_nonblocking(true).unwrap();
+        thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        s.connections.fetch_add(1, Ordering::Relaxed);
+                        let s = s.clone();
+                        thread::spawn(move || serve(stream, s));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Sink { url, state, stop }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.state.records.lock().unwrap().len()
+    }
+
+    /// Waits until `done` holds for the received records, or panics after
+    /// `timeout` with `what`.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) {
+        let start = Instant::now();
+        loop {
+            if done(&self.state.records.lock().unwrap()) {
+                return;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; sink holds {} records",
+                    self.record_count()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Messages by their `seq` number (see `numbered_line`): how often each
+    /// arrived.
+    pub fn seq_counts(&self) -> HashMap<u64, usize> {
+        let mut counts = HashMap::new();
+        for r in self.state.records.lock().unwrap().iter() {
+            if let Some(seq) = r["message"].as_str().and_then(seq_of) {
+                *counts.entry(seq).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(stream: TcpStream, state: Arc<SinkState>) {
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let mode = state.mode.load(Ordering::SeqCst);
+        if mode == Mode::Close as u8 {
+            return;
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let rejected = state
+            .reject_marker
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|m| text.contains(m.as_str()));
+        let status = if mode == Mode::Unavailable as u8 {
+            503
+        } else if rejected {
+            400
+        } else {
+            200
+        };
+        state.requests.lock().unwrap().push(RequestInfo {
+            at: Instant::now(),
+            bytes: body.len(),
+            content_type: headers.get("content-type").cloned().unwrap_or_default(),
+            status,
+        });
+        if status == 200 {
+            let mut parsed = Vec::new();
+            for l in text.split('\n').filter(|l| !l.is_empty()) {
+                parsed.push(serde_json::from_str(l).expect("every ndjson line is JSON"));
+            }
+            state.records.lock().unwrap().extend(parsed);
+        }
+        let reason = match status {
+            200 => "OK",
+            400 => "Bad Request",
+            _ => "Service Unavailable",
+        };
+        let answer = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{{}}"
+        );
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// `seq=<n> ...` lines let tests count loss and duplication.
+pub fn numbered_line(n: u64) -> String {
+    format!("2026-11-21T05:00:00.000000Z 0 [Note] seq={n:08} InnoDB: a MySQL error log line of ordinary length")
+}
+
+pub fn seq_of(message: &str) -> Option<u64> {
+    let i = message.find("seq=")?;
+    message[i + 4..i + 12].parse().ok()
+}
+
+pub struct Agent {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(dir: &Path, config: &str) -> Agent {
+        let cfg = dir.join("agent.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let log = dir.join("agent.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_my-agent"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--log")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("my-agent starts");
+        Agent { child, log }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    pub fn kill9(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.wait().unwrap()
+    }
+
+    pub fn peak_rss_kib(&self) -> u64 {
+        status_field(self.child.id(), "VmHWM")
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        status_field(self.child.id(), "VmRSS")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn status_field(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A config for tail -> record_transformer -> http with a file buffer.
+pub fn pipeline_config(dir: &Path, glob: &str, url: &str, extra_output: &str) -> String {
+    format!(
+        r#"sources:
+  - type: tail
+    path: {glob}
+    pos_file: {dir}/tail.pos
+    tag: mysql.error
+    read_from_head: true
+    refresh_interval: 1s
+    rotate_wait: 1s
+    poll_interval: 50ms
+filters:
+  - match: "mysql.**"
+    type: record_transformer
+    record:
+      hostname: "${{hostname}}"
+      timestamp: "${{time}}"
+outputs:
+  - match: "mysql.**"
+    type: http
+    endpoint: {url}
+    retry_wait: 100ms
+    retry_max_interval: 1s
+{extra_output}    buffer:
+      type: file
+      path: {dir}/buffer
+      flush_interval: 100ms
+"#,
+        dir = dir.display()
+    )
+}
+
+pub fn append_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut buf = Vec::new();
+    for l in lines {
+        buf.extend_from_slice(l.as_bytes());
+        buf.push(b'\n');
+    }
+    f.write_all(&buf).unwrap();
+}
