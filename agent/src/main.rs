@@ -1,6 +1,7 @@
 //! my-agent: tails MySQL logs and ships records over HTTP through a durable
 //! buffer.
 
+mod allocator;
 mod buffer;
 mod config;
 mod event;
@@ -22,10 +23,6 @@ use tokio::signal::unix::{signal, SignalKind};
 use config::Config;
 use metrics::Registry;
 use pipeline::Pipeline;
-
-// The prefix's jemalloc (JEMALLOC_OVERRIDE): low fragmentation under bursts.
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,8 +71,10 @@ fn main() {
             std::process::exit(1);
         }
     }
+    allocator::tune();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .on_thread_start(allocator::bind_thread)
         .enable_all()
         .build()
         .expect("tokio runtime");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::buffer::BufferError;
+use crate::buffer::{chunk, BufferError};
 use crate::config::Config;
 use crate::event::Event;
 use crate::filters::Filter;
@@ -71,13 +71,16 @@ impl Router {
             }
             return Ok(());
         }
-        let records: Vec<Vec<u8>> = events
-            .iter()
-            .map(|e| serde_json::to_vec(&e.record).expect("JSON values serialize"))
-            .collect();
+        // Serialized straight into chunk frames: one buffer per batch.
+        let mut frames = Vec::with_capacity(events.len() * 192);
+        for e in &events {
+            chunk::encode_in_place(&mut frames, |out| {
+                serde_json::to_writer(out, &e.record).expect("JSON values serialize")
+            });
+        }
         for sink in &route.sinks {
-            sink.buffer.append(&records)?;
-            PluginMetrics::add(&sink.metrics.records_in, records.len() as u64);
+            sink.buffer.append_frames(&frames)?;
+            PluginMetrics::add(&sink.metrics.records_in, events.len() as u64);
         }
         Ok(())
     }
@@ -151,7 +154,10 @@ impl Pipeline {
                     sources.push(
                         std::thread::Builder::new()
                             .name(format!("tail{i}"))
-                            .spawn(move || tail.run(router, stop))?,
+                            .spawn(move || {
+                                crate::allocator::bind_thread();
+                                tail.run(router, stop)
+                            })?,
                     );
                 }
             }

@@ -46,8 +46,12 @@ pub struct Global {
 pub enum Command {
     /// Fetch, verify, build and stage jemalloc, libyaml, OpenSSL and libmysqlclient
     Deps(DepsFlags),
+    /// Build the prefix (cached), then the agent against it, installed in the stage
+    Agent(DepsFlags),
     /// Build the prefix (cached), then run every test of the workspace against it
     Test(TestFlags),
+    /// Benchmark the agent: 1M error-log lines through tail -> record_transformer -> http
+    Bench(BenchFlags),
 }
 
 #[derive(Debug, Args)]
@@ -67,4 +71,13 @@ pub struct TestFlags {
     /// Extra arguments for `cargo test`
     #[arg(last = true)]
     pub cargo_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFlags {
+    #[command(flatten)]
+    pub deps: DepsFlags,
+    /// Lines in the generated MySQL error log
+    #[arg(long, default_value_t = 1_000_000)]
+    pub lines: u64,
 }

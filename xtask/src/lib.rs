@@ -4,7 +4,9 @@
 //! -> render -> health check -> rpm). Each step is a module taking typed
 //! inputs; `main.rs` only parses flags and dispatches.
 
+pub mod agent_build;
 pub mod apt_source;
+pub mod bench;
 pub mod build_cache;
 pub mod cache_lock;
 pub mod component_build;

@@ -5,6 +5,7 @@ use clap::Parser;
 use xshell::Shell;
 
 use xtask::deps::{self, DepsOptions};
+use xtask::{agent_build, bench};
 use xtask::flags::{Command, DepsFlags, Global, Xtask};
 use xtask::layout::{workspace_root, Layout};
 use xtask::product::Product;
@@ -33,6 +34,15 @@ fn run(flags: Xtask) -> Result<()> {
     match flags.command {
         Command::Deps(d) => {
             deps::run(&sh, &product, &layout, &deps_options(d))?;
+        }
+        Command::Agent(d) => {
+            let report = deps::run(&sh, &product, &layout, &deps_options(d))?;
+            agent_build::run(&sh, &report.staged, &product.name)?;
+        }
+        Command::Bench(b) => {
+            let report = deps::run(&sh, &product, &layout, &deps_options(b.deps))?;
+            let agent = agent_build::run(&sh, &report.staged, &product.name)?;
+            bench::run(&agent, &layout.work.join("bench"), b.lines)?;
         }
         Command::Test(t) => {
             let report = deps::run(&sh, &product, &layout, &deps_options(t.deps))?;

@@ -8,10 +8,20 @@ use std::ops::Range;
 
 pub const HEADER: usize = 8;
 
+#[cfg(test)]
 pub fn encode_into(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+    encode_in_place(out, |o| o.extend_from_slice(payload));
+}
+
+/// Frames the payload that `write` appends to `out`, without copying it.
+pub fn encode_in_place(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER]);
+    write(out);
+    let payload = &out[start + HEADER..];
+    let (len, crc) = (payload.len() as u32, crc32fast::hash(payload));
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The records of a chunk's bytes and where the last good frame ends.

@@ -171,6 +171,8 @@ struct State {
     closed: bool,
     /// Set by SIGUSR1 / shutdown: seal the open chunk regardless of age.
     flush_now: bool,
+    /// Sealed chunk files written since the last `sync`.
+    unsynced: Vec<File>,
 }
 
 pub struct Buffer {
@@ -201,6 +203,7 @@ impl Buffer {
             next_id: 1,
             closed: false,
             flush_now: false,
+            unsynced: Vec::new(),
         };
         let mut notes = Vec::new();
         if let Storage::File(dir) = &config.storage {
@@ -271,16 +274,24 @@ impl Buffer {
         ))
     }
 
-    /// Appends serialized records (framed by this call). With overflow
-    /// `block` this waits for flushers to free space.
+    /// Appends serialized records, framing them first (tests; the pipeline
+    /// frames while serializing and calls `append_frames`).
+    #[cfg(test)]
     pub fn append(&self, records: &[Vec<u8>]) -> Result<(), BufferError> {
-        if records.is_empty() {
+        let mut frames = Vec::new();
+        for r in records {
+            chunk::encode_into(&mut frames, r);
+        }
+        self.append_frames(&frames)
+    }
+
+    /// Appends complete frames (see `chunk`). With overflow `block` this
+    /// waits for flushers to free space.
+    pub fn append_frames(&self, frames: &[u8]) -> Result<(), BufferError> {
+        if frames.is_empty() {
             return Ok(());
         }
-        let incoming: u64 = records
-            .iter()
-            .map(|r| (r.len() + chunk::HEADER) as u64)
-            .sum();
+        let incoming = frames.len() as u64;
         let mut state = self.state.lock().unwrap();
         loop {
             if state.closed {
@@ -321,17 +332,21 @@ impl Buffer {
             }
         }
 
-        let mut frame = Vec::with_capacity(64 * 1024);
+        // Runs of whole frames go to the open chunk in one write; a frame
+        // that would overflow the chunk starts the next one.
         let mut sealed_any = false;
-        for record in records {
-            let size = (record.len() + chunk::HEADER) as u64;
+        let mut run_start = 0;
+        let mut pos = 0;
+        while pos < frames.len() {
+            let len = u32::from_le_bytes(frames[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+            let size = (len + chunk::HEADER) as u64;
             let full = state
                 .open
                 .as_ref()
                 .is_some_and(|c| c.bytes > 0 && c.bytes + size > self.config.chunk_limit_size);
             if full {
-                self.write_open(&mut state, &frame)?;
-                frame.clear();
+                self.write_open(&mut state, &frames[run_start..pos])?;
+                run_start = pos;
                 self.seal(&mut state)?;
                 sealed_any = true;
             }
@@ -340,14 +355,14 @@ impl Buffer {
                 state.next_id += 1;
                 state.open = Some(self.new_chunk(id)?);
             }
-            chunk::encode_into(&mut frame, record);
             let open = state.open.as_mut().unwrap();
             open.records += 1;
-            // Counted now so the size check above sees pending frame bytes.
+            // Counted now so the size check above sees frames not yet written.
             open.bytes += size;
             state.total_bytes += size;
+            pos += size as usize;
         }
-        self.write_open(&mut state, &frame)?;
+        self.write_open(&mut state, &frames[run_start..])?;
         self.metrics
             .buffer_bytes
             .store(state.total_bytes, Ordering::Relaxed);
@@ -409,9 +424,10 @@ impl Buffer {
     fn seal(&self, state: &mut State) -> io::Result<()> {
         if let Some(mut chunk) = state.open.take() {
             if let ChunkData::File { file, dirty, .. } = &mut chunk.data {
+                // fsynced by the next `sync`, off the append path.
                 if let Some(f) = file.take() {
                     if *dirty {
-                        f.sync_data()?;
+                        state.unsynced.push(f);
                     }
                 }
                 *dirty = false;
@@ -424,21 +440,20 @@ impl Buffer {
     /// Makes everything appended so far durable (file buffers). A source
     /// commits its read position only after this returns.
     pub fn sync(&self) -> io::Result<()> {
-        let mut state = self.state.lock().unwrap();
-        if let Some(Chunk {
-            data:
-                ChunkData::File {
-                    file: Some(f),
-                    dirty,
-                    ..
-                },
-            ..
-        }) = state.open.as_mut()
-        {
-            if *dirty {
-                f.sync_data()?;
-                *dirty = false;
+        let mut files = {
+            let mut state = self.state.lock().unwrap();
+            let mut files = std::mem::take(&mut state.unsynced);
+            if let Some(Chunk { data: ChunkData::File { file: Some(f), dirty, .. }, .. }) = state.open.as_mut() {
+                if *dirty {
+                    files.push(f.try_clone()?);
+                    *dirty = false;
+                }
             }
+            files
+        };
+        // Outside the lock: flushers keep going while the disk catches up.
+        for f in files.drain(..) {
+            f.sync_data()?;
         }
         Ok(())
     }

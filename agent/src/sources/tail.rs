@@ -87,6 +87,9 @@ impl TailConfig {
     }
 }
 
+/// How often a busy source commits its positions.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+
 /// How many bytes before the position the truncation checksum covers.
 const WINDOW: usize = 1024;
 
@@ -114,6 +117,8 @@ pub struct TailSource {
     positions: PositionStore,
     watched: HashMap<FileId, Watched>,
     last_refresh: Option<Instant>,
+    /// Records were handed on since the last position commit.
+    dirty: bool,
 }
 
 impl TailSource {
@@ -125,13 +130,14 @@ impl TailSource {
             positions,
             watched: HashMap::new(),
             last_refresh: None,
+            dirty: false,
         })
     }
 
-    /// Runs until `stop`; every round hands records on, syncs the buffers and
-    /// only then saves positions.
+    /// Runs until `stop`: reads, hands records on, and commits positions
+    /// only after the buffers holding those records are synced.
     pub fn run(mut self, router: Arc<Router>, stop: Arc<AtomicBool>) {
-        let mut buf = vec![0u8; self.config.read_bytes_limit.max(4096)];
+        let mut last_commit = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             self.refresh();
             let mut progressed = false;
@@ -140,7 +146,7 @@ impl TailSource {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                match self.read_file(id, &mut buf, &router) {
+                match self.read_file(id, &router) {
                     Ok(read) => progressed |= read,
                     Err(e) => {
                         // Output refused (closed or full with overflow throw):
@@ -151,22 +157,38 @@ impl TailSource {
                     }
                 }
             }
-            if progressed {
-                if let Err(e) = router.sync() {
-                    log::error(&format!(
-                        "tail: cannot sync output buffers: {e}; positions not saved"
-                    ));
-                    self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            // Positions are committed (buffers fsynced first) every
+            // COMMIT_INTERVAL while busy and at once when idle: committing
+            // less often only means more re-reading after a crash, never loss.
+            self.dirty |= progressed;
+            if self.dirty && (!progressed || last_commit.elapsed() >= COMMIT_INTERVAL) {
+                if self.commit(&router) {
+                    last_commit = Instant::now();
+                } else {
                     std::thread::sleep(self.config.poll_interval);
                     continue;
                 }
-                self.save_positions();
-            } else {
+            }
+            if !progressed {
                 self.release_rotated();
                 std::thread::sleep(self.config.poll_interval);
             }
         }
+        if self.dirty {
+            self.commit(&router);
+        }
+    }
+
+    /// Syncs the output buffers, then saves positions. False on failure.
+    fn commit(&mut self, router: &Router) -> bool {
+        if let Err(e) = router.sync() {
+            log::error(&format!("tail: cannot sync output buffers: {e}; positions not saved"));
+            self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         self.save_positions();
+        self.dirty = false;
+        true
     }
 
     fn save_positions(&mut self) {
@@ -302,7 +324,7 @@ impl TailSource {
 
     /// Reads new bytes of one file and hands complete lines on. Returns
     /// whether anything was read.
-    fn read_file(&mut self, id: FileId, buf: &mut [u8], router: &Router) -> anyhow::Result<bool> {
+    fn read_file(&mut self, id: FileId, router: &Router) -> anyhow::Result<bool> {
         let cfg = &self.config;
         let w = self.watched.get_mut(&id).expect("watched id");
         let size = w.file.metadata().map(|m| m.len()).unwrap_or(w.last_size);
@@ -351,19 +373,24 @@ impl TailSource {
         }
 
         let read_pos = w.offset + w.pending.len() as u64;
-        let n = match w.file.read_at(buf, read_pos) {
+        // Read straight into the pending buffer, whose capacity is reused
+        // round after round.
+        let old = w.pending.len();
+        w.pending.resize(old + cfg.read_bytes_limit, 0);
+        let n = match w.file.read_at(&mut w.pending[old..], read_pos) {
             Ok(n) => n,
             Err(e) => {
+                w.pending.truncate(old);
                 log::warn(&format!("tail: cannot read {}: {e}", w.path.display()));
                 return Ok(false);
             }
         };
+        w.pending.truncate(old + n);
         if n == 0 {
             return Ok(false);
         }
         w.last_data = Instant::now();
         let mut data = std::mem::take(&mut w.pending);
-        data.extend_from_slice(&buf[..n]);
         let before = data.len();
         let time = now_nanos();
         let mut events = Vec::with_capacity(n / 64);

@@ -1,0 +1,259 @@
+//! `cargo xtask bench`: ships a generated MySQL error log (1M lines, ~125 B
+//! each) through the release agent (tail -> record_transformer(hostname) ->
+//! http ndjson with a file buffer) to a loopback sink, timed from process
+//! start until the sink holds every record.
+//!
+//! Baseline, in the same run: the same number of records, already
+//! serialized as the agent would send them, posted to the same sink in 1 MiB
+//! ndjson requests over one keep-alive connection: the cost of the HTTP
+//! delivery alone. The agent's time is reported as a ratio to it.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+struct BenchSink {
+    url: String,
+    records: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl BenchSink {
+    fn start() -> Result<BenchSink> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}/bulk", listener.local_addr()?);
+        let records = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (r, b) = (records.clone(), bytes.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (r, b) = (r.clone(), b.clone());
+                thread::spawn(move || serve(stream, &r, &b));
+            }
+        });
+        Ok(BenchSink { url, records, bytes })
+    }
+
+    fn reset(&self) {
+        self.records.store(0, Ordering::SeqCst);
+        self.bytes.store(0, Ordering::SeqCst);
+    }
+}
+
+fn serve(stream: TcpStream, records: &AtomicU64, bytes: &AtomicU64) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut writer = stream;
+    let mut body = Vec::new();
+    loop {
+        let mut len = 0usize;
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        body.resize(len, 0);
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let n = body.iter().filter(|&&c| c == b'\n').count() as u64;
+        bytes.fetch_add(len as u64, Ordering::Relaxed);
+        records.fetch_add(n, Ordering::SeqCst);
+        if writer
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A MySQL 8 error log line of about 125 bytes.
+fn log_line(n: u64) -> String {
+    format!(
+        "2026-11-21T05:{:02}:{:02}.{:06}Z {} [Note] [MY-010914] [Server] Aborted connection {} to db: 'app' user: 'app' host: '10.0.{}.{}'",
+        n / 60_000 % 60,
+        n / 1000 % 60,
+        n % 1_000_000,
+        n % 97 + 8,
+        n + 1000,
+        n / 256 % 256,
+        n % 256
+    )
+}
+
+fn proc_field(pid: u32, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th of the whole line.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // `rest` starts at field 3 (state): utime is field 14, stime 15.
+    let field = |i: usize| f.get(i - 3).and_then(|x| x.parse::<u64>().ok());
+    match (field(14), field(15)) {
+        (Some(u), Some(s)) => (u + s) as f64 / ticks,
+        _ => 0.0,
+    }
+}
+
+pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<()> {
+    if work.exists() {
+        fs::remove_dir_all(work)?;
+    }
+    fs::create_dir_all(work.join("logs"))?;
+    let log = work.join("logs/mysqld.err");
+    eprintln!("==> bench: writing {lines} lines to {}", log.display());
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(&log)?);
+        for n in 0..lines {
+            writeln!(f, "{}", log_line(n))?;
+        }
+    }
+    let input_bytes = fs::metadata(&log)?.len();
+    let sink = BenchSink::start()?;
+
+    // Baseline: the agent's output shape, posted directly.
+    let host = String::from_utf8(Command::new("hostname").output()?.stdout)?.trim().to_string();
+    let mut payload = Vec::with_capacity(input_bytes as usize * 2);
+    for n in 0..lines {
+        let record = serde_json::json!({"message": log_line(n), "hostname": host});
+        payload.extend_from_slice(record.to_string().as_bytes());
+        payload.push(b'\n');
+    }
+    let client = reqwest::blocking::Client::new();
+    let t0 = Instant::now();
+    let mut start = 0;
+    while start < payload.len() {
+        let mut end = (start + (1 << 20)).min(payload.len());
+        while end < payload.len() && payload[end - 1] != b'\n' {
+            end -= 1;
+        }
+        client
+            .post(&sink.url)
+            .header("Content-Type", "application/x-ndjson")
+            .body(payload[start..end].to_vec())
+            .send()?
+            .error_for_status()?;
+        start = end;
+    }
+    let baseline = t0.elapsed();
+    if sink.records.load(Ordering::SeqCst) != lines {
+        bail!("baseline delivered {} of {lines} records", sink.records.load(Ordering::SeqCst));
+    }
+    drop(payload);
+    sink.reset();
+
+    let config = work.join("bench.yml");
+    fs::write(
+        &config,
+        format!(
+            r#"sources:
+  - type: tail
+    path: {logs}/*.err
+    pos_file: {work}/tail.pos
+    tag: mysql.error
+    read_from_head: true
+filters:
+  - match: "mysql.**"
+    type: record_transformer
+    record:
+      hostname: "${{hostname}}"
+outputs:
+  - match: "mysql.**"
+    type: http
+    endpoint: {url}
+    buffer:
+      type: file
+      path: {work}/buffer
+      flush_interval: 200ms
+"#,
+            logs = work.join("logs").display(),
+            work = work.display(),
+            url = sink.url
+        ),
+    )?;
+    eprintln!("==> bench: running {} (tail -> record_transformer -> http, file buffer)", agent.display());
+    let t0 = Instant::now();
+    let mut child = Command::new(agent)
+        .arg("--config")
+        .arg(&config)
+        .arg("--log")
+        .arg(work.join("agent.log"))
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", agent.display()))?;
+    let pid = child.id();
+    let mut samples_cpu = 0.0;
+    while sink.records.load(Ordering::SeqCst) < lines {
+        if t0.elapsed() > Duration::from_secs(600) {
+            let _ = child.kill();
+            bail!("the agent delivered {} of {lines} records in 10 minutes", sink.records.load(Ordering::SeqCst));
+        }
+        samples_cpu = cpu_seconds(pid);
+        thread::sleep(Duration::from_millis(2));
+    }
+    let elapsed = t0.elapsed();
+    let cpu = cpu_seconds(pid).max(samples_cpu);
+    let peak_kib = proc_field(pid, "VmHWM");
+    thread::sleep(Duration::from_secs(3));
+    let after_kib = proc_field(pid, "VmRSS");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Idle: a fresh agent with nothing to read.
+    fs::remove_dir_all(work.join("buffer")).ok();
+    fs::remove_file(work.join("tail.pos")).ok();
+    fs::write(&log, b"")?;
+    let mut idle = Command::new(agent).arg("--config").arg(&config).arg("--log").arg(work.join("idle.log")).spawn()?;
+    thread::sleep(Duration::from_secs(3));
+    let idle_kib = proc_field(idle.id(), "VmRSS");
+    let _ = idle.kill();
+    let _ = idle.wait();
+
+    let secs = elapsed.as_secs_f64();
+    println!("my-agent bench: {lines} lines, {:.1} MB of MySQL error log", input_bytes as f64 / 1e6);
+    println!("  delivered in        {secs:.2} s (process start to last record at the sink)");
+    println!("  records/s           {:.0}", lines as f64 / secs);
+    println!("  input MB/s          {:.1}", input_bytes as f64 / 1e6 / secs);
+    println!("  sent MB             {:.1}", sink.bytes.load(Ordering::SeqCst) as f64 / 1e6);
+    println!("  CPU seconds         {cpu:.2} ({:.2} per million records)", cpu * 1e6 / lines as f64);
+    println!("  peak RSS (VmHWM)    {:.1} MiB", peak_kib as f64 / 1024.0);
+    println!("  RSS 3 s after       {:.1} MiB", after_kib as f64 / 1024.0);
+    println!("  idle RSS            {:.1} MiB", idle_kib as f64 / 1024.0);
+    println!(
+        "  baseline (same records pre-serialized, posted directly): {:.2} s; agent/baseline = {:.2}x",
+        baseline.as_secs_f64(),
+        secs / baseline.as_secs_f64()
+    );
+    Ok(())
+}
