@@ -119,6 +119,7 @@ pub struct TailSource {
     last_refresh: Option<Instant>,
     /// Records were handed on since the last position commit.
     dirty: bool,
+    read_buf: Vec<u8>,
 }
 
 impl TailSource {
@@ -131,6 +132,7 @@ impl TailSource {
             watched: HashMap::new(),
             last_refresh: None,
             dirty: false,
+            read_buf: Vec::new(),
         })
     }
 
@@ -342,7 +344,7 @@ impl TailSource {
                 let mut pending = std::mem::take(&mut w.pending);
                 pending.extend_from_slice(&recovered);
                 let time = now_nanos();
-                split_lines(&mut pending, cfg.max_line_size, &self.metrics, |line| {
+                let consumed = split_lines(&pending, cfg.max_line_size, &self.metrics, |line| {
                     events.push(make_event(
                         &w.tag,
                         time,
@@ -351,12 +353,12 @@ impl TailSource {
                         &self.metrics,
                     ));
                 });
-                if !pending.is_empty() {
+                if consumed < pending.len() {
                     events.push(make_event(
                         &w.tag,
                         time,
                         &cfg.message_key,
-                        &pending,
+                        &pending[consumed..],
                         &self.metrics,
                     ));
                 }
@@ -373,51 +375,51 @@ impl TailSource {
         }
 
         let read_pos = w.offset + w.pending.len() as u64;
-        // Read straight into the pending buffer, whose capacity is reused
-        // round after round.
-        let old = w.pending.len();
-        w.pending.resize(old + cfg.read_bytes_limit, 0);
-        let n = match w.file.read_at(&mut w.pending[old..], read_pos) {
+        // One read buffer per source, not per file: a hundred idle logs
+        // cost nothing.
+        let buf = &mut self.read_buf;
+        if buf.len() != cfg.read_bytes_limit {
+            buf.resize(cfg.read_bytes_limit, 0);
+        }
+        let n = match w.file.read_at(buf, read_pos) {
             Ok(n) => n,
             Err(e) => {
-                w.pending.truncate(old);
                 log::warn(&format!("tail: cannot read {}: {e}", w.path.display()));
                 return Ok(false);
             }
         };
-        w.pending.truncate(old + n);
         if n == 0 {
             return Ok(false);
         }
         w.last_data = Instant::now();
-        let mut data = std::mem::take(&mut w.pending);
-        let before = data.len();
+        // Usually no partial line is pending and lines are split straight
+        // out of the read buffer.
+        let data: &[u8] = if w.pending.is_empty() {
+            &buf[..n]
+        } else {
+            w.pending.extend_from_slice(&buf[..n]);
+            &w.pending
+        };
         let time = now_nanos();
         let mut events = Vec::with_capacity(n / 64);
-        split_lines(&mut data, cfg.max_line_size, &self.metrics, |line| {
-            events.push(make_event(
-                &w.tag,
-                time,
-                &cfg.message_key,
-                line,
-                &self.metrics,
-            ));
+        let consumed = split_lines(data, cfg.max_line_size, &self.metrics, |line| {
+            events.push(make_event(&w.tag, time, &cfg.message_key, line, &self.metrics));
         });
-        let consumed = before - data.len();
         if !events.is_empty() {
             let count = events.len() as u64;
             if let Err(e) = router.emit(&w.tag.clone(), events) {
                 // Nothing advanced: the bytes are read again next round.
+                w.pending.clear();
                 return Err(anyhow::anyhow!("{}: {e}", w.path.display()));
             }
             PluginMetrics::add(&self.metrics.records_in, count);
         }
-        // `data` now holds the unconsumed tail.
+        let rest = data[consumed..].to_vec();
+        w.pending = rest;
         if consumed > 0 {
             w.offset += consumed as u64;
             w.recent = read_window(&w.file, w.offset);
         }
-        w.pending = data;
         Ok(true)
     }
 
@@ -448,12 +450,10 @@ impl TailSource {
 
 /// Splits complete lines off the front of `data` (without their newline),
 /// and pieces of over-long lines; leaves the incomplete rest in `data`.
-fn split_lines(
-    data: &mut Vec<u8>,
-    max: usize,
-    metrics: &PluginMetrics,
-    mut emit: impl FnMut(&[u8]),
-) {
+/// Splits complete lines (without their newline) and pieces of over-long
+/// lines off the front of `data`; returns how many bytes were consumed. The
+/// rest is an incomplete line.
+fn split_lines(data: &[u8], max: usize, metrics: &PluginMetrics, mut emit: impl FnMut(&[u8])) -> usize {
     let mut start = 0;
     loop {
         let rest = &data[start..];
@@ -468,10 +468,9 @@ fn split_lines(
                 metrics.lines_split.fetch_add(1, Ordering::Relaxed);
                 start += cut;
             }
-            _ => break,
+            _ => return start,
         }
     }
-    data.drain(..start);
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
@@ -589,9 +588,9 @@ mod tests {
     fn splits_lines_and_long_pieces() {
         let m = PluginMetrics::default();
         let long = format!("three{}", "e".repeat(45));
-        let mut data = format!("one\ntwo\n{long}\npart").into_bytes();
+        let data = format!("one\ntwo\n{long}\npart").into_bytes();
         let mut out = Vec::new();
-        split_lines(&mut data, 20, &m, |l| {
+        let consumed = split_lines(&data, 20, &m, |l| {
             out.push(String::from_utf8_lossy(l).into_owned())
         });
         assert_eq!(out[..2], ["one", "two"]);
@@ -600,21 +599,21 @@ mod tests {
             [20, 20, 10]
         );
         assert_eq!(out[2..].concat(), long);
-        assert_eq!(data, b"part");
+        assert_eq!(&data[consumed..], b"part");
         assert_eq!(m.lines_split.load(Ordering::Relaxed), 2);
     }
 
     #[test]
     fn long_pieces_do_not_split_characters() {
         let m = PluginMetrics::default();
-        let mut data = "aé".repeat(20).into_bytes();
+        let data = "aé".repeat(20).into_bytes();
         let mut out = Vec::new();
-        split_lines(&mut data, 16, &m, |l| {
+        let consumed = split_lines(&data, 16, &m, |l| {
             out.push(std::str::from_utf8(l).unwrap().to_string())
         });
         assert!(out.iter().all(|p| p.len() <= 16));
         assert_eq!(
-            out.concat() + std::str::from_utf8(&data).unwrap(),
+            out.concat() + std::str::from_utf8(&data[consumed..]).unwrap(),
             "aé".repeat(20)
         );
     }
