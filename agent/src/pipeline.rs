@@ -151,14 +151,12 @@ impl Pipeline {
                     let metrics = registry.register("source", &format!("tail{i}"));
                     let tail = TailSource::new(cfg, metrics)?;
                     let (router, stop) = (router.clone(), stop_sources.clone());
-                    sources.push(
-                        std::thread::Builder::new()
-                            .name(format!("tail{i}"))
-                            .spawn(move || {
-                                crate::allocator::bind_thread();
-                                tail.run(router, stop)
-                            })?,
-                    );
+                    sources.push(std::thread::Builder::new().name(format!("tail{i}")).spawn(
+                        move || {
+                            crate::allocator::bind_thread();
+                            tail.run(router, stop)
+                        },
+                    )?);
                 }
             }
         }

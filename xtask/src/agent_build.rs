@@ -13,7 +13,10 @@ use crate::test_cmd::prefix_env;
 
 pub fn run(sh: &Shell, staged: &StagedPrefix, name: &str) -> Result<PathBuf> {
     let _dir = sh.push_dir(workspace_root());
-    eprintln!("==> agent: cargo build --release -p my-agent (against {})", staged.path().display());
+    eprintln!(
+        "==> agent: cargo build --release -p my-agent (against {})",
+        staged.path().display()
+    );
     cmd!(sh, "cargo build --release --locked -p my-agent")
         .envs(prefix_env(staged))
         .run()
@@ -22,8 +25,13 @@ pub fn run(sh: &Shell, staged: &StagedPrefix, name: &str) -> Result<PathBuf> {
     let bin_dir = staged.path().join("bin");
     fs::create_dir_all(&bin_dir)?;
     let installed = bin_dir.join(name);
-    fs::copy(&built, &installed)
-        .with_context(|| format!("cannot install {} as {}", built.display(), installed.display()))?;
+    fs::copy(&built, &installed).with_context(|| {
+        format!(
+            "cannot install {} as {}",
+            built.display(),
+            installed.display()
+        )
+    })?;
     eprintln!("==> agent: installed {}", installed.display());
     Ok(installed)
 }

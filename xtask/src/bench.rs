@@ -39,7 +39,11 @@ impl BenchSink {
                 thread::spawn(move || serve(stream, &r, &b));
             }
         });
-        Ok(BenchSink { url, records, bytes })
+        Ok(BenchSink {
+            url,
+            records,
+            bytes,
+        })
     }
 
     fn reset(&self) {
@@ -143,7 +147,9 @@ pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<()> {
     let sink = BenchSink::start()?;
 
     // Baseline: the agent's output shape, posted directly.
-    let host = String::from_utf8(Command::new("hostname").output()?.stdout)?.trim().to_string();
+    let host = String::from_utf8(Command::new("hostname").output()?.stdout)?
+        .trim()
+        .to_string();
     let mut payload = Vec::with_capacity(input_bytes as usize * 2);
     for n in 0..lines {
         let record = serde_json::json!({"message": log_line(n), "hostname": host});
@@ -168,7 +174,10 @@ pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<()> {
     }
     let baseline = t0.elapsed();
     if sink.records.load(Ordering::SeqCst) != lines {
-        bail!("baseline delivered {} of {lines} records", sink.records.load(Ordering::SeqCst));
+        bail!(
+            "baseline delivered {} of {lines} records",
+            sink.records.load(Ordering::SeqCst)
+        );
     }
     drop(payload);
     sink.reset();
@@ -202,7 +211,10 @@ outputs:
             url = sink.url
         ),
     )?;
-    eprintln!("==> bench: running {} (tail -> record_transformer -> http, file buffer)", agent.display());
+    eprintln!(
+        "==> bench: running {} (tail -> record_transformer -> http, file buffer)",
+        agent.display()
+    );
     let t0 = Instant::now();
     let mut child = Command::new(agent)
         .arg("--config")
@@ -217,7 +229,10 @@ outputs:
     while sink.records.load(Ordering::SeqCst) < lines {
         if t0.elapsed() > Duration::from_secs(600) {
             let _ = child.kill();
-            bail!("the agent delivered {} of {lines} records in 10 minutes", sink.records.load(Ordering::SeqCst));
+            bail!(
+                "the agent delivered {} of {lines} records in 10 minutes",
+                sink.records.load(Ordering::SeqCst)
+            );
         }
         samples_cpu = cpu_seconds(pid);
         thread::sleep(Duration::from_millis(2));
@@ -234,19 +249,36 @@ outputs:
     fs::remove_dir_all(work.join("buffer")).ok();
     fs::remove_file(work.join("tail.pos")).ok();
     fs::write(&log, b"")?;
-    let mut idle = Command::new(agent).arg("--config").arg(&config).arg("--log").arg(work.join("idle.log")).spawn()?;
+    let mut idle = Command::new(agent)
+        .arg("--config")
+        .arg(&config)
+        .arg("--log")
+        .arg(work.join("idle.log"))
+        .spawn()?;
     thread::sleep(Duration::from_secs(3));
     let idle_kib = proc_field(idle.id(), "VmRSS");
     let _ = idle.kill();
     let _ = idle.wait();
 
     let secs = elapsed.as_secs_f64();
-    println!("my-agent bench: {lines} lines, {:.1} MB of MySQL error log", input_bytes as f64 / 1e6);
+    println!(
+        "my-agent bench: {lines} lines, {:.1} MB of MySQL error log",
+        input_bytes as f64 / 1e6
+    );
     println!("  delivered in        {secs:.2} s (process start to last record at the sink)");
     println!("  records/s           {:.0}", lines as f64 / secs);
-    println!("  input MB/s          {:.1}", input_bytes as f64 / 1e6 / secs);
-    println!("  sent MB             {:.1}", sink.bytes.load(Ordering::SeqCst) as f64 / 1e6);
-    println!("  CPU seconds         {cpu:.2} ({:.2} per million records)", cpu * 1e6 / lines as f64);
+    println!(
+        "  input MB/s          {:.1}",
+        input_bytes as f64 / 1e6 / secs
+    );
+    println!(
+        "  sent MB             {:.1}",
+        sink.bytes.load(Ordering::SeqCst) as f64 / 1e6
+    );
+    println!(
+        "  CPU seconds         {cpu:.2} ({:.2} per million records)",
+        cpu * 1e6 / lines as f64
+    );
     println!("  peak RSS (VmHWM)    {:.1} MiB", peak_kib as f64 / 1024.0);
     println!("  RSS 3 s after       {:.1} MiB", after_kib as f64 / 1024.0);
     println!("  idle RSS            {:.1} MiB", idle_kib as f64 / 1024.0);

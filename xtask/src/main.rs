@@ -5,11 +5,11 @@ use clap::Parser;
 use xshell::Shell;
 
 use xtask::deps::{self, DepsOptions};
-use xtask::{agent_build, bench};
 use xtask::flags::{Command, DepsFlags, Global, Xtask};
 use xtask::layout::{workspace_root, Layout};
 use xtask::product::Product;
 use xtask::test_cmd;
+use xtask::{agent_build, bench};
 
 fn main() {
     let flags = Xtask::parse();

@@ -338,7 +338,8 @@ impl Buffer {
         let mut run_start = 0;
         let mut pos = 0;
         while pos < frames.len() {
-            let len = u32::from_le_bytes(frames[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+            let len =
+                u32::from_le_bytes(frames[pos..pos + 4].try_into().expect("4 bytes")) as usize;
             let size = (len + chunk::HEADER) as u64;
             let full = state
                 .open
@@ -443,7 +444,16 @@ impl Buffer {
         let mut files = {
             let mut state = self.state.lock().unwrap();
             let mut files = std::mem::take(&mut state.unsynced);
-            if let Some(Chunk { data: ChunkData::File { file: Some(f), dirty, .. }, .. }) = state.open.as_mut() {
+            if let Some(Chunk {
+                data:
+                    ChunkData::File {
+                        file: Some(f),
+                        dirty,
+                        ..
+                    },
+                ..
+            }) = state.open.as_mut()
+            {
                 if *dirty {
                     files.push(f.try_clone()?);
                     *dirty = false;

@@ -184,7 +184,9 @@ impl TailSource {
     /// Syncs the output buffers, then saves positions. False on failure.
     fn commit(&mut self, router: &Router) -> bool {
         if let Err(e) = router.sync() {
-            log::error(&format!("tail: cannot sync output buffers: {e}; positions not saved"));
+            log::error(&format!(
+                "tail: cannot sync output buffers: {e}; positions not saved"
+            ));
             self.metrics.errors.fetch_add(1, Ordering::Relaxed);
             return false;
         }
@@ -403,7 +405,13 @@ impl TailSource {
         let time = now_nanos();
         let mut events = Vec::with_capacity(n / 64);
         let consumed = split_lines(data, cfg.max_line_size, &self.metrics, |line| {
-            events.push(make_event(&w.tag, time, &cfg.message_key, line, &self.metrics));
+            events.push(make_event(
+                &w.tag,
+                time,
+                &cfg.message_key,
+                line,
+                &self.metrics,
+            ));
         });
         if !events.is_empty() {
             let count = events.len() as u64;
@@ -453,7 +461,12 @@ impl TailSource {
 /// Splits complete lines (without their newline) and pieces of over-long
 /// lines off the front of `data`; returns how many bytes were consumed. The
 /// rest is an incomplete line.
-fn split_lines(data: &[u8], max: usize, metrics: &PluginMetrics, mut emit: impl FnMut(&[u8])) -> usize {
+fn split_lines(
+    data: &[u8],
+    max: usize,
+    metrics: &PluginMetrics,
+    mut emit: impl FnMut(&[u8]),
+) -> usize {
     let mut start = 0;
     loop {
         let rest = &data[start..];
