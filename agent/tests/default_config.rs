@@ -17,7 +17,7 @@ fn default_config_renders_and_validates() {
         let text = env
             .render_str(
                 &template,
-                minijinja::context! { name => name, prefix => prefix },
+                minijinja::context! { name => name, prefix => prefix, version => "0.1.0", release => "1" },
             )
             .unwrap();
         assert!(text.contains(&format!("/var/lib/{name}/buffer/")), "{text}");

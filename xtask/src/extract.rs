@@ -154,7 +154,7 @@ fn decompressor(archive: &Path) -> Result<Box<dyn Read>> {
         [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(file)),
         [b'B', b'Z', b'h', ..] => Box::new(bzip2::read::MultiBzDecoder::new(file)),
         [0xfd, b'7', b'z', b'X', b'Z', 0] => {
-            Box::new(xz2::read::XzDecoder::new_multi_decoder(file))
+            Box::new(liblzma::read::XzDecoder::new_multi_decoder(file))
         }
         _ => bail!(
             "{}: not a .tar.gz, .tar.bz2 or .tar.xz archive",

@@ -46,6 +46,8 @@ pub struct Global {
 pub enum Command {
     /// Fetch, verify, build and stage jemalloc, libyaml, OpenSSL and libmysqlclient
     Deps(DepsFlags),
+    /// Build the prefix (cached), the agent, the service files, check the payload and write the RPM
+    Package(PackageFlags),
     /// Build the prefix (cached), then the agent against it, installed in the stage
     Agent(DepsFlags),
     /// Build the prefix (cached), then run every test of the workspace against it
@@ -80,4 +82,22 @@ pub struct BenchFlags {
     /// Lines in the generated MySQL error log
     #[arg(long, default_value_t = 1_000_000)]
     pub lines: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct PackageFlags {
+    #[command(flatten)]
+    pub deps: DepsFlags,
+    /// Distribution: el7, el8, el9 (glibc ceilings 2.17, 2.28, 2.34) or host (no ceiling)
+    #[arg(long, default_value = "host")]
+    pub target: String,
+    /// RPM release number
+    #[arg(long, default_value_t = 1)]
+    pub rpm_release: u32,
+    /// Where the RPM and manifest go [default: target/dist]
+    #[arg(long, value_name = "DIR")]
+    pub dist_dir: Option<PathBuf>,
+    /// Timestamp for every file and the build time [default: the last commit's time]
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    pub source_date_epoch: Option<u64>,
 }

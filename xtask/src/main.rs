@@ -35,6 +35,20 @@ fn run(flags: Xtask) -> Result<()> {
         Command::Deps(d) => {
             deps::run(&sh, &product, &layout, &deps_options(d))?;
         }
+        Command::Package(p) => {
+            let target = xtask::health::Target::parse(&p.target)?;
+            let report = deps::run(&sh, &product, &layout, &deps_options(p.deps))?;
+            let agent = agent_build::run(&sh, &report.staged, &product.name)?;
+            let opts = xtask::package::PackageOptions {
+                target,
+                rpm_release: p.rpm_release,
+                dist: p
+                    .dist_dir
+                    .unwrap_or_else(|| layout.root.join("target/dist")),
+                source_date: p.source_date_epoch,
+            };
+            xtask::package::run(&sh, &product, &layout, &report, &agent, &opts)?;
+        }
         Command::Agent(d) => {
             let report = deps::run(&sh, &product, &layout, &deps_options(d))?;
             agent_build::run(&sh, &report.staged, &product.name)?;

@@ -17,6 +17,9 @@ pub struct Product {
     pub license: String,
     pub homepage: String,
     pub components: Vec<String>,
+    /// Service user and group [default: the product name].
+    pub user: Option<String>,
+    pub group: Option<String>,
 }
 
 impl Product {
@@ -29,6 +32,14 @@ impl Product {
             .validate()
             .with_context(|| format!("{}: invalid product definition", path.display()))?;
         Ok(product)
+    }
+
+    pub fn user(&self) -> &str {
+        self.user.as_deref().unwrap_or(&self.name)
+    }
+
+    pub fn group(&self) -> &str {
+        self.group.as_deref().unwrap_or(&self.name)
     }
 
     /// Applies `--name` / `--prefix`.

@@ -105,14 +105,27 @@ fn prefix_is_complete_and_self_contained() {
                 ));
             }
         }
-        let needs_prefix = needed.iter().any(|l| shipped.contains(l));
         let runpath =
             dynamic_entries(elf, "RUNPATH").join(":") + &dynamic_entries(elf, "RPATH").join(":");
-        if needs_prefix && !runpath.contains("$ORIGIN") {
-            problems.push(format!(
-                "{}: needs prefix libraries but has no $ORIGIN RUNPATH ({runpath:?})",
-                elf.display()
-            ));
+        // Every prefix library must be found through an $ORIGIN entry, as
+        // the loader would on the target host.
+        for lib in needed.iter().filter(|l| shipped.contains(*l)) {
+            let found = runpath
+                .split(':')
+                .filter_map(|r| r.strip_prefix("$ORIGIN"))
+                .any(|rest| {
+                    elf.parent()
+                        .unwrap()
+                        .join(format!(".{rest}"))
+                        .join(lib)
+                        .exists()
+                });
+            if !found {
+                problems.push(format!(
+                    "{}: {lib} not reachable through its RUNPATH {runpath:?}",
+                    elf.display()
+                ));
+            }
         }
         if runpath.split(':').any(|p| p.starts_with('/')) {
             problems.push(format!("{}: absolute RUNPATH {runpath}", elf.display()));

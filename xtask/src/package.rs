@@ -1,0 +1,202 @@
+//! `cargo xtask package`: deps (cached) -> agent -> stage the payload ->
+//! health check -> render templates -> RPM -> manifest, then a summary.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use xshell::{cmd, Shell};
+
+use crate::deps::DepsReport;
+use crate::health::{self, Target};
+use crate::layout::{workspace_root, Layout};
+use crate::payload::{self, ProductVars};
+use crate::product::Product;
+use crate::recipe::RecipeSet;
+use crate::rpm_package::RpmSpec;
+use crate::source_cache::sha256_file;
+use crate::tools::ToolTable;
+
+pub struct PackageOptions {
+    pub target: Target,
+    pub rpm_release: u32,
+    pub dist: PathBuf,
+    pub source_date: Option<u64>,
+}
+
+pub struct PackageResult {
+    pub rpm: PathBuf,
+    pub manifest: PathBuf,
+}
+
+/// The agent's version, from agent/Cargo.toml.
+pub fn agent_version() -> Result<String> {
+    let path = workspace_root().join("agent/Cargo.toml");
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let doc: toml::Value = toml::from_str(&text)?;
+    doc.get("package")
+        .and_then(|p| p.get("version"))
+        .and_then(|v| v.as_str())
+        .map(String::from)
+        .with_context(|| format!("{}: no [package] version", path.display()))
+}
+
+/// SOURCE_DATE_EPOCH, else the last commit's time, so rebuilding a commit
+/// gives the same bytes.
+fn source_date(sh: &Shell, explicit: Option<u64>) -> Result<u64> {
+    if let Some(t) = explicit {
+        return Ok(t);
+    }
+    let _dir = sh.push_dir(workspace_root());
+    let out = cmd!(sh, "git log -1 --format=%ct")
+        .quiet()
+        .ignore_stderr()
+        .read();
+    match out.ok().and_then(|s| s.trim().parse().ok()) {
+        Some(t) => Ok(t),
+        None => bail!("cannot read the last commit's time; set SOURCE_DATE_EPOCH"),
+    }
+}
+
+pub fn run(
+    sh: &Shell,
+    product: &Product,
+    layout: &Layout,
+    deps: &DepsReport,
+    agent: &Path,
+    opts: &PackageOptions,
+) -> Result<PackageResult> {
+    let version = agent_version()?;
+    let release = match opts.target {
+        Target::Host => format!("{}", opts.rpm_release),
+        t => format!("{}.{}", opts.rpm_release, t.name()),
+    };
+    let root = layout.work.join("payload");
+    let agent_path = format!("{}/bin/{}", product.prefix, product.name);
+    if !agent.is_file() {
+        bail!("the agent was not built: {} is missing", agent.display());
+    }
+
+    eprintln!("==> package: staging the payload in {}", root.display());
+    let templates = layout.root.join("templates");
+    let spec = payload::PayloadSpec::load(&templates)?;
+    payload::stage_prefix(&deps.staged, &root, &spec)?;
+
+    eprintln!("==> package: health check for {}", opts.target.name());
+    let report = health::check(&root, &product.prefix, &agent_path, opts.target)?;
+    if !report.problems.is_empty() {
+        let mut msg = format!("health check failed ({} problems):", report.problems.len());
+        for p in &report.problems {
+            msg.push_str(&format!("\n  - {p}"));
+        }
+        bail!(msg);
+    }
+
+    let vars = ProductVars {
+        name: product.name.clone(),
+        prefix: product.prefix.clone(),
+        user: product.user().to_string(),
+        group: product.group().to_string(),
+        summary: product.summary.clone(),
+        homepage: product.homepage.clone(),
+        version: version.clone(),
+        release: release.clone(),
+        target: opts.target.name().to_string(),
+        jemalloc_preload: !report.agent_links_jemalloc,
+    };
+    let payload = payload::render_and_list(&root, &templates, &spec, &vars)?;
+    let scriptlets = payload::scriptlets(&templates, &vars)?;
+
+    let tools = ToolTable::load(&layout.recipes.join("tools.toml"))?;
+    let recipes = RecipeSet::load(&layout.recipes, &product.components, &tools)?;
+    let mut licenses = vec![product.license.clone()];
+    for r in &recipes.ordered {
+        if !licenses.contains(&r.license) {
+            licenses.push(r.license.clone());
+        }
+    }
+    let components: Vec<String> = recipes
+        .ordered
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.version))
+        .collect();
+    let description = format!(
+        "{}.\n\nA self-contained agent under {} with its own libraries:\n{}.",
+        product.summary,
+        product.prefix,
+        components.join(",\n")
+    );
+    let requires = report.requires();
+    let spec = RpmSpec {
+        product,
+        version: &version,
+        release: release.clone(),
+        license: licenses.join(" AND "),
+        description,
+        target: opts.target,
+        payload: &payload,
+        scriptlets: &scriptlets,
+        requires: &requires,
+        source_date: source_date(sh, opts.source_date)?,
+    };
+    eprintln!("==> package: writing {}", spec.file_name());
+    let rpm = spec.write(&opts.dist)?;
+
+    let manifest_path = opts
+        .dist
+        .join(format!("{}-{version}.manifest.json", product.name));
+    let manifest = json!({
+        "name": product.name,
+        "version": version,
+        "release": release,
+        "target": opts.target.name(),
+        "prefix": product.prefix,
+        "rpm": rpm.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "rpm_sha256": sha256_file(&rpm)?,
+        "files": payload.entries.len(),
+        "max_glibc": report.max_glibc.as_ref().map(|v| v.to_string()),
+        "max_glibcxx": report.max_glibcxx.as_ref().map(|v| v.to_string()),
+        "max_openssl": report.max_openssl.as_ref().map(|v| v.to_string()),
+        "requires": requires,
+        "components": recipes.ordered.iter().map(|r| json!({
+            "name": r.name,
+            "version": r.version,
+            "license": r.license,
+            "homepage": r.homepage,
+            "sources": r.sources.iter().map(|s| json!({
+                "sha256": s.sha256,
+                "urls": s.urls,
+                "debian": s.debian.as_ref().map(|d| format!("{}={}", d.package, d.version)),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
+
+    let size = fs::metadata(&rpm)?.len();
+    println!("package   {}", rpm.display());
+    println!(
+        "size      {:.1} MiB, {} files",
+        size as f64 / (1 << 20) as f64,
+        payload.entries.len()
+    );
+    println!("manifest  {}", manifest_path.display());
+    println!("contents  {}", components.join(", "));
+    println!(
+        "needs     GLIBC {}  GLIBCXX {}  ({} target)",
+        report
+            .max_glibc
+            .as_ref()
+            .map_or("-".into(), |v| v.to_string()),
+        report
+            .max_glibcxx
+            .as_ref()
+            .map_or("-".into(), |v| v.to_string()),
+        opts.target.name()
+    );
+    Ok(PackageResult {
+        rpm,
+        manifest: manifest_path,
+    })
+}

@@ -1,0 +1,308 @@
+//! The package payload, laid out as installed under `target/<name>/payload`:
+//! the staged prefix (minus static archives) plus the service files rendered
+//! from `templates/` as `templates/payload.toml` lists them.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::file_tree;
+use crate::layout::StagedPrefix;
+
+/// Variables every template sees.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProductVars {
+    pub name: String,
+    pub prefix: String,
+    pub user: String,
+    pub group: String,
+    pub summary: String,
+    pub homepage: String,
+    pub version: String,
+    pub release: String,
+    pub target: String,
+    /// The agent does not link jemalloc itself: preload the prefix's copy.
+    pub jemalloc_preload: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadSpec {
+    /// Prefix-relative paths left out of the package.
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    file: Vec<FileSpec>,
+    #[serde(default)]
+    dir: Vec<DirSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    template: String,
+    path: String,
+    mode: u32,
+    user: Option<String>,
+    group: Option<String>,
+    #[serde(default)]
+    config: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirSpec {
+    path: String,
+    mode: u32,
+    user: Option<String>,
+    group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink(String),
+}
+
+/// One path of the package with its metadata.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Installed path, e.g. /opt/my-agent/lib/libssl.so.3.
+    pub path: String,
+    pub kind: EntryKind,
+    pub mode: u32,
+    pub user: String,
+    pub group: String,
+    /// `%config(noreplace)`.
+    pub config: bool,
+}
+
+pub struct Payload {
+    pub root: PathBuf,
+    pub entries: Vec<Entry>,
+}
+
+impl Payload {
+    /// The file on disk for an installed path.
+    pub fn source(&self, installed: &str) -> PathBuf {
+        self.root.join(installed.trim_start_matches('/'))
+    }
+}
+
+impl PayloadSpec {
+    pub fn load(templates: &Path) -> Result<PayloadSpec> {
+        let path = templates.join("payload.toml");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+    }
+
+    fn excluded(&self, rel: &str) -> bool {
+        self.exclude
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('/') {
+                Some(dir) => rel == dir || rel.starts_with(&format!("{dir}/")),
+                None => path_matches(pattern, rel),
+            })
+    }
+}
+
+/// `*` matches any run of characters within one path component.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), path.as_bytes());
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len())
+                .take_while(|&i| i == 0 || t[i - 1] != b'/')
+                .any(|i| go(rest, &t[i..])),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(p, t)
+}
+
+/// Copies the staged prefix into `root` (emptied first), leaving out what
+/// the spec excludes and links that would dangle without it.
+pub fn stage_prefix(staged: &StagedPrefix, root: &Path, spec: &PayloadSpec) -> Result<()> {
+    if root.exists() {
+        fs::remove_dir_all(root).with_context(|| format!("cannot clear {}", root.display()))?;
+    }
+    let dest = root.join(staged.prefix.trim_start_matches('/'));
+    file_tree::copy_into(&staged.path(), &dest)?;
+    let entries = file_tree::list(&dest)?;
+    for entry in &entries {
+        let rel = entry.path();
+        if spec.excluded(rel) {
+            let path = dest.join(rel);
+            if path.is_dir() && !path.is_symlink() {
+                fs::remove_dir_all(&path)?;
+            } else if path.symlink_metadata().is_ok() {
+                fs::remove_file(&path)?;
+            }
+        }
+    }
+    for entry in &entries {
+        if let file_tree::TreeEntry::Symlink { path, .. } = entry {
+            let link = dest.join(path);
+            if link.symlink_metadata().is_ok() && !link.exists() {
+                fs::remove_file(&link)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Renders the service files into `root` and lists every entry of the
+/// payload with its metadata.
+pub fn render_and_list(
+    root: &Path,
+    templates: &Path,
+    spec: &PayloadSpec,
+    vars: &ProductVars,
+) -> Result<Payload> {
+    let render = |s: &str| crate::template::render(s, vars);
+
+    let mut entries = Vec::new();
+    // The prefix: every directory, file and link as staged, owned by root.
+    let prefix_dir = root.join(vars.prefix.trim_start_matches('/'));
+    entries.push(Entry {
+        path: vars.prefix.clone(),
+        kind: EntryKind::Dir,
+        mode: 0o755,
+        user: "root".into(),
+        group: "root".into(),
+        config: false,
+    });
+    for e in file_tree::list(&prefix_dir)? {
+        let (path, kind, mode) = match e {
+            file_tree::TreeEntry::Dir { path, .. } => (path, EntryKind::Dir, 0o755),
+            file_tree::TreeEntry::File { path, mode, .. } => {
+                // Executables and shared objects are 0755, the rest 0644:
+                // nothing group- or world-writable.
+                let shared_object = path.ends_with(".so") || path.contains(".so.");
+                let m = if mode & 0o111 != 0 || shared_object {
+                    0o755
+                } else {
+                    0o644
+                };
+                (path, EntryKind::File, m)
+            }
+            file_tree::TreeEntry::Symlink { path, target } => {
+                (path, EntryKind::Symlink(target), 0o777)
+            }
+        };
+        entries.push(Entry {
+            path: format!("{}/{path}", vars.prefix),
+            kind,
+            mode,
+            user: "root".into(),
+            group: "root".into(),
+            config: false,
+        });
+    }
+
+    for f in &spec.file {
+        let template = templates.join(&f.template);
+        let body = fs::read_to_string(&template)
+            .with_context(|| format!("cannot read {}", template.display()))?;
+        let rendered =
+            render(&body).with_context(|| format!("rendering {}", template.display()))?;
+        let path = render(&f.path)?;
+        let dest = root.join(path.trim_start_matches('/'));
+        fs::create_dir_all(dest.parent().expect("absolute path has a parent"))?;
+        fs::write(&dest, rendered).with_context(|| format!("cannot write {}", dest.display()))?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(f.mode))?;
+        entries.push(Entry {
+            path,
+            kind: EntryKind::File,
+            mode: f.mode,
+            user: f
+                .user
+                .as_deref()
+                .map(render)
+                .transpose()?
+                .unwrap_or_else(|| "root".into()),
+            group: f
+                .group
+                .as_deref()
+                .map(render)
+                .transpose()?
+                .unwrap_or_else(|| "root".into()),
+            config: f.config,
+        });
+    }
+    for d in &spec.dir {
+        let path = render(&d.path)?;
+        fs::create_dir_all(root.join(path.trim_start_matches('/')))?;
+        entries.push(Entry {
+            path,
+            kind: EntryKind::Dir,
+            mode: d.mode,
+            user: d
+                .user
+                .as_deref()
+                .map(render)
+                .transpose()?
+                .unwrap_or_else(|| "root".into()),
+            group: d
+                .group
+                .as_deref()
+                .map(render)
+                .transpose()?
+                .unwrap_or_else(|| "root".into()),
+            config: false,
+        });
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Payload {
+        root: root.to_path_buf(),
+        entries,
+    })
+}
+
+/// The scriptlets (`templates/scriptlets/*.sh.j2`), rendered.
+pub struct Scriptlets {
+    pub pre: String,
+    pub post: String,
+    pub preun: String,
+    pub postun: String,
+}
+
+pub fn scriptlets(templates: &Path, vars: &ProductVars) -> Result<Scriptlets> {
+    let one = |name: &str| -> Result<String> {
+        let path = templates.join("scriptlets").join(format!("{name}.sh.j2"));
+        let body =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        crate::template::render(&body, vars)
+            .with_context(|| format!("rendering {}", path.display()))
+    };
+    Ok(Scriptlets {
+        pre: one("pre")?,
+        post: one("post")?,
+        preun: one("preun")?,
+        postun: one("postun")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusions() {
+        let spec: PayloadSpec =
+            toml::from_str("exclude = [\"lib/*.a\", \"ssl/misc/\", \"bin/jeprof\"]").unwrap();
+        assert!(spec.excluded("lib/libssl.a"));
+        assert!(!spec.excluded("lib/libssl.so.3"));
+        assert!(!spec.excluded("lib/sub/x.a"), "* stays within a component");
+        assert!(spec.excluded("ssl/misc/CA.pl") && spec.excluded("ssl/misc"));
+        assert!(!spec.excluded("ssl/openssl.cnf"));
+        assert!(spec.excluded("bin/jeprof") && !spec.excluded("bin/jeprof2"));
+    }
+}

@@ -1,0 +1,105 @@
+//! Writing the RPM with the `rpm` crate: v4 format (rpm 4.11 on EL7 reads
+//! it), gzip or xz payload, sha256 digests, a fixed build time and host so
+//! two builds of one commit are byte-identical.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::health::Target;
+use crate::payload::{EntryKind, Payload, Scriptlets};
+use crate::product::Product;
+
+pub struct RpmSpec<'a> {
+    pub product: &'a Product,
+    pub version: &'a str,
+    pub release: String,
+    pub license: String,
+    pub description: String,
+    pub target: Target,
+    pub payload: &'a Payload,
+    pub scriptlets: &'a Scriptlets,
+    pub requires: &'a BTreeSet<String>,
+    pub source_date: u64,
+}
+
+impl RpmSpec<'_> {
+    pub fn file_name(&self) -> String {
+        format!(
+            "{}-{}-{}.x86_64.rpm",
+            self.product.name, self.version, self.release
+        )
+    }
+
+    pub fn write(&self, dist: &Path) -> Result<PathBuf> {
+        let compression = match self.target {
+            // rpm 4.11 (EL7) reads gzip and xz, not zstd.
+            Target::El7 => rpm::CompressionType::Gzip,
+            _ => rpm::CompressionType::Xz,
+        };
+        let config = rpm::BuildConfig::v4()
+            .compression(compression)
+            .source_date(self.source_date as u32);
+        let mut b = rpm::PackageBuilder::new(
+            &self.product.name,
+            self.version,
+            &self.license,
+            "x86_64",
+            &self.product.summary,
+        );
+        b.using_config(config)
+            .release(&self.release)
+            .description(&self.description)
+            .url(&self.product.homepage)
+            .vendor(&self.product.maintainer)
+            .packager(&self.product.maintainer)
+            .build_host("my-agent-xtask")
+            .group("System Environment/Daemons")
+            .add_changelog_entry(
+                format!(
+                    "{} - {}-{}",
+                    self.product.maintainer, self.version, self.release
+                ),
+                format!("- Built by cargo xtask package for {}", self.target.name()),
+                self.source_date as u32,
+            );
+        for e in &self.payload.entries {
+            let opts = match &e.kind {
+                EntryKind::Dir => rpm::FileOptions::dir(&e.path),
+                EntryKind::Symlink(target) => rpm::FileOptions::symlink(&e.path, target),
+                EntryKind::File => rpm::FileOptions::new(&e.path),
+            };
+            let mut opts = opts.user(&e.user).group(&e.group);
+            if !matches!(e.kind, EntryKind::Symlink(_)) {
+                opts = opts.permissions(e.mode as u16);
+            }
+            if e.config {
+                opts = opts.config().noreplace();
+            }
+            match &e.kind {
+                EntryKind::Dir => b.with_dir_entry(opts),
+                EntryKind::Symlink(_) => b.with_symlink(opts),
+                EntryKind::File => b.with_file(self.payload.source(&e.path), opts),
+            }
+            .with_context(|| format!("adding {} to the package", e.path))?;
+        }
+        b.pre_install_script(self.scriptlets.pre.as_str())
+            .post_install_script(self.scriptlets.post.as_str())
+            .pre_uninstall_script(self.scriptlets.preun.as_str())
+            .post_uninstall_script(self.scriptlets.postun.as_str());
+        for tool in ["/usr/bin/getent", "/usr/sbin/groupadd", "/usr/sbin/useradd"] {
+            b.requires(rpm::Dependency::script_pre(tool));
+        }
+        b.requires(rpm::Dependency::any("/bin/sh"));
+        for r in self.requires {
+            b.requires(rpm::Dependency::any(r.as_str()));
+        }
+        let pkg = b.build().context("building the RPM")?;
+        std::fs::create_dir_all(dist)?;
+        let path = dist.join(self.file_name());
+        pkg.write_file(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
