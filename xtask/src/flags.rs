@@ -52,7 +52,7 @@ pub enum Command {
     Agent(DepsFlags),
     /// Build the prefix (cached), then run every test of the workspace against it
     Test(TestFlags),
-    /// Benchmark the agent: 1M error-log lines through tail -> record_transformer -> http
+    /// Benchmarks: the agent (1M error-log lines to a loopback sink) and the RPM step vs rpmbuild
     Bench(BenchFlags),
 }
 
@@ -82,6 +82,9 @@ pub struct BenchFlags {
     /// Lines in the generated MySQL error log
     #[arg(long, default_value_t = 1_000_000)]
     pub lines: u64,
+    /// Run one benchmark only: `agent` or `rpm`
+    #[arg(long, value_name = "BENCH")]
+    pub run: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -54,9 +54,31 @@ fn run(flags: Xtask) -> Result<()> {
             agent_build::run(&sh, &report.staged, &product.name)?;
         }
         Command::Bench(b) => {
+            let only = b.run.clone();
+            if let Some(o) = only.as_deref().filter(|o| *o != "agent" && *o != "rpm") {
+                anyhow::bail!("--run `{o}`: expected agent or rpm");
+            }
             let report = deps::run(&sh, &product, &layout, &deps_options(b.deps))?;
             let agent = agent_build::run(&sh, &report.staged, &product.name)?;
-            bench::run(&agent, &layout.work.join("bench"), b.lines)?;
+            if only.as_deref() != Some("rpm") {
+                bench::run(&agent, &layout.work.join("bench"), b.lines)?;
+            }
+            if only.as_deref() != Some("agent") {
+                let opts = xtask::package::PackageOptions {
+                    target: xtask::health::Target::Host,
+                    rpm_release: 1,
+                    dist: layout.work.join("bench-rpm"),
+                    source_date: Some(1_700_000_000),
+                };
+                let prepared =
+                    xtask::package::prepare(&sh, &product, &layout, &report, &agent, &opts)?;
+                let spec = prepared.spec(&product, opts.target);
+                xtask::bench_rpm::run(
+                    &spec,
+                    &prepared.payload.root,
+                    &layout.work.join("bench-rpm"),
+                )?;
+            }
         }
         Command::Test(t) => {
             let report = deps::run(&sh, &product, &layout, &deps_options(t.deps))?;

@@ -60,14 +60,47 @@ fn source_date(sh: &Shell, explicit: Option<u64>) -> Result<u64> {
     }
 }
 
-pub fn run(
+/// Everything the RPM is made of, ready to write.
+pub struct Prepared {
+    pub version: String,
+    pub release: String,
+    pub license: String,
+    pub description: String,
+    pub payload: payload::Payload,
+    pub scriptlets: payload::Scriptlets,
+    pub requires: std::collections::BTreeSet<String>,
+    pub report: health::HealthReport,
+    pub recipes: RecipeSet,
+    pub components: Vec<String>,
+    pub source_date: u64,
+}
+
+impl Prepared {
+    pub fn spec<'a>(&'a self, product: &'a Product, target: Target) -> RpmSpec<'a> {
+        RpmSpec {
+            product,
+            version: &self.version,
+            release: self.release.clone(),
+            license: self.license.clone(),
+            description: self.description.clone(),
+            target,
+            payload: &self.payload,
+            scriptlets: &self.scriptlets,
+            requires: &self.requires,
+            source_date: self.source_date,
+        }
+    }
+}
+
+/// Stages the payload, checks its health and renders the service files.
+pub fn prepare(
     sh: &Shell,
     product: &Product,
     layout: &Layout,
     deps: &DepsReport,
     agent: &Path,
     opts: &PackageOptions,
-) -> Result<PackageResult> {
+) -> Result<Prepared> {
     let version = agent_version()?;
     let release = match opts.target {
         Target::Host => format!("{}", opts.rpm_release),
@@ -129,20 +162,42 @@ pub fn run(
         components.join(",\n")
     );
     let requires = report.requires();
-    let spec = RpmSpec {
-        product,
-        version: &version,
-        release: release.clone(),
+    Ok(Prepared {
+        version,
+        release,
         license: licenses.join(" AND "),
         description,
-        target: opts.target,
-        payload: &payload,
-        scriptlets: &scriptlets,
-        requires: &requires,
+        payload,
+        scriptlets,
+        requires,
+        report,
+        recipes,
+        components,
         source_date: source_date(sh, opts.source_date)?,
-    };
+    })
+}
+
+pub fn run(
+    sh: &Shell,
+    product: &Product,
+    layout: &Layout,
+    deps: &DepsReport,
+    agent: &Path,
+    opts: &PackageOptions,
+) -> Result<PackageResult> {
+    let prepared = prepare(sh, product, layout, deps, agent, opts)?;
+    let spec = prepared.spec(product, opts.target);
     eprintln!("==> package: writing {}", spec.file_name());
     let rpm = spec.write(&opts.dist)?;
+    let (version, release, payload, report, recipes, components, requires) = (
+        &prepared.version,
+        &prepared.release,
+        &prepared.payload,
+        &prepared.report,
+        &prepared.recipes,
+        &prepared.components,
+        &prepared.requires,
+    );
 
     let manifest_path = opts
         .dist
