@@ -103,4 +103,7 @@ pub struct PackageFlags {
     /// Timestamp for every file and the build time [default: the last commit's time]
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     pub source_date_epoch: Option<u64>,
+    /// Sign the RPM with this ASCII-armored OpenPGP secret key (no passphrase)
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
 }

@@ -46,6 +46,7 @@ fn run(flags: Xtask) -> Result<()> {
                     .dist_dir
                     .unwrap_or_else(|| layout.root.join("target/dist")),
                 source_date: p.source_date_epoch,
+                sign_key: p.sign_key,
             };
             xtask::package::run(&sh, &product, &layout, &report, &agent, &opts)?;
         }
@@ -69,10 +70,11 @@ fn run(flags: Xtask) -> Result<()> {
                     rpm_release: 1,
                     dist: layout.work.join("bench-rpm"),
                     source_date: Some(1_700_000_000),
+                    sign_key: None,
                 };
                 let prepared =
                     xtask::package::prepare(&sh, &product, &layout, &report, &agent, &opts)?;
-                let spec = prepared.spec(&product, opts.target);
+                let spec = prepared.spec(&product, opts.target, None);
                 xtask::bench_rpm::run(
                     &spec,
                     &prepared.payload.root,

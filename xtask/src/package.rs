@@ -23,6 +23,7 @@ pub struct PackageOptions {
     pub rpm_release: u32,
     pub dist: PathBuf,
     pub source_date: Option<u64>,
+    pub sign_key: Option<PathBuf>,
 }
 
 pub struct PackageResult {
@@ -76,7 +77,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn spec<'a>(&'a self, product: &'a Product, target: Target) -> RpmSpec<'a> {
+    pub fn spec<'a>(
+        &'a self,
+        product: &'a Product,
+        target: Target,
+        sign_key: Option<PathBuf>,
+    ) -> RpmSpec<'a> {
         RpmSpec {
             product,
             version: &self.version,
@@ -88,6 +94,7 @@ impl Prepared {
             scriptlets: &self.scriptlets,
             requires: &self.requires,
             source_date: self.source_date,
+            sign_key,
         }
     }
 }
@@ -186,7 +193,7 @@ pub fn run(
     opts: &PackageOptions,
 ) -> Result<PackageResult> {
     let prepared = prepare(sh, product, layout, deps, agent, opts)?;
-    let spec = prepared.spec(product, opts.target);
+    let spec = prepared.spec(product, opts.target, opts.sign_key.clone());
     eprintln!("==> package: writing {}", spec.file_name());
     let rpm = spec.write(&opts.dist)?;
     let (version, release, payload, report, recipes, components, requires) = (

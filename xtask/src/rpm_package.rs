@@ -22,6 +22,8 @@ pub struct RpmSpec<'a> {
     pub scriptlets: &'a Scriptlets,
     pub requires: &'a BTreeSet<String>,
     pub source_date: u64,
+    /// ASCII-armored OpenPGP secret key to sign with.
+    pub sign_key: Option<PathBuf>,
 }
 
 impl RpmSpec<'_> {
@@ -108,7 +110,15 @@ impl RpmSpec<'_> {
         for r in self.requires {
             b.requires(rpm::Dependency::any(r.as_str()));
         }
-        let pkg = b.build().context("building the RPM")?;
+        let pkg = match &self.sign_key {
+            None => b.build().context("building the RPM")?,
+            Some(key) => {
+                let signer = rpm::signature::pgp::Signer::from_asc_file(key)
+                    .with_context(|| format!("cannot load the signing key {}", key.display()))?;
+                b.build_and_sign(signer)
+                    .context("building and signing the RPM")?
+            }
+        };
         std::fs::create_dir_all(dist)?;
         let path = dist.join(self.file_name());
         pkg.write_file(&path)

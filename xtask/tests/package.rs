@@ -27,9 +27,13 @@ fn ok(cmd: &mut Command) -> String {
 /// Builds the package with the real xtask into `dist`. The work directory is
 /// the checkout's own (target/my-agent): another one would give the agent's
 /// -sys crates another prefix path and rebuild them.
-fn package(dist: &Path, release: u32) -> PathBuf {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["package", "--rpm-release", &release.to_string()])
+fn package(dist: &Path, release: u32, sign_key: Option<&Path>) -> PathBuf {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["package", "--rpm-release", &release.to_string()]);
+    if let Some(key) = sign_key {
+        cmd.arg("--sign-key").arg(key);
+    }
+    let out = cmd
         .arg("--dist-dir")
         .arg(dist)
         .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -115,10 +119,10 @@ fn rpm_root(root: &Path) -> Command {
 fn package_layout_lint_install_upgrade_erase() {
     let tmp = tempfile::tempdir().unwrap();
     let work = common::repo_root().join("target/my-agent");
-    let rpm1 = package(&tmp.path().join("dist1"), 1);
+    let rpm1 = package(&tmp.path().join("dist1"), 1, None);
 
     // Reproducible: the same commit twice gives the same bytes.
-    let again = package(&tmp.path().join("dist1-again"), 1);
+    let again = package(&tmp.path().join("dist1-again"), 1, None);
     assert_eq!(
         fs::read(&rpm1).unwrap(),
         fs::read(&again).unwrap(),
@@ -332,7 +336,32 @@ fn package_layout_lint_install_upgrade_erase() {
         .unwrap()
         .replace("collector.invalid", "collector.example.net");
     fs::write(&config, &edited).unwrap();
-    let rpm2 = package(&tmp.path().join("dist2"), 2);
+    let (secret, public) = signing_key(tmp.path());
+    let rpm2 = package(&tmp.path().join("dist2"), 2, Some(&secret));
+    // Signed: rpm checks the signature against the imported public key.
+    let keydb = tmp.path().join("keydb");
+    ok(Command::new("rpm")
+        .arg("--dbpath")
+        .arg(&keydb)
+        .arg("--initdb"));
+    ok(Command::new("rpm")
+        .arg("--dbpath")
+        .arg(&keydb)
+        .arg("--import")
+        .arg(&public));
+    let checked = ok(Command::new("rpm")
+        .arg("--dbpath")
+        .arg(&keydb)
+        .arg("-Kv")
+        .arg(&rpm2));
+    assert!(
+        checked.contains("Header V4 RSA/SHA256 Signature, key ID") && checked.contains(": OK"),
+        "{checked}"
+    );
+    assert!(
+        !checked.contains("NOKEY") && !checked.contains("BAD"),
+        "{checked}"
+    );
     ok(rpm_root(&root)
         .args(["-U", "--nodeps", "--noplugins"])
         .arg(&rpm2));
@@ -357,6 +386,38 @@ fn package_layout_lint_install_upgrade_erase() {
     assert!(!root.join("opt/my-agent").exists(), "prefix removed");
     assert!(root.join("var/log/my-agent/my-agent.log").exists());
     assert!(root.join("var/lib/my-agent/mysql-error.pos").exists());
+}
+
+/// A throwaway OpenPGP key made with gpg: (secret, public) armored files.
+fn signing_key(dir: &Path) -> (PathBuf, PathBuf) {
+    let home = dir.join("gnupg");
+    fs::create_dir(&home).unwrap();
+    fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let gpg = || {
+        let mut c = Command::new("gpg");
+        c.arg("--homedir").arg(&home).args([
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ]);
+        c
+    };
+    ok(gpg().args([
+        "--quick-gen-key",
+        "my-agent test <test@localhost>",
+        "rsa2048",
+        "sign",
+        "never",
+    ]));
+    let secret = dir.join("secret.asc");
+    let public = dir.join("public.asc");
+    let s = ok(gpg().args(["--armor", "--export-secret-keys", "test@localhost"]));
+    fs::write(&secret, s).unwrap();
+    let p = ok(gpg().args(["--armor", "--export", "test@localhost"]));
+    fs::write(&public, p).unwrap();
+    (secret, public)
 }
 
 #[test]
