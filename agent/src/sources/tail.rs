@@ -78,7 +78,7 @@ impl TailConfig {
             max_line_size: f.size("max_line_size", 256 << 10)? as usize,
             message_key: f.string("message_key")?.unwrap_or_else(|| "message".into()),
             poll_interval: f.duration("poll_interval", Duration::from_millis(250))?,
-            read_bytes_limit: f.size("read_bytes_limit_per_batch", 1 << 20)? as usize,
+            read_bytes_limit: f.size("read_bytes_limit_per_batch", 256 << 10)? as usize,
         };
         if cfg.max_line_size < 16 {
             return error(f.node(), "tail: max_line_size must be at least 16 bytes");
