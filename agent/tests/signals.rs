@@ -116,3 +116,47 @@ fn metrics_reload_and_log_reopen() {
 
     assert!(agent.stop().success());
 }
+
+#[test]
+fn daemon_mode_writes_pidfile_and_stops_on_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let config = pipeline_config(
+        dir.path(),
+        &format!("{}/*.err", dir.path().display()),
+        &sink.url,
+        "",
+    );
+    let cfg = dir.path().join("agent.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let pidfile = dir.path().join("run/agent.pid");
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_my-agent"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--daemon")
+        .arg(&pidfile)
+        .arg("--log")
+        .arg(dir.path().join("agent.log"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "the foreground process returns at once");
+    wait_until("the pid file", || pidfile.exists());
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the daemon runs");
+
+    append_lines(&dir.path().join("mysqld.err"), (0..5).map(numbered_line));
+    sink.wait_for(Duration::from_secs(30), "lines from the daemon", |r| {
+        r.len() >= 5
+    });
+
+    // SAFETY: as above, with SIGTERM to the daemon we started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_until("the daemon to exit", || unsafe { libc::kill(pid, 0) } != 0);
+    assert!(!pidfile.exists(), "the pid file is removed on exit");
+}
