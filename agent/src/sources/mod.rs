@@ -1,6 +1,7 @@
 //! Sources, registered in one table: `type:` in the config picks one.
 
 pub mod position;
+pub mod slow_log;
 pub mod tail;
 
 use crate::config::fields::{error, Fields, Result};
