@@ -147,8 +147,13 @@ impl Pipeline {
         let mut sources = Vec::new();
         for (i, source) in config.sources.into_iter().enumerate() {
             match source {
-                SourceConfig::Tail(cfg) => {
-                    let metrics = registry.register("source", &format!("tail{i}"));
+                SourceConfig::Tail(cfg) | SourceConfig::MysqlSlowQuery(cfg) => {
+                    let kind = if cfg.slow_log.is_some() {
+                        "mysql_slow_query"
+                    } else {
+                        "tail"
+                    };
+                    let metrics = registry.register("source", &format!("{kind}{i}"));
                     let tail = TailSource::new(cfg, metrics)?;
                     let (router, stop) = (router.clone(), stop_sources.clone());
                     sources.push(std::thread::Builder::new().name(format!("tail{i}")).spawn(

@@ -9,16 +9,21 @@ use crate::config::fields::{error, Fields, Result};
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     Tail(tail::TailConfig),
+    /// A slow query log: followed like `tail`, framed into entries.
+    MysqlSlowQuery(tail::TailConfig),
 }
 
 impl SourceConfig {
     pub fn from_config(kind: &str, f: &mut Fields) -> Result<SourceConfig> {
         Ok(match kind {
-            "tail" => SourceConfig::Tail(tail::TailConfig::from_config(f)?),
+            "tail" => SourceConfig::Tail(tail::TailConfig::from_config(f, false)?),
+            "mysql_slow_query" => {
+                SourceConfig::MysqlSlowQuery(tail::TailConfig::from_config(f, true)?)
+            }
             other => {
                 return error(
                     f.node(),
-                    format!("unknown source type `{other}` (expected tail)"),
+                    format!("unknown source type `{other}` (expected tail or mysql_slow_query)"),
                 )
             }
         })

@@ -24,6 +24,9 @@ pub struct Position {
     /// file was truncated and rewritten (copytruncate) past our offset.
     pub crc: u32,
     pub window: u32,
+    /// Slow logs: the database of the last `use` before `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -119,6 +122,7 @@ mod tests {
                 offset: 10,
                 crc: 3,
                 window: 4,
+                db: Some("shop".into()),
             },
         );
         s.save().unwrap();

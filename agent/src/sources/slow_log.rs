@@ -331,7 +331,8 @@ fn clock_secs(clock: &str) -> Option<(i64, i64)> {
     Some((h * 3600 + m * 60 + s, nanos))
 }
 
-/// Parses a whole text (tests, benchmarks).
+/// Parses a whole text (tests).
+#[cfg(test)]
 pub fn parse_all(text: &str, max_entry_bytes: usize) -> Vec<SlowEntry> {
     let mut parser = SlowLogParser::new(max_entry_bytes, None);
     let mut out = Vec::new();

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::position::{FileId, Position, PositionStore};
+use super::slow_log::{SlowEntry, SlowLogParser};
 use crate::config::fields::{error, Fields, Result as ConfigResult};
 use crate::event::{now_nanos, Event, Record};
 use crate::log;
@@ -45,10 +46,24 @@ pub struct TailConfig {
     pub poll_interval: Duration,
     /// Bytes read from one file before its records are handed on.
     pub read_bytes_limit: usize,
+    /// Set for `mysql_slow_query`: lines are assembled into slow-log
+    /// entries, and positions only ever point at entry boundaries.
+    pub slow_log: Option<SlowLogOptions>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlowLogOptions {
+    /// Longer entries are truncated (and flagged), never fatal.
+    pub max_entry_bytes: usize,
+    /// An entry at the end of a file is complete once the file has been
+    /// quiet this long.
+    pub entry_timeout: Duration,
 }
 
 impl TailConfig {
-    pub fn from_config(f: &mut Fields) -> ConfigResult<TailConfig> {
+    /// `slow_log`: read the options of `mysql_slow_query`, which follows
+    /// files exactly like `tail` but frames slow-log entries.
+    pub fn from_config(f: &mut Fields, slow_log: bool) -> ConfigResult<TailConfig> {
         let path_node = f.required("path")?;
         let paths = f.string_list("path").unwrap_or_default();
         let paths = if paths.is_empty() {
@@ -79,7 +94,18 @@ impl TailConfig {
             message_key: f.string("message_key")?.unwrap_or_else(|| "message".into()),
             poll_interval: f.duration("poll_interval", Duration::from_millis(250))?,
             read_bytes_limit: f.size("read_bytes_limit_per_batch", 256 << 10)? as usize,
+            slow_log: None,
         };
+        let mut cfg = cfg;
+        if slow_log {
+            let max_entry_bytes = f.size("max_entry_size", 1 << 20)? as usize;
+            cfg.slow_log = Some(SlowLogOptions {
+                max_entry_bytes,
+                entry_timeout: f.duration("entry_timeout", Duration::from_secs(1))?,
+            });
+            // Lines are bounded by the entry size instead.
+            cfg.max_line_size = max_entry_bytes.max(16);
+        }
         if cfg.max_line_size < 16 {
             return error(f.node(), "tail: max_line_size must be at least 16 bytes");
         }
@@ -98,10 +124,14 @@ struct Watched {
     path: PathBuf,
     tag: Arc<str>,
     file: File,
-    /// Bytes before this are durable downstream.
+    /// Bytes before this are durable downstream: the resume point.
     offset: u64,
-    /// Read past `offset`: an incomplete last line waiting for its newline.
+    /// Bytes before this were handed to the framing (equal to `offset` for
+    /// lines; for slow logs the entry being assembled lies in between).
+    consumed: u64,
+    /// Read past `consumed`: an incomplete last line waiting for its newline.
     pending: Vec<u8>,
+    parser: Option<SlowLogParser>,
     /// The last bytes before `offset`, for the truncation checksum.
     recent: Vec<u8>,
     last_size: u64,
@@ -204,6 +234,7 @@ impl TailSource {
                     offset: w.offset,
                     crc: crc32fast::hash(&w.recent),
                     window: w.recent.len() as u32,
+                    db: w.parser.as_ref().and_then(|p| p.db().map(String::from)),
                 },
             );
         }
@@ -285,10 +316,12 @@ impl TailSource {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut offset = 0;
         let mut recent = Vec::new();
+        let mut db = None;
         match self.positions.entries.get(&id) {
             Some(pos) if pos.offset <= size && window_matches(&file, pos.offset, pos.crc, pos.window as usize) => {
                 offset = pos.offset;
                 recent = read_window(&file, offset);
+                db = pos.db.clone();
             }
             Some(pos) => log::warn(&format!(
                 "tail: {} changed while the agent was down (size {size}, position {}); reading from the head",
@@ -317,7 +350,13 @@ impl TailSource {
                 tag,
                 file,
                 offset,
+                consumed: offset,
                 pending: Vec::new(),
+                parser: self
+                    .config
+                    .slow_log
+                    .as_ref()
+                    .map(|o| SlowLogParser::new(o.max_entry_bytes, db)),
                 recent,
                 last_size: size,
                 rotated_at: None,
@@ -326,57 +365,47 @@ impl TailSource {
         );
     }
 
-    /// Reads new bytes of one file and hands complete lines on. Returns
-    /// whether anything was read.
+    /// Reads new bytes of one file and hands complete lines (or slow-log
+    /// entries) on. Returns whether anything was read.
     fn read_file(&mut self, id: FileId, router: &Router) -> anyhow::Result<bool> {
         let cfg = &self.config;
+        let metrics = &self.metrics;
         let w = self.watched.get_mut(&id).expect("watched id");
         let size = w.file.metadata().map(|m| m.len()).unwrap_or(w.last_size);
         if size != w.last_size {
-            let truncated = size < w.offset || !window_matches_recent(&w.file, w.offset, &w.recent);
+            let read_pos = w.consumed + w.pending.len() as u64;
+            let truncated = size < read_pos || !window_matches_recent(&w.file, w.offset, &w.recent);
             if truncated {
                 let recovered = recover_from_copy(w);
                 log::warn(&format!(
-                    "tail: {} was truncated (size {size} < position {} or content changed); {}reading from the head",
+                    "tail: {} was truncated (size {size} < position {read_pos} or content changed); {}reading from the head",
                     w.path.display(),
-                    w.offset,
-                    if recovered.is_empty() { String::new() } else { format!("recovered {} unread bytes from its rotated copy, ", recovered.len()) }
+                    if recovered.is_empty() {
+                        String::new()
+                    } else {
+                        format!("recovered {} unread bytes from its rotated copy, ", recovered.len())
+                    }
                 ));
-                let mut events = Vec::new();
-                let mut pending = std::mem::take(&mut w.pending);
-                pending.extend_from_slice(&recovered);
-                let time = now_nanos();
-                let consumed = split_lines(&pending, cfg.max_line_size, &self.metrics, |line| {
-                    events.push(make_event(
-                        &w.tag,
-                        time,
-                        &cfg.message_key,
-                        line,
-                        &self.metrics,
-                    ));
-                });
-                if consumed < pending.len() {
-                    events.push(make_event(
-                        &w.tag,
-                        time,
-                        &cfg.message_key,
-                        &pending[consumed..],
-                        &self.metrics,
-                    ));
+                let mut data = std::mem::take(&mut w.pending);
+                data.extend_from_slice(&recovered);
+                if !data.is_empty() {
+                    // The old content's last line (or entry) is complete now.
+                    data.push(b'\n');
                 }
-                if !events.is_empty() {
-                    let n = events.len() as u64;
-                    router.emit(&w.tag.clone(), events)?;
-                    PluginMetrics::add(&self.metrics.records_in, n);
-                }
+                let (events, _) = frame(w, cfg, metrics, &data, true);
+                emit(router, metrics, w, events)?;
                 w.offset = 0;
+                w.consumed = 0;
                 w.pending.clear();
                 w.recent.clear();
+                if let (Some(p), Some(o)) = (w.parser.as_mut(), &cfg.slow_log) {
+                    *p = SlowLogParser::new(o.max_entry_bytes, p.db().map(String::from));
+                }
             }
             w.last_size = size;
         }
 
-        let read_pos = w.offset + w.pending.len() as u64;
+        let read_pos = w.consumed + w.pending.len() as u64;
         // One read buffer per source, not per file: a hundred idle logs
         // cost nothing.
         let buf = &mut self.read_buf;
@@ -391,41 +420,64 @@ impl TailSource {
             }
         };
         if n == 0 {
+            // A slow-log entry at the end of a quiet file is complete.
+            let quiet = cfg
+                .slow_log
+                .as_ref()
+                .is_some_and(|o| w.last_data.elapsed() >= o.entry_timeout);
+            let assembling = w
+                .parser
+                .as_ref()
+                .is_some_and(|p| p.pending_start().is_some());
+            if quiet && assembling && w.pending.is_empty() {
+                let mut entries = Vec::new();
+                w.parser
+                    .as_mut()
+                    .expect("slow log parser")
+                    .finish(&mut entries);
+                let events = entries
+                    .into_iter()
+                    .map(|e| entry_event(&w.tag, e))
+                    .collect();
+                emit(router, metrics, w, events)?;
+                w.offset = w.consumed;
+                w.recent = read_window(&w.file, w.offset);
+                return Ok(true);
+            }
             return Ok(false);
         }
         w.last_data = Instant::now();
         // Usually no partial line is pending and lines are split straight
         // out of the read buffer.
-        let data: &[u8] = if w.pending.is_empty() {
+        let pending = std::mem::take(&mut w.pending);
+        let joined: Vec<u8>;
+        let data: &[u8] = if pending.is_empty() {
             &buf[..n]
         } else {
-            w.pending.extend_from_slice(&buf[..n]);
-            &w.pending
+            let mut all = pending;
+            all.extend_from_slice(&buf[..n]);
+            joined = all;
+            &joined
         };
-        let time = now_nanos();
-        let mut events = Vec::with_capacity(n / 64);
-        let consumed = split_lines(data, cfg.max_line_size, &self.metrics, |line| {
-            events.push(make_event(
-                &w.tag,
-                time,
-                &cfg.message_key,
-                line,
-                &self.metrics,
-            ));
-        });
-        if !events.is_empty() {
-            let count = events.len() as u64;
-            if let Err(e) = router.emit(&w.tag.clone(), events) {
-                // Nothing advanced: the bytes are read again next round.
-                w.pending.clear();
-                return Err(anyhow::anyhow!("{}: {e}", w.path.display()));
-            }
-            PluginMetrics::add(&self.metrics.records_in, count);
-        }
+        let (events, consumed) = frame(w, cfg, metrics, data, false);
         let rest = data[consumed..].to_vec();
+        if let Err(e) = emit(router, metrics, w, events) {
+            // Nothing advanced: re-read from the resume point next round.
+            w.consumed = w.offset;
+            if let (Some(p), Some(o)) = (w.parser.as_mut(), &cfg.slow_log) {
+                *p = SlowLogParser::new(o.max_entry_bytes, p.db().map(String::from));
+            }
+            return Err(anyhow::anyhow!("{}: {e}", w.path.display()));
+        }
         w.pending = rest;
-        if consumed > 0 {
-            w.offset += consumed as u64;
+        w.consumed += consumed as u64;
+        let resume = w
+            .parser
+            .as_ref()
+            .and_then(|p| p.pending_start())
+            .unwrap_or(w.consumed);
+        if resume != w.offset {
+            w.offset = resume;
             w.recent = read_window(&w.file, w.offset);
         }
         Ok(true)
@@ -458,6 +510,75 @@ impl TailSource {
 
 /// Splits complete lines off the front of `data` (without their newline),
 /// and pieces of over-long lines; leaves the incomplete rest in `data`.
+/// Turns the bytes after `w.consumed` into events: one per line, or one per
+/// finished slow-log entry. Returns the events and the bytes consumed.
+/// `final_` also ends a slow-log entry still being assembled.
+fn frame(
+    w: &mut Watched,
+    cfg: &TailConfig,
+    metrics: &PluginMetrics,
+    data: &[u8],
+    final_: bool,
+) -> (Vec<Event>, usize) {
+    let time = now_nanos();
+    let mut events = Vec::new();
+    let base = w.consumed;
+    let consumed = match w.parser.as_mut() {
+        None => split_lines(data, cfg.max_line_size, metrics, |line, _| {
+            events.push(make_event(&w.tag, time, &cfg.message_key, line, metrics));
+        }),
+        Some(parser) => {
+            let mut entries = Vec::new();
+            let consumed = split_lines(data, cfg.max_line_size, metrics, |line, end| {
+                let newline = usize::from(data[end - 1] == b'\n');
+                let start = end - line.len() - newline;
+                let text = match std::str::from_utf8(line) {
+                    Ok(t) => std::borrow::Cow::Borrowed(t),
+                    Err(_) => {
+                        metrics.invalid_utf8.fetch_add(1, Ordering::Relaxed);
+                        String::from_utf8_lossy(line)
+                    }
+                };
+                parser.push_line(
+                    text.trim_end_matches('\r'),
+                    base + start as u64,
+                    base + end as u64,
+                    &mut entries,
+                );
+            });
+            if final_ {
+                parser.finish(&mut entries);
+            }
+            events.extend(entries.into_iter().map(|e| entry_event(&w.tag, e)));
+            consumed
+        }
+    };
+    (events, consumed)
+}
+
+fn entry_event(tag: &Arc<str>, e: SlowEntry) -> Event {
+    Event {
+        tag: tag.clone(),
+        time: e.time.unwrap_or_else(now_nanos),
+        record: e.record,
+    }
+}
+
+fn emit(
+    router: &Router,
+    metrics: &PluginMetrics,
+    w: &Watched,
+    events: Vec<Event>,
+) -> anyhow::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let n = events.len() as u64;
+    router.emit(&w.tag, events)?;
+    PluginMetrics::add(&metrics.records_in, n);
+    Ok(())
+}
+
 /// Splits complete lines (without their newline) and pieces of over-long
 /// lines off the front of `data`; returns how many bytes were consumed. The
 /// rest is an incomplete line.
@@ -465,19 +586,19 @@ fn split_lines(
     data: &[u8],
     max: usize,
     metrics: &PluginMetrics,
-    mut emit: impl FnMut(&[u8]),
+    mut emit: impl FnMut(&[u8], usize),
 ) -> usize {
     let mut start = 0;
     loop {
         let rest = &data[start..];
         match memchr(b'\n', rest) {
             Some(i) if i <= max => {
-                emit(&rest[..i]);
+                emit(&rest[..i], start + i + 1);
                 start += i + 1;
             }
             _ if rest.len() > max => {
                 let cut = utf8_boundary(rest, max);
-                emit(&rest[..cut]);
+                emit(&rest[..cut], start + cut);
                 metrics.lines_split.fetch_add(1, Ordering::Relaxed);
                 start += cut;
             }
@@ -603,7 +724,7 @@ mod tests {
         let long = format!("three{}", "e".repeat(45));
         let data = format!("one\ntwo\n{long}\npart").into_bytes();
         let mut out = Vec::new();
-        let consumed = split_lines(&data, 20, &m, |l| {
+        let consumed = split_lines(&data, 20, &m, |l, _| {
             out.push(String::from_utf8_lossy(l).into_owned())
         });
         assert_eq!(out[..2], ["one", "two"]);
@@ -621,7 +742,7 @@ mod tests {
         let m = PluginMetrics::default();
         let data = "aé".repeat(20).into_bytes();
         let mut out = Vec::new();
-        let consumed = split_lines(&data, 16, &m, |l| {
+        let consumed = split_lines(&data, 16, &m, |l, _| {
             out.push(std::str::from_utf8(l).unwrap().to_string())
         });
         assert!(out.iter().all(|p| p.len() <= 16));
