@@ -289,3 +289,115 @@ outputs:
     );
     Ok(())
 }
+
+/// A slow-log entry of the MySQL 8 format, about 400 bytes.
+fn slow_entry(n: u64) -> String {
+    format!(
+        "# Time: 2026-11-21T05:{:02}:{:02}.{:06}Z\n# User@Host: app[app] @ web{} [10.0.{}.{}]  Id: {}\n\
+         # Query_time: 0.{:06}  Lock_time: 0.000012 Rows_sent: {}  Rows_examined: {}\n\
+         SET timestamp={};\nSELECT o.id, o.total, c.name\n  FROM orders o JOIN customers c ON c.id = o.customer_id\n \
+         WHERE o.created_at > '2026-11-01' AND c.city = 'city{}'\n ORDER BY o.total DESC LIMIT 50;\n",
+        n / 60_000 % 60,
+        n / 1000 % 60,
+        n % 1_000_000,
+        n % 7,
+        n / 256 % 256,
+        n % 256,
+        n % 5000,
+        n % 1_000_000,
+        n % 100,
+        n % 100_000,
+        1_795_000_000 + n / 1000,
+        n % 1000
+    )
+}
+
+/// Slow-log parsing: a generated slow log of `megabytes` through the release
+/// agent's `mysql_slow_query` source to the loopback sink. Throughput is
+/// reported per CPU-second of the agent (one core's worth of parsing plus
+/// shipping), with peak RSS.
+pub fn run_slowlog(agent: &Path, work: &Path, megabytes: u64) -> Result<()> {
+    if work.exists() {
+        fs::remove_dir_all(work)?;
+    }
+    fs::create_dir_all(work.join("logs"))?;
+    let log = work.join("logs/db1-slow.log");
+    let mut entries = 0u64;
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(&log)?);
+        writeln!(
+            f,
+            "/usr/sbin/mysqld, Version: 8.0.36 (MySQL Community Server - GPL). started with:"
+        )?;
+        writeln!(
+            f,
+            "Tcp port: 3306  Unix socket: /var/run/mysqld/mysqld.sock"
+        )?;
+        writeln!(f, "Time                 Id Command    Argument")?;
+        writeln!(f, "use shop;")?;
+        let mut written = 0u64;
+        while written < megabytes << 20 {
+            let e = slow_entry(entries);
+            written += e.len() as u64;
+            f.write_all(e.as_bytes())?;
+            entries += 1;
+        }
+    }
+    let bytes = fs::metadata(&log)?.len();
+    let sink = BenchSink::start()?;
+    let config = work.join("slow.yml");
+    fs::write(
+        &config,
+        format!(
+            "sources:\n  - type: mysql_slow_query\n    path: {logs}/*-slow.log\n    pos_file: {work}/slow.pos\n    \
+             tag: mysql.slow\n    read_from_head: true\n    entry_timeout: 200ms\noutputs:\n  - match: \"**\"\n    \
+             type: http\n    endpoint: {url}\n    buffer:\n      type: file\n      path: {work}/buffer\n      \
+             flush_interval: 200ms\n",
+            logs = work.join("logs").display(),
+            work = work.display(),
+            url = sink.url
+        ),
+    )?;
+    eprintln!(
+        "==> bench: {entries} slow-log entries, {:.0} MB",
+        bytes as f64 / 1e6
+    );
+    let t0 = Instant::now();
+    let mut child = Command::new(agent)
+        .arg("--config")
+        .arg(&config)
+        .arg("--log")
+        .arg(work.join("agent.log"))
+        .stdin(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let mut cpu = 0.0;
+    while sink.records.load(Ordering::SeqCst) < entries {
+        if t0.elapsed() > Duration::from_secs(900) {
+            let _ = child.kill();
+            bail!(
+                "{} of {entries} entries in 15 minutes",
+                sink.records.load(Ordering::SeqCst)
+            );
+        }
+        cpu = cpu_seconds(pid);
+        thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid).max(cpu);
+    let peak = proc_field(pid, "VmHWM");
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "slow-log bench: {entries} entries, {:.1} MB",
+        bytes as f64 / 1e6
+    );
+    println!("  delivered in        {elapsed:.2} s");
+    println!(
+        "  MB/s per CPU-second {:.1} (parse + ship, {cpu:.2} CPU s)",
+        bytes as f64 / 1e6 / cpu
+    );
+    println!("  entries/s           {:.0}", entries as f64 / elapsed);
+    println!("  peak RSS (VmHWM)    {:.1} MiB", peak as f64 / 1024.0);
+    Ok(())
+}

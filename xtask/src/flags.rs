@@ -52,7 +52,7 @@ pub enum Command {
     Agent(DepsFlags),
     /// Build the prefix (cached), then run every test of the workspace against it
     Test(TestFlags),
-    /// Benchmarks: the agent (1M error-log lines to a loopback sink) and the RPM step vs rpmbuild
+    /// Benchmarks: the agent (1M error-log lines), slow-log parsing (200 MB), the RPM step vs rpmbuild
     Bench(BenchFlags),
 }
 
@@ -82,7 +82,7 @@ pub struct BenchFlags {
     /// Lines in the generated MySQL error log
     #[arg(long, default_value_t = 1_000_000)]
     pub lines: u64,
-    /// Run one benchmark only: `agent` or `rpm`
+    /// Run one benchmark only: `agent`, `slowlog` or `rpm`
     #[arg(long, value_name = "BENCH")]
     pub run: Option<String>,
 }

@@ -56,15 +56,22 @@ fn run(flags: Xtask) -> Result<()> {
         }
         Command::Bench(b) => {
             let only = b.run.clone();
-            if let Some(o) = only.as_deref().filter(|o| *o != "agent" && *o != "rpm") {
-                anyhow::bail!("--run `{o}`: expected agent or rpm");
+            if let Some(o) = only
+                .as_deref()
+                .filter(|o| !["agent", "rpm", "slowlog"].contains(o))
+            {
+                anyhow::bail!("--run `{o}`: expected agent, rpm or slowlog");
             }
             let report = deps::run(&sh, &product, &layout, &deps_options(b.deps))?;
             let agent = agent_build::run(&sh, &report.staged, &product.name)?;
-            if only.as_deref() != Some("rpm") {
+            let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
+            if wants("agent") {
                 bench::run(&agent, &layout.work.join("bench"), b.lines)?;
             }
-            if only.as_deref() != Some("agent") {
+            if wants("slowlog") {
+                bench::run_slowlog(&agent, &layout.work.join("bench-slowlog"), 200)?;
+            }
+            if wants("rpm") {
                 let opts = xtask::package::PackageOptions {
                     target: xtask::health::Target::Host,
                     rpm_release: 1,
