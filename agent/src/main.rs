@@ -8,6 +8,7 @@ mod event;
 mod filters;
 mod log;
 mod metrics;
+mod mysql;
 mod outputs;
 mod pipeline;
 mod sources;

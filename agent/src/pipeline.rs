@@ -147,6 +147,19 @@ impl Pipeline {
         let mut sources = Vec::new();
         for (i, source) in config.sources.into_iter().enumerate() {
             match source {
+                SourceConfig::MysqlQuery(cfg) => {
+                    let metrics = registry.register("source", &format!("mysql_query{i}"));
+                    let source = crate::sources::mysql_query::MysqlQuerySource::new(cfg, metrics);
+                    let (router, stop) = (router.clone(), stop_sources.clone());
+                    sources.push(
+                        std::thread::Builder::new()
+                            .name(format!("mysql_query{i}"))
+                            .spawn(move || {
+                                crate::allocator::bind_thread();
+                                source.run(router, stop)
+                            })?,
+                    );
+                }
                 SourceConfig::Tail(cfg) | SourceConfig::MysqlSlowQuery(cfg) => {
                     let kind = if cfg.slow_log.is_some() {
                         "mysql_slow_query"

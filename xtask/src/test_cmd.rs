@@ -14,7 +14,11 @@ pub fn prefix_env(staged: &StagedPrefix) -> Vec<(String, String)> {
         ("OPENSSL_DIR".into(), p.clone()),
         ("OPENSSL_NO_VENDOR".into(), "1".into()),
         ("PKG_CONFIG_PATH".into(), format!("{p}/lib/pkgconfig")),
-        ("PKG_CONFIG_SYSROOT_DIR".into(), String::new()),
+        // The .pc files say /opt/my-agent; the sysroot maps that to the stage.
+        (
+            "PKG_CONFIG_SYSROOT_DIR".into(),
+            staged.root.display().to_string(),
+        ),
         (
             "JEMALLOC_OVERRIDE".into(),
             format!("{p}/lib/libjemalloc.so"),

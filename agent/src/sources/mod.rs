@@ -1,5 +1,6 @@
 //! Sources, registered in one table: `type:` in the config picks one.
 
+pub mod mysql_query;
 pub mod position;
 pub mod slow_log;
 pub mod tail;
@@ -11,6 +12,7 @@ pub enum SourceConfig {
     Tail(tail::TailConfig),
     /// A slow query log: followed like `tail`, framed into entries.
     MysqlSlowQuery(tail::TailConfig),
+    MysqlQuery(mysql_query::MysqlQueryConfig),
 }
 
 impl SourceConfig {
@@ -20,10 +22,11 @@ impl SourceConfig {
             "mysql_slow_query" => {
                 SourceConfig::MysqlSlowQuery(tail::TailConfig::from_config(f, true)?)
             }
+            "mysql_query" => SourceConfig::MysqlQuery(mysql_query::MysqlQueryConfig::from_config(f)?),
             other => {
                 return error(
                     f.node(),
-                    format!("unknown source type `{other}` (expected tail or mysql_slow_query)"),
+                    format!("unknown source type `{other}` (expected tail, mysql_slow_query or mysql_query)"),
                 )
             }
         })

@@ -166,7 +166,8 @@ impl SlowLogParser {
 fn is_banner(line: &str) -> bool {
     (line.contains(", Version: ") && line.trim_end().ends_with("started with:"))
         || line.starts_with("Tcp port: ")
-        || (line.starts_with("Time ") && line.contains(" Id ") && line.contains("Command"))
+        // MySQL pads this header with spaces, MariaDB with tabs.
+        || (line.starts_with("Time") && line.contains("Id") && line.contains("Command") && line.contains("Argument"))
 }
 
 fn use_statement(line: &str) -> Option<String> {

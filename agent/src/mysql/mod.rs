@@ -1,0 +1,3 @@
+//! MySQL through the prefix's libmysqlclient (MariaDB Connector/C).
+
+pub mod client;
