@@ -5,6 +5,7 @@ mod allocator;
 mod buffer;
 mod config;
 mod event;
+mod exporter;
 mod filters;
 mod log;
 mod metrics;
@@ -90,6 +91,14 @@ async fn run(flags: Flags, config: Config) -> i32 {
             log::error(&format!("cannot serve metrics on {bind}: {e}"));
             return 1;
         }
+    }
+    if let Some(cfg) = config.exporter.clone() {
+        let bind = cfg.bind;
+        if let Err(e) = Arc::new(exporter::Exporter::new(cfg)).serve().await {
+            log::error(&format!("cannot serve the query exporter on {bind}: {e}"));
+            return 1;
+        }
+        log::info(&format!("query exporter on http://{bind}/metrics"));
     }
     let handle = tokio::runtime::Handle::current();
     let mut pipeline = match Pipeline::start(config, &registry, &handle) {

@@ -20,6 +20,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub filters: Vec<(TagPattern, Filter)>,
     pub outputs: Vec<OutputConfig>,
+    /// The query exporter, from an `exporter:` section or `exporter_file:`.
+    pub exporter: Option<crate::exporter::ExporterConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,11 +112,30 @@ impl Config {
             outputs.push(OutputConfig::from_config(i, &mut f)?);
             f.finish()?;
         }
+        let exporter = match (top.take("exporter"), top.take("exporter_file")) {
+            (Some(node), None) => {
+                let mut f = Fields::new(node, "exporter")?;
+                let cfg = crate::exporter::ExporterConfig::from_config(&mut f)?;
+                f.finish()?;
+                Some(cfg)
+            }
+            (None, Some(node)) => {
+                let path = fields::string(node)?;
+                Some(
+                    load_exporter_file(&path)
+                        .or_else(|e| error(node, format!("exporter_file {path}:{e}")))?,
+                )
+            }
+            (None, None) => None,
+            (Some(node), Some(_)) => {
+                return error(node, "give either `exporter` or `exporter_file`, not both")
+            }
+        };
         top.finish()?;
-        if sources.is_empty() {
+        if sources.is_empty() && exporter.is_none() {
             return error(&root, "no sources: nothing would be read");
         }
-        if outputs.is_empty() {
+        if outputs.is_empty() && !sources.is_empty() {
             return error(&root, "no outputs: records would have nowhere to go");
         }
         let mut ids = std::collections::HashSet::new();
@@ -130,8 +151,30 @@ impl Config {
             sources,
             filters,
             outputs,
+            exporter,
         })
     }
+}
+
+/// A query-exporter file on its own, read with the same loader.
+fn load_exporter_file(path: &str) -> Result<crate::exporter::ExporterConfig, fields::ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| fields::ConfigError {
+        mark: Default::default(),
+        message: format!(" cannot read: {e}"),
+    })?;
+    let root = crate::yaml::parse(&text)
+        .map_err(|e| fields::ConfigError {
+            mark: e.mark,
+            message: format!("YAML syntax: {}", e.message),
+        })?
+        .ok_or(fields::ConfigError {
+            mark: Default::default(),
+            message: "the file is empty".into(),
+        })?;
+    let mut f = Fields::new(&root, "exporter")?;
+    let cfg = crate::exporter::ExporterConfig::from_config(&mut f)?;
+    f.finish()?;
+    Ok(cfg)
 }
 
 fn list<'a>(
