@@ -356,65 +356,13 @@ pub fn parse_all(text: &str, max_entry_bytes: usize) -> Vec<SlowEntry> {
 mod tests {
     use super::*;
 
-    const MYSQL80: &str = "\
-/usr/sbin/mysqld, Version: 8.0.36 (MySQL Community Server - GPL). started with:
-Tcp port: 3306  Unix socket: /var/run/mysqld/mysqld.sock
-Time                 Id Command    Argument
-# Time: 2024-05-15T17:02:39.123456Z
-# User@Host: app[app] @ web1 [10.0.0.5]  Id:    42
-# Query_time: 1.500000  Lock_time: 0.000100 Rows_sent: 10  Rows_examined: 20000
-use shop;
-SET timestamp=1715792559;
-SELECT *
-  FROM orders
- WHERE total > 100;
-# Time: 2024-05-15T19:02:40.000001+02:00
-# User@Host: root[root] @ localhost []  Id:    43
-# Query_time: 0.000200  Lock_time: 0.000000 Rows_sent: 0  Rows_examined: 0
-SET timestamp=1715792560;
-# administrator command: Quit;
-";
+    const MYSQL80: &str = include_str!("../../tests/fixtures/mysql80.log");
 
-    const MYSQL80_EXTRA: &str = "\
-# Time: 2024-05-15T17:02:39.123456Z
-# User@Host: app[app] @ web1 [10.0.0.5]  Id:    42
-# Query_time: 0.000300  Lock_time: 0.000010 Rows_sent: 1  Rows_examined: 1 Thread_id: 42 Errno: 0 Killed: 0 Bytes_received: 31 Bytes_sent: 56 Read_first: 0 Read_last: 0 Read_key: 1 Read_next: 0 Read_prev: 0 Read_rnd: 0 Read_rnd_next: 0 Sort_merge_passes: 0 Sort_range_count: 0 Sort_rows: 0 Sort_scan_count: 0 Created_tmp_disk_tables: 0 Created_tmp_tables: 0 Start: 2024-05-15T17:02:39.123156Z End: 2024-05-15T17:02:39.123456Z
-SET timestamp=1715792559;
-SELECT 1;
-";
+    const MYSQL80_EXTRA: &str = include_str!("../../tests/fixtures/mysql80-log-slow-extra.log");
 
-    const PERCONA: &str = "\
-# Time: 2024-05-15T17:02:39.000000Z
-# User@Host: app[app] @ web1 [10.0.0.5]  Id:    77
-# Schema: inventory  Last_errno: 1062  Killed: 0
-# Query_time: 0.250000  Lock_time: 0.000050  Rows_sent: 0  Rows_examined: 1  Rows_affected: 0
-# Bytes_sent: 66  Tmp_tables: 0  Tmp_disk_tables: 0  Tmp_table_sizes: 0
-# InnoDB_trx_id: 1A2B3C
-# QC_Hit: No  Full_scan: No  Full_join: No  Tmp_table: No  Tmp_table_on_disk: No
-# Filesort: No  Filesort_on_disk: No  Merge_passes: 0
-#   InnoDB_IO_r_ops: 0  InnoDB_IO_r_bytes: 0  InnoDB_IO_r_wait: 0.000000
-#   InnoDB_rec_lock_wait: 0.000000  InnoDB_queue_wait: 0.000000
-#   InnoDB_pages_distinct: 3
-SET timestamp=1715792559;
-INSERT INTO items VALUES (1);
-";
+    const PERCONA: &str = include_str!("../../tests/fixtures/percona.log");
 
-    const MARIADB: &str = "\
-# Time: 240515 17:02:39
-# User@Host: app[app] @ web1 [10.0.0.5]
-# Thread_id: 8  Schema: crm  QC_hit: No
-# Query_time: 2.000000  Lock_time: 0.000020  Rows_sent: 5  Rows_examined: 500
-# Rows_affected: 0  Bytes_sent: 420
-# explain: id select_type table type possible_keys key key_len ref rows r_rows filtered r_filtered Extra
-# explain: 1 SIMPLE customers ALL NULL NULL NULL NULL 500 500.00 100.00 1.00 Using where
-SET timestamp=1715792559;
-SELECT name FROM customers WHERE city = 'Oslo';
-# User@Host: app[app] @ web1 [10.0.0.5]
-# Thread_id: 8  Schema:   QC_hit: No
-# Query_time: 0.100000  Lock_time: 0.000020  Rows_sent: 1  Rows_examined: 1
-use other;
-SELECT 2;
-";
+    const MARIADB: &str = include_str!("../../tests/fixtures/mariadb.log");
 
     #[test]
     fn mysql80_entries_field_by_field() {
