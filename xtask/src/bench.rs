@@ -130,6 +130,53 @@ fn cpu_seconds(pid: u32) -> f64 {
     }
 }
 
+/// A benchmarked agent that has delivered everything, still running.
+struct Delivered {
+    child: std::process::Child,
+    /// From process start to the last record at the sink.
+    elapsed: Duration,
+    cpu: f64,
+}
+
+/// Starts the agent and waits until the sink holds `expected` records.
+fn run_until_delivered(
+    agent: &Path,
+    config: &Path,
+    log: &Path,
+    sink: &BenchSink,
+    expected: u64,
+) -> Result<Delivered> {
+    let t0 = Instant::now();
+    let mut child = Command::new(agent)
+        .arg("--config")
+        .arg(config)
+        .arg("--log")
+        .arg(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", agent.display()))?;
+    let pid = child.id();
+    let mut cpu = 0.0;
+    while sink.records.load(Ordering::SeqCst) < expected {
+        if t0.elapsed() > Duration::from_secs(900) {
+            let _ = child.kill();
+            bail!(
+                "the agent delivered {} of {expected} records in 15 minutes",
+                sink.records.load(Ordering::SeqCst)
+            );
+        }
+        // Sampled while running: /proc is gone once the process exits.
+        cpu = cpu_seconds(pid);
+        thread::sleep(Duration::from_millis(2));
+    }
+    let elapsed = t0.elapsed();
+    Ok(Delivered {
+        cpu: cpu_seconds(pid).max(cpu),
+        elapsed,
+        child,
+    })
+}
+
 pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<()> {
     if work.exists() {
         fs::remove_dir_all(work)?;
@@ -215,30 +262,8 @@ outputs:
         "==> bench: running {} (tail -> record_transformer -> http, file buffer)",
         agent.display()
     );
-    let t0 = Instant::now();
-    let mut child = Command::new(agent)
-        .arg("--config")
-        .arg(&config)
-        .arg("--log")
-        .arg(work.join("agent.log"))
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", agent.display()))?;
-    let pid = child.id();
-    let mut samples_cpu = 0.0;
-    while sink.records.load(Ordering::SeqCst) < lines {
-        if t0.elapsed() > Duration::from_secs(600) {
-            let _ = child.kill();
-            bail!(
-                "the agent delivered {} of {lines} records in 10 minutes",
-                sink.records.load(Ordering::SeqCst)
-            );
-        }
-        samples_cpu = cpu_seconds(pid);
-        thread::sleep(Duration::from_millis(2));
-    }
-    let elapsed = t0.elapsed();
-    let cpu = cpu_seconds(pid).max(samples_cpu);
+    let run = run_until_delivered(agent, &config, &work.join("agent.log"), &sink, lines)?;
+    let (elapsed, cpu, pid, mut child) = (run.elapsed, run.cpu, run.child.id(), run.child);
     let peak_kib = proc_field(pid, "VmHWM");
     thread::sleep(Duration::from_secs(3));
     let after_kib = proc_field(pid, "VmRSS");
@@ -362,29 +387,13 @@ pub fn run_slowlog(agent: &Path, work: &Path, megabytes: u64) -> Result<()> {
         "==> bench: {entries} slow-log entries, {:.0} MB",
         bytes as f64 / 1e6
     );
-    let t0 = Instant::now();
-    let mut child = Command::new(agent)
-        .arg("--config")
-        .arg(&config)
-        .arg("--log")
-        .arg(work.join("agent.log"))
-        .stdin(Stdio::null())
-        .spawn()?;
-    let pid = child.id();
-    let mut cpu = 0.0;
-    while sink.records.load(Ordering::SeqCst) < entries {
-        if t0.elapsed() > Duration::from_secs(900) {
-            let _ = child.kill();
-            bail!(
-                "{} of {entries} entries in 15 minutes",
-                sink.records.load(Ordering::SeqCst)
-            );
-        }
-        cpu = cpu_seconds(pid);
-        thread::sleep(Duration::from_millis(5));
-    }
-    let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid).max(cpu);
+    let run = run_until_delivered(agent, &config, &work.join("agent.log"), &sink, entries)?;
+    let (elapsed, cpu, pid, mut child) = (
+        run.elapsed.as_secs_f64(),
+        run.cpu,
+        run.child.id(),
+        run.child,
+    );
     let peak = proc_field(pid, "VmHWM");
     let _ = child.kill();
     let _ = child.wait();
