@@ -48,7 +48,14 @@ fn run(flags: Xtask) -> Result<()> {
                 source_date: p.source_date_epoch,
                 sign_key: p.sign_key,
             };
-            xtask::package::run(&sh, &product, &layout, &report, &agent, &opts)?;
+            let built = xtask::package::Built {
+                sh: &sh,
+                product: &product,
+                layout: &layout,
+                deps: &report,
+                agent: &agent,
+            };
+            xtask::package::run(&built, &opts)?;
         }
         Command::Agent(d) => {
             let report = deps::run(&sh, &product, &layout, &deps_options(d))?;
@@ -79,8 +86,14 @@ fn run(flags: Xtask) -> Result<()> {
                     source_date: Some(1_700_000_000),
                     sign_key: None,
                 };
-                let prepared =
-                    xtask::package::prepare(&sh, &product, &layout, &report, &agent, &opts)?;
+                let built = xtask::package::Built {
+                    sh: &sh,
+                    product: &product,
+                    layout: &layout,
+                    deps: &report,
+                    agent: &agent,
+                };
+                let prepared = xtask::package::prepare(&built, &opts)?;
                 let spec = prepared.spec(&product, opts.target, None);
                 xtask::bench_rpm::run(
                     &spec,

@@ -61,6 +61,17 @@ fn source_date(sh: &Shell, explicit: Option<u64>) -> Result<u64> {
     }
 }
 
+/// What the earlier steps produced and where: the inputs of packaging.
+#[derive(Clone, Copy)]
+pub struct Built<'a> {
+    pub sh: &'a Shell,
+    pub product: &'a Product,
+    pub layout: &'a Layout,
+    pub deps: &'a DepsReport,
+    /// The release agent, installed in the stage.
+    pub agent: &'a Path,
+}
+
 /// Everything the RPM is made of, ready to write.
 pub struct Prepared {
     pub version: String,
@@ -100,14 +111,14 @@ impl Prepared {
 }
 
 /// Stages the payload, checks its health and renders the service files.
-pub fn prepare(
-    sh: &Shell,
-    product: &Product,
-    layout: &Layout,
-    deps: &DepsReport,
-    agent: &Path,
-    opts: &PackageOptions,
-) -> Result<Prepared> {
+pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
+    let Built {
+        sh,
+        product,
+        layout,
+        deps,
+        agent,
+    } = *build;
     let version = agent_version()?;
     let release = match opts.target {
         Target::Host => format!("{}", opts.rpm_release),
@@ -184,15 +195,9 @@ pub fn prepare(
     })
 }
 
-pub fn run(
-    sh: &Shell,
-    product: &Product,
-    layout: &Layout,
-    deps: &DepsReport,
-    agent: &Path,
-    opts: &PackageOptions,
-) -> Result<PackageResult> {
-    let prepared = prepare(sh, product, layout, deps, agent, opts)?;
+pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
+    let product = build.product;
+    let prepared = prepare(build, opts)?;
     let spec = prepared.spec(product, opts.target, opts.sign_key.clone());
     eprintln!("==> package: writing {}", spec.file_name());
     let rpm = spec.write(&opts.dist)?;
