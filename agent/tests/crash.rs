@@ -17,12 +17,7 @@ fn twenty_sigkills_lose_nothing() {
     let sink = Sink::start();
     let log = dir.path().join("mysqld.err");
     append_lines(&log, (0..5000).map(numbered_line));
-    let config = pipeline_config(
-        dir.path(),
-        &format!("{}/*.err", dir.path().display()),
-        &sink.url,
-        "",
-    );
+    let config = pipeline_config(dir.path(), &sink.url);
 
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(5000));

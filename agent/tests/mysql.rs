@@ -50,17 +50,9 @@ sources:
     query: SELECT name FROM app.jobs WHERE n > 100
     nest_result: true
     nest_key: data
-outputs:
-  - match: "mysql.**"
-    type: http
-    endpoint: {url}
-    dead_letter_dir: {dir}/dead
-    buffer:
-      flush_interval: 100ms
-"#,
+{outputs}"#,
         socket = db.socket.display(),
-        url = sink.url,
-        dir = dir.path().display()
+        outputs = http_outputs(dir.path(), &sink.url)
     );
     let agent = Agent::start(dir.path(), &config);
     sink.wait_for(Duration::from_secs(30), "both queries", |r| {
@@ -122,17 +114,10 @@ fn mysql_slow_query_on_a_live_server() {
     read_from_head: true
     poll_interval: 50ms
     entry_timeout: 300ms
-outputs:
-  - match: "mysql.**"
-    type: http
-    endpoint: {url}
-    dead_letter_dir: {dir}/dead
-    buffer:
-      flush_interval: 100ms
-"#,
+{outputs}"#,
         slow = db.slow_log.display(),
         dir = dir.path().display(),
-        url = sink.url
+        outputs = http_outputs(dir.path(), &sink.url)
     );
     db.sql("CREATE DATABASE shop; CREATE DATABASE crm; CREATE TABLE shop.orders (id INT PRIMARY KEY, total INT); \
             CREATE TABLE crm.people (id INT)");

@@ -16,12 +16,7 @@ fn outage_then_recovery_loses_nothing_with_bounded_memory() {
     let sink = Sink::start();
     sink.set_mode(Mode::Unavailable);
     let log = dir.path().join("mysqld.err");
-    let config = pipeline_config(
-        dir.path(),
-        &format!("{}/*.err", dir.path().display()),
-        &sink.url,
-        "",
-    );
+    let config = pipeline_config(dir.path(), &sink.url);
     let agent = Agent::start(dir.path(), &config);
 
     // 300k lines (~33 MB) pile up in the file buffer during the outage.
@@ -81,12 +76,7 @@ fn rejected_request_goes_to_dead_letter_and_pipeline_goes_on() {
     let sink = Sink::start();
     *sink.state.reject_marker.lock().unwrap() = Some("POISON".into());
     let log = dir.path().join("mysqld.err");
-    let config = pipeline_config(
-        dir.path(),
-        &format!("{}/*.err", dir.path().display()),
-        &sink.url,
-        "",
-    );
+    let config = pipeline_config(dir.path(), &sink.url);
     let agent = Agent::start(dir.path(), &config);
 
     append_lines(&log, (0..100).map(numbered_line));

@@ -37,12 +37,7 @@ fn run(rotate: impl Fn(&std::path::Path, &std::path::Path)) {
     let log = logs.join("mysqld.err");
     append_lines(&log, (0..100).map(numbered_line));
     let next = Arc::new(AtomicU64::new(100));
-    let config = pipeline_config(
-        dir.path(),
-        &format!("{}/*.err", logs.display()),
-        &sink.url,
-        "",
-    );
+    let config = pipeline_config_for(dir.path(), &format!("{}/*.err", logs.display()), &sink.url);
     let agent = Agent::start(dir.path(), &config);
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -29,12 +29,7 @@ fn ships_100k_lines_with_invalid_utf8_and_a_5mb_line() {
     }
     std::fs::write(&log, &file).unwrap();
 
-    let config = pipeline_config(
-        dir.path(),
-        &format!("{}/*.err", dir.path().display()),
-        &sink.url,
-        "",
-    );
+    let config = pipeline_config(dir.path(), &sink.url);
     let agent = Agent::start(dir.path(), &config);
     sink.wait_for(Duration::from_secs(120), "all 100k lines", |records| {
         records

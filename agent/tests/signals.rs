@@ -25,12 +25,7 @@ fn metrics_reload_and_log_reopen() {
     let sink = Sink::start();
     let port = free_port();
     let log = dir.path().join("mysqld.err");
-    let base = pipeline_config(
-        dir.path(),
-        &format!("{}/*.err", dir.path().display(),),
-        &sink.url,
-        "",
-    );
+    let base = pipeline_config(dir.path(), &sink.url);
     let with_metrics = format!("system:\n  metrics:\n    bind: 127.0.0.1:{port}\n{base}");
     let agent = Agent::start(dir.path(), &with_metrics);
     let config_path = dir.path().join("agent.yml");
@@ -102,12 +97,7 @@ fn metrics_reload_and_log_reopen() {
 fn daemon_mode_writes_pidfile_and_stops_on_term() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start();
-    let config = pipeline_config(
-        dir.path(),
-        &format!("{}/*.err", dir.path().display()),
-        &sink.url,
-        "",
-    );
+    let config = pipeline_config(dir.path(), &sink.url);
     let cfg = dir.path().join("agent.yml");
     std::fs::write(&cfg, config).unwrap();
     let pidfile = dir.path().join("run/agent.pid");

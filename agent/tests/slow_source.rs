@@ -36,16 +36,9 @@ fn config(dir: &std::path::Path, url: &str) -> String {
     read_from_head: true
     poll_interval: 50ms
     entry_timeout: 300ms
-outputs:
-  - match: "mysql.**"
-    type: http
-    endpoint: {url}
-    buffer:
-      type: file
-      path: {dir}/buffer
-      flush_interval: 100ms
-"#,
-        dir = dir.display()
+{outputs}"#,
+        dir = dir.display(),
+        outputs = http_outputs(dir, url)
     )
 }
 

@@ -279,8 +279,28 @@ pub fn status_field(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A config for tail -> record_transformer -> http with a file buffer.
-pub fn pipeline_config(dir: &Path, glob: &str, url: &str, extra_output: &str) -> String {
+/// The `outputs:` section the tests share: everything tagged `mysql.**` to
+/// the sink over HTTP, through a file buffer in `dir` flushed every 100 ms.
+pub fn http_outputs(dir: &Path, url: &str) -> String {
+    format!(
+        r#"outputs:
+  - match: "mysql.**"
+    type: http
+    endpoint: {url}
+    retry_wait: 100ms
+    retry_max_interval: 1s
+    buffer:
+      type: file
+      path: {dir}/buffer
+      flush_interval: 100ms
+"#,
+        dir = dir.display()
+    )
+}
+
+/// The seed's pipeline: tail `glob` -> record_transformer (hostname,
+/// timestamp) -> http with a file buffer.
+pub fn pipeline_config_for(dir: &Path, glob: &str, url: &str) -> String {
     format!(
         r#"sources:
   - type: tail
@@ -297,19 +317,15 @@ filters:
     record:
       hostname: "${{hostname}}"
       timestamp: "${{time}}"
-outputs:
-  - match: "mysql.**"
-    type: http
-    endpoint: {url}
-    retry_wait: 100ms
-    retry_max_interval: 1s
-{extra_output}    buffer:
-      type: file
-      path: {dir}/buffer
-      flush_interval: 100ms
-"#,
-        dir = dir.display()
+{outputs}"#,
+        dir = dir.display(),
+        outputs = http_outputs(dir, url)
     )
+}
+
+/// `pipeline_config_for` on `dir/*.err`.
+pub fn pipeline_config(dir: &Path, url: &str) -> String {
+    pipeline_config_for(dir, &format!("{}/*.err", dir.display()), url)
 }
 
 pub fn append_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
