@@ -73,10 +73,8 @@ fn main() {
             std::process::exit(1);
         }
     }
-    allocator::tune();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .on_thread_start(allocator::bind_thread)
         .enable_all()
         .build()
         .expect("tokio runtime");

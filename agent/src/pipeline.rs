@@ -154,10 +154,7 @@ impl Pipeline {
                     sources.push(
                         std::thread::Builder::new()
                             .name(format!("mysql_query{i}"))
-                            .spawn(move || {
-                                crate::allocator::bind_thread();
-                                source.run(router, stop)
-                            })?,
+                            .spawn(move || source.run(router, stop))?,
                     );
                 }
                 SourceConfig::Tail(cfg) | SourceConfig::MysqlSlowQuery(cfg) => {
@@ -169,12 +166,11 @@ impl Pipeline {
                     let metrics = registry.register("source", &format!("{kind}{i}"));
                     let tail = TailSource::new(cfg, metrics)?;
                     let (router, stop) = (router.clone(), stop_sources.clone());
-                    sources.push(std::thread::Builder::new().name(format!("tail{i}")).spawn(
-                        move || {
-                            crate::allocator::bind_thread();
-                            tail.run(router, stop)
-                        },
-                    )?);
+                    sources.push(
+                        std::thread::Builder::new()
+                            .name(format!("tail{i}"))
+                            .spawn(move || tail.run(router, stop))?,
+                    );
                 }
             }
         }
