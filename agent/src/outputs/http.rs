@@ -5,9 +5,21 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use reqwest::header::{
-    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
+use anyhow::Context as _;
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
+    USER_AGENT,
 };
+use hyper::http::uri::Scheme;
+use hyper::{Method, Request, Response, Uri};
+use hyper_tls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, Error as LegacyError};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::fields::{error, Fields, Result as ConfigResult};
 use crate::yaml::NodeKind;
@@ -17,7 +29,7 @@ use super::{Attempt, RequestFormat};
 #[derive(Debug)]
 pub struct HttpConfig {
     pub endpoint: String,
-    pub method: reqwest::Method,
+    pub method: Method,
     pub format: RequestFormat,
     pub headers: HeaderMap,
     pub gzip: bool,
@@ -31,8 +43,10 @@ impl HttpConfig {
     pub fn from_config(f: &mut Fields) -> ConfigResult<HttpConfig> {
         let endpoint_node = f.required("endpoint")?;
         let endpoint = crate::config::fields::string(endpoint_node)?;
-        match reqwest::Url::parse(&endpoint) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+        match endpoint.parse::<Uri>() {
+            Ok(u)
+                if (u.scheme() == Some(&Scheme::HTTP) || u.scheme() == Some(&Scheme::HTTPS))
+                    && u.host().is_some() => {}
             _ => {
                 return error(
                     endpoint_node,
@@ -41,8 +55,8 @@ impl HttpConfig {
             }
         }
         let method = match f.string("method")?.as_deref() {
-            None | Some("post") | Some("POST") => reqwest::Method::POST,
-            Some("put") | Some("PUT") => reqwest::Method::PUT,
+            None | Some("post") | Some("POST") => Method::POST,
+            Some("put") | Some("PUT") => Method::PUT,
             Some(other) => {
                 return error(
                     f.node(),
@@ -82,8 +96,9 @@ impl HttpConfig {
                 "basic" => {
                     let user = a.required_string("username")?;
                     let password = secret(&mut a)?;
-                    use base64_lite::encode;
-                    format!("Basic {}", encode(format!("{user}:{password}").as_bytes()))
+                    let pair = format!("{user}:{password}");
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                    format!("Basic {encoded}")
                 }
                 "bearer" => format!("Bearer {}", secret(&mut a)?),
                 other => {
@@ -97,7 +112,7 @@ impl HttpConfig {
             let mut v = HeaderValue::from_str(&value)
                 .or_else(|_| error(auth, "http auth: invalid credentials"))?;
             v.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, v);
+            headers.insert(AUTHORIZATION, v);
         }
         let cfg = HttpConfig {
             endpoint,
@@ -151,32 +166,68 @@ fn secret(a: &mut Fields) -> ConfigResult<String> {
     )
 }
 
+type Body = Full<Bytes>;
+
+/// The connection pool. A plain-http endpoint gets a connector without TLS,
+/// so an agent shipping to a local or in-cluster collector over http never
+/// initialises OpenSSL (its CA store and providers cost ~5 MiB resident).
+enum Transport {
+    Plain(Client<HttpConnector, Body>),
+    Tls(Client<HttpsConnector<HttpConnector>, Body>),
+}
+
+impl Transport {
+    async fn request(&self, req: Request<Body>) -> Result<Response<Incoming>, LegacyError> {
+        match self {
+            Transport::Plain(c) => c.request(req).await,
+            Transport::Tls(c) => c.request(req).await,
+        }
+    }
+}
+
 pub struct HttpSink {
     config: HttpConfig,
-    client: reqwest::Client,
+    uri: Uri,
+    transport: Transport,
 }
+
+/// How much of a response body is read: enough for a collector's error
+/// message, and the body must be read for the connection to be reused.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 impl HttpSink {
     pub fn new(config: HttpConfig) -> anyhow::Result<HttpSink> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            // A redirected POST would silently turn into a GET.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("my-agent/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &config.tls_ca_file {
-            let pem = std::fs::read(ca)?;
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-        }
-        if !config.tls_verify {
-            builder = builder
-                .danger_accept_invalid_certs(true)
-                .danger_accept_invalid_hostnames(true);
-        }
+        let uri: Uri = config.endpoint.parse()?;
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let mut pool = Client::builder(TokioExecutor::new());
+        pool.pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new());
+        let transport = if uri.scheme() == Some(&Scheme::HTTPS) {
+            http.enforce_http(false);
+            let mut tls = native_tls::TlsConnector::builder();
+            if let Some(ca) = &config.tls_ca_file {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("reading tls_ca_file {}", ca.display()))?;
+                let cert = native_tls::Certificate::from_pem(&pem).with_context(|| {
+                    format!("tls_ca_file {} is not a PEM certificate", ca.display())
+                })?;
+                tls.add_root_certificate(cert);
+            }
+            if !config.tls_verify {
+                tls.danger_accept_invalid_certs(true)
+                    .danger_accept_invalid_hostnames(true);
+            }
+            let tls = tls.build().context("setting up TLS (OpenSSL)")?;
+            Transport::Tls(pool.build(HttpsConnector::from((http, tls.into()))))
+        } else {
+            Transport::Plain(pool.build(http))
+        };
         Ok(HttpSink {
-            client: builder.build()?,
             config,
+            uri,
+            transport,
         })
     }
 
@@ -184,12 +235,20 @@ impl HttpSink {
         self.config.format
     }
 
-    pub async fn send(&self, body: Vec<u8>) -> Attempt {
-        let mut req = self
-            .client
-            .request(self.config.method.clone(), &self.config.endpoint)
-            .headers(self.config.headers.clone())
-            .header(CONTENT_TYPE, self.config.format.content_type());
+    fn request(&self, body: Vec<u8>) -> Request<Body> {
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.method_mut() = self.config.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        let headers = req.headers_mut();
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("my-agent/", env!("CARGO_PKG_VERSION"))),
+        );
+        headers.extend(self.config.headers.clone());
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(self.config.format.content_type()),
+        );
         let body = if self.config.gzip {
             use std::io::Write;
             let mut gz = flate2::write::GzEncoder::new(
@@ -197,41 +256,66 @@ impl HttpSink {
                 flate2::Compression::fast(),
             );
             let _ = gz.write_all(&body);
-            req = req.header(CONTENT_ENCODING, "gzip");
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             gz.finish().unwrap_or_default()
         } else {
             body
         };
-        match req.body(body).send().await {
-            Err(e) => Attempt::Retry {
-                reason: format!("{}: {}", self.config.endpoint, error_chain(&e)),
-                after: None,
-            },
-            Ok(resp) => {
-                let status = resp.status();
-                if status.is_success() {
-                    return Attempt::Done;
+        *req.body_mut() = Full::new(Bytes::from(body));
+        req
+    }
+
+    pub async fn send(&self, body: Vec<u8>) -> Attempt {
+        let req = self.request(body);
+        // Redirects are not followed: a redirected POST would turn into a GET.
+        let exchange = async {
+            let resp = self.transport.request(req).await?;
+            let (parts, body) = resp.into_parts();
+            let text = match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
+                Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+                Err(_) => String::new(),
+            };
+            Ok::<_, LegacyError>((parts, text))
+        };
+        let (parts, text) = match tokio::time::timeout(self.config.request_timeout, exchange).await
+        {
+            Err(_) => {
+                return Attempt::Retry {
+                    reason: format!(
+                        "{}: no response within request_timeout {:?}",
+                        self.config.endpoint, self.config.request_timeout
+                    ),
+                    after: None,
                 }
-                let after = resp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let text = resp.text().await.unwrap_or_default();
-                let snippet: String = text.chars().take(2048).collect();
-                let code = status.as_u16();
-                if code == 408 || code == 429 || status.is_server_error() {
-                    Attempt::Retry {
-                        reason: format!("{}: HTTP {status}", self.config.endpoint),
-                        after,
-                    }
-                } else {
-                    Attempt::Reject {
-                        status: code,
-                        body: snippet,
-                    }
+            }
+            Ok(Err(e)) => {
+                return Attempt::Retry {
+                    reason: format!("{}: {}", self.config.endpoint, error_chain(&e)),
+                    after: None,
                 }
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = parts.status;
+        if status.is_success() {
+            return Attempt::Done;
+        }
+        let after = parts
+            .headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let code = status.as_u16();
+        if code == 408 || code == 429 || status.is_server_error() {
+            Attempt::Retry {
+                reason: format!("{}: HTTP {status}", self.config.endpoint),
+                after,
+            }
+        } else {
+            Attempt::Reject {
+                status: code,
+                body: text.chars().take(2048).collect(),
             }
         }
     }
@@ -241,43 +325,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
+        // Wrappers often repeat their cause's text; say it once.
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         source = inner.source();
     }
     s
-}
-
-/// Standard base64 for the Basic auth header (no crate needed for 20 lines).
-mod base64_lite {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(input: &[u8]) -> String {
-        let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-        for chunk in input.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn rfc4648_vectors() {
-        assert_eq!(encode(b""), "");
-        assert_eq!(encode(b"f"), "Zg==");
-        assert_eq!(encode(b"fo"), "Zm8=");
-        assert_eq!(encode(b"foo"), "Zm9v");
-        assert_eq!(encode(b"foobar"), "Zm9vYmFy");
-    }
 }

@@ -92,7 +92,7 @@ impl RetryConfig {
 }
 
 pub enum SinkKind {
-    Http(http::HttpSink),
+    Http(Box<http::HttpSink>),
     Stdout,
     File(local::FileSink),
 }
@@ -193,7 +193,7 @@ impl SinkConfig {
         let (buffer, notes) = Buffer::open(self.buffer, metrics.clone())
             .map_err(|e| anyhow::anyhow!("output {}: cannot open its buffer: {e}", self.id))?;
         let kind = match self.kind {
-            SinkKindConfig::Http(c) => SinkKind::Http(http::HttpSink::new(c)?),
+            SinkKindConfig::Http(c) => SinkKind::Http(Box::new(http::HttpSink::new(c)?)),
             SinkKindConfig::Stdout => SinkKind::Stdout,
             SinkKindConfig::File(c) => SinkKind::File(local::FileSink::new(c)),
         };

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -51,8 +51,25 @@ pub struct Sink {
 
 impl Sink {
     pub fn start() -> Sink {
+        Sink::listen(None)
+    }
+
+    /// An https sink presenting `cert` (PEM chain) with `key`.
+    pub fn start_tls(cert: &Path, key: &Path) -> Sink {
+        let mut acceptor =
+            openssl::ssl::SslAcceptor::mozilla_intermediate_v5(openssl::ssl::SslMethod::tls())
+                .unwrap();
+        acceptor.set_certificate_chain_file(cert).unwrap();
+        acceptor
+            .set_private_key_file(key, openssl::ssl::SslFiletype::PEM)
+            .unwrap();
+        Sink::listen(Some(Arc::new(acceptor.build())))
+    }
+
+    fn listen(tls: Option<Arc<openssl::ssl::SslAcceptor>>) -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/bulk", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}/bulk", listener.local_addr().unwrap());
         let state = Arc::new(SinkState::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (state.clone(), stop.clone());
@@ -62,8 +79,18 @@ impl Sink {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         s.connections.fetch_add(1, Ordering::Relaxed);
-                        let s = s.clone();
-                        thread::spawn(move || serve(stream, s));
+                        let (s, tls) = (s.clone(), tls.clone());
+                        stream.set_nonblocking(false).unwrap();
+                        stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+                        thread::spawn(move || match tls {
+                            None => serve(stream, s),
+                            Some(acceptor) => {
+                                // A client that rejects the certificate ends here.
+                                if let Ok(tls_stream) = acceptor.accept(stream) {
+                                    serve(tls_stream, s)
+                                }
+                            }
+                        });
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
                 }
@@ -122,10 +149,8 @@ impl Drop for Sink {
     }
 }
 
-fn serve(stream: TcpStream, state: Arc<SinkState>) {
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
+fn serve(stream: impl Read + Write, state: Arc<SinkState>) {
+    let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -192,7 +217,8 @@ fn serve(stream: TcpStream, state: Arc<SinkState>) {
         let answer = format!(
             "HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{{}}"
         );
-        if writer.write_all(answer.as_bytes()).is_err() {
+        let writer = reader.get_mut();
+        if writer.write_all(answer.as_bytes()).is_err() || writer.flush().is_err() {
             return;
         }
     }
@@ -494,7 +520,7 @@ impl Drop for MariaDb {
 
 /// GET /metrics from a running agent.
 pub fn get_metrics(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut out = String::new();
