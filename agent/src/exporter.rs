@@ -343,9 +343,9 @@ impl Exporter {
     }
 
     /// Serves `/metrics` on the configured address.
-    pub async fn serve(self: Arc<Self>) -> std::io::Result<()> {
-        let bind = self.config.bind;
-        let app = axum::Router::new().route(
+    /// `/metrics`, answered by running every query (see `scrape`).
+    pub fn router(self: Arc<Self>) -> axum::Router {
+        axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
                 let me = self.clone();
@@ -359,12 +359,7 @@ impl Exporter {
                     )
                 }
             }),
-        );
-        let listener = tokio::net::TcpListener::bind(bind).await?;
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(())
+        )
     }
 }
 

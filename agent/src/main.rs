@@ -7,6 +7,7 @@ mod config;
 mod event;
 mod exporter;
 mod filters;
+mod http_server;
 mod log;
 mod metrics;
 mod mysql;
@@ -23,6 +24,7 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
 use config::Config;
+use http_server::HttpServer;
 use metrics::Registry;
 use pipeline::Pipeline;
 
@@ -83,20 +85,14 @@ fn main() {
 
 async fn run(flags: Flags, config: Config) -> i32 {
     let registry = Arc::new(Registry::default());
-    if let Some(bind) = config.system.metrics_bind {
-        if let Err(e) = serve_metrics(bind, registry.clone()).await {
-            log::error(&format!("cannot serve metrics on {bind}: {e}"));
+    let mut serving = Listeners::of(&config);
+    let mut listeners = match serving.start(&registry).await {
+        Ok(l) => l,
+        Err(e) => {
+            log::error(&e);
             return 1;
         }
-    }
-    if let Some(cfg) = config.exporter.clone() {
-        let bind = cfg.bind;
-        if let Err(e) = Arc::new(exporter::Exporter::new(cfg)).serve().await {
-            log::error(&format!("cannot serve the query exporter on {bind}: {e}"));
-            return 1;
-        }
-        log::info(&format!("query exporter on http://{bind}/metrics"));
-    }
+    };
     let handle = tokio::runtime::Handle::current();
     let mut pipeline = match Pipeline::start(config, &registry, &handle) {
         Ok(p) => p,
@@ -129,6 +125,26 @@ async fn run(flags: Flags, config: Config) -> i32 {
                     Ok(new) => {
                         log::info("SIGHUP: reloading the configuration");
                         pipeline.stop().await;
+                        for server in listeners.drain(..) {
+                            server.stop().await;
+                        }
+                        let wanted = Listeners::of(&new);
+                        listeners = match wanted.start(&registry).await {
+                            Ok(l) => {
+                                serving = wanted;
+                                l
+                            }
+                            Err(e) => {
+                                log::error(&format!("SIGHUP: {e}; the previous listeners keep running"));
+                                match serving.start(&registry).await {
+                                    Ok(l) => l,
+                                    Err(e) => {
+                                        log::error(&format!("SIGHUP: {e}"));
+                                        return 1;
+                                    }
+                                }
+                            }
+                        };
                         pipeline = match Pipeline::start(new, &registry, &handle) {
                             Ok(p) => p,
                             Err(e) => {
@@ -142,6 +158,9 @@ async fn run(flags: Flags, config: Config) -> i32 {
         }
     }
     log::info("shutting down: draining buffers");
+    for server in listeners {
+        server.stop().await;
+    }
     pipeline.stop().await;
     if let Some(pidfile) = &flags.daemon {
         let _ = std::fs::remove_file(pidfile);
@@ -150,8 +169,53 @@ async fn run(flags: Flags, config: Config) -> i32 {
     0
 }
 
-async fn serve_metrics(bind: std::net::SocketAddr, registry: Arc<Registry>) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
+/// What the agent serves over HTTP besides shipping: `/metrics` and the
+/// query exporter, as a configuration asks for them.
+struct Listeners {
+    metrics: Option<std::net::SocketAddr>,
+    exporter: Option<exporter::ExporterConfig>,
+}
+
+impl Listeners {
+    fn of(config: &Config) -> Listeners {
+        Listeners {
+            metrics: config.system.metrics_bind,
+            exporter: config.exporter.clone(),
+        }
+    }
+
+    /// Binds every listener, or none: on an error the ones already started
+    /// are stopped again.
+    async fn start(&self, registry: &Arc<Registry>) -> Result<Vec<HttpServer>, String> {
+        let mut started = Vec::new();
+        let mut wanted = Vec::new();
+        if let Some(bind) = self.metrics {
+            wanted.push(("metrics", bind, metrics_app(registry.clone())));
+        }
+        if let Some(cfg) = &self.exporter {
+            let app = Arc::new(exporter::Exporter::new(cfg.clone())).router();
+            wanted.push(("the query exporter", cfg.bind, app));
+        }
+        for (what, bind, app) in wanted {
+            match HttpServer::start(bind, app).await {
+                Ok(server) => {
+                    log::info(&format!("serving {what} on http://{bind}/metrics"));
+                    started.push(server);
+                }
+                Err(e) => {
+                    for server in started {
+                        server.stop().await;
+                    }
+                    return Err(format!("cannot serve {what} on {bind}: {e}"));
+                }
+            }
+        }
+        Ok(started)
+    }
+}
+
+fn metrics_app(registry: Arc<Registry>) -> axum::Router {
+    axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let registry = registry.clone();
@@ -165,12 +229,7 @@ async fn serve_metrics(bind: std::net::SocketAddr, registry: Arc<Registry>) -> s
                 )
             }
         }),
-    );
-    let listener = tokio::net::TcpListener::bind(bind).await?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(())
+    )
 }
 
 fn daemonize(pidfile: &Path) -> std::io::Result<()> {

@@ -1,7 +1,7 @@
 //! The query exporter against a real MariaDB server: the seed's
 //! process_count_by_host and process_count_by_user, `promtool check
 //! metrics`, a query past its timeout (up 0, scrape not failed), NULL and
-//! duplicate label sets skipped and counted.
+//! duplicate label sets skipped and counted; SIGHUP reloads the queries.
 
 mod common;
 
@@ -33,7 +33,7 @@ fn sample(body: &str, series: &str) -> Option<f64> {
 }
 
 #[test]
-fn exporter_metrics_timeouts_and_skips() {
+fn exporter_metrics_timeouts_skips_and_reload() {
     let db = MariaDb::start();
     db.sql(
         "CREATE USER alice@localhost IDENTIFIED BY 'a'; CREATE USER bob@localhost IDENTIFIED BY 'b'; \
@@ -212,5 +212,43 @@ metrics:
         let _ = s.kill();
         let _ = s.wait();
     }
+
+    // SIGHUP reloads the exporter: a changed query file is served on the
+    // same port, and a broken one leaves the running queries in place.
+    std::fs::write(
+        &queries,
+        format!(
+            "dsn: \"exporter:e@unix({socket})/\"\nbind: 127.0.0.1:{port}\nmetrics:\n  after_reload:\n    query: \"SELECT 42 AS value\"\n",
+            socket = db.socket.display()
+        ),
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        if let Ok(text) = try_get_metrics(port) {
+            if text.contains("query_exporter_after_reload") {
+                break scrape(port);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exporter not reloaded: {}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(sample(&body, "query_exporter_after_reload"), Some(42.0));
+    assert!(!body.contains("process_count_by_user"), "{body}");
+
+    std::fs::write(&queries, "dsn: [unclosed\n").unwrap();
+    agent.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agent.log_text().contains("new configuration rejected") {
+        assert!(Instant::now() < deadline, "{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let body = scrape(port);
+    assert_eq!(sample(&body, "query_exporter_after_reload"), Some(42.0));
     assert!(agent.stop().success());
 }

@@ -520,12 +520,16 @@ impl Drop for MariaDb {
 
 /// GET /metrics from a running agent.
 pub fn get_metrics(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
+    try_get_metrics(port).unwrap()
+}
+
+/// The raw answer to `GET /metrics`, or the error of a port not (yet) served.
+pub fn try_get_metrics(port: u16) -> std::io::Result<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 pub fn free_port() -> u16 {

@@ -1,0 +1,44 @@
+//! The agent's own HTTP listeners (`/metrics` and the query exporter):
+//! started from the configuration and stopped again on a reload.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a stop waits for scrapes in flight before cutting them off.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub struct HttpServer {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Binds now (so a port in use is an error here, not later) and serves
+    /// `app` in the background.
+    pub async fn start(bind: SocketAddr, app: axum::Router) -> std::io::Result<HttpServer> {
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(HttpServer { stop, task })
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to STOP_GRACE)
+    /// and releases the port.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
