@@ -1,7 +1,7 @@
 //! The http output over TLS against a real https sink on loopback: the
-//! server certificate is verified by default, `tls_ca_file` adds a trust
-//! anchor, a name mismatch is refused, and only an explicit
-//! `tls_verify: false` turns verification off.
+//! server certificate is verified against the system trust store by
+//! default, `tls_ca_file` replaces that store, a name mismatch is refused,
+//! and only an explicit `tls_verify: false` turns verification off.
 
 mod common;
 
@@ -144,4 +144,32 @@ fn tls_verify_false_accepts_any_certificate() {
         &config_with(dir.path(), &sink.url, "    tls_verify: false\n"),
     );
     sink.wait_for(Duration::from_secs(30), "500 lines", |r| r.len() >= 500);
+}
+
+/// The system trust store, as OpenSSL finds it, is what verifies by
+/// default: SSL_CERT_FILE stands in for a distribution's CA bundle here.
+#[test]
+fn the_system_trust_store_verifies_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path(), "collector", "IP:127.0.0.1");
+    let sink = Sink::start_tls(&cert, &key);
+    write_lines(dir.path(), 300);
+    let config = config_with(dir.path(), &sink.url, "");
+    let _agent = Agent::start_with_env(dir.path(), &config, &[("SSL_CERT_FILE", &cert)]);
+    sink.wait_for(Duration::from_secs(30), "300 lines", |r| r.len() >= 300);
+}
+
+/// With `tls_ca_file`, the system store no longer counts (like curl's
+/// --cacert): a server only the system store trusts is refused.
+#[test]
+fn tls_ca_file_replaces_the_system_trust_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path(), "collector", "IP:127.0.0.1");
+    let (other, _) = certificate(dir.path(), "private-ca", "DNS:ca.invalid");
+    let sink = Sink::start_tls(&cert, &key);
+    write_lines(dir.path(), 100);
+    let extra = format!("    tls_ca_file: {}\n", other.display());
+    let config = config_with(dir.path(), &sink.url, &extra);
+    let agent = Agent::start_with_env(dir.path(), &config, &[("SSL_CERT_FILE", &cert)]);
+    refused(&agent, &sink, "certificate verify failed");
 }

@@ -207,7 +207,12 @@ impl HttpSink {
         let transport = if uri.scheme() == Some(&Scheme::HTTPS) {
             http.enforce_http(false);
             let mut tls = native_tls::TlsConnector::builder();
+            // Like curl's --cacert and fluent-bit's tls.ca_file: a given CA
+            // file is the whole trust store, so a private collector's CA
+            // does not also trust every public CA (and the system bundle
+            // is not parsed into memory at all).
             if let Some(ca) = &config.tls_ca_file {
+                tls.disable_built_in_roots(true);
                 let pem = std::fs::read(ca)
                     .with_context(|| format!("reading tls_ca_file {}", ca.display()))?;
                 let cert = native_tls::Certificate::from_pem(&pem).with_context(|| {

@@ -241,6 +241,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(dir: &Path, config: &str) -> Agent {
+        Agent::start_with_env(dir, config, &[])
+    }
+
+    /// `start` with extra environment variables.
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &Path)]) -> Agent {
         let cfg = dir.join("agent.yml");
         std::fs::write(&cfg, config).unwrap();
         let log = dir.join("agent.log");
@@ -252,6 +257,7 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
+            .envs(env.iter().copied())
             .spawn()
             .expect("my-agent starts");
         Agent { child, log }
