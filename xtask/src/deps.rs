@@ -82,25 +82,16 @@ pub fn run(
         AptMirror::new(layout.apt_dir()),
     );
 
-    // The stage is rebuilt from cache entries on every run, so it holds
-    // exactly the current components and nothing left over from older ones.
-    let staged = StagedPrefix {
-        root: layout.stage_root(),
-        prefix: product.prefix.clone(),
-    };
-    if staged.root.exists() {
-        fs::remove_dir_all(&staged.root)
-            .with_context(|| format!("cannot clear the stage {}", staged.root.display()))?;
-    }
-    fs::create_dir_all(staged.path())?;
-
-    let mut reports: Vec<ComponentReport> = Vec::new();
+    // Every component's key first: they depend only on recipes, sources,
+    // the prefix and the compiler, not on any build.
+    let mut keys: Vec<BuildKey> = Vec::new();
     for recipe in &recipes.ordered {
-        let t0 = Instant::now();
-        let dependency_keys: Vec<(&str, &BuildKey)> = reports
+        let dependency_keys: Vec<(&str, &BuildKey)> = recipes
+            .ordered
             .iter()
-            .filter(|r| recipe.depends.contains(&r.name))
-            .map(|r| (r.name.as_str(), &r.key))
+            .zip(&keys)
+            .filter(|(r, _)| recipe.depends.contains(&r.name))
+            .map(|(r, k)| (r.name.as_str(), k))
             .collect();
         let key = KeyInputs {
             recipe_text: &recipe.text,
@@ -110,8 +101,70 @@ pub fn run(
             builder: &builder,
         }
         .key();
+        keys.push(key);
+    }
 
-        let (entry, outcome) = match builds.lookup(&key)? {
+    let staged = StagedPrefix {
+        root: layout.stage_root(),
+        prefix: product.prefix.clone(),
+    };
+    // A stage made from exactly these cache entries is left as it is: its
+    // files keep their times, so cargo does not rebuild the -sys crates that
+    // watch the prefix's headers and libraries on every run.
+    let stamp_path = staged.root.join(".components");
+    let stamp: String = recipes
+        .ordered
+        .iter()
+        .zip(&keys)
+        .map(|(r, k)| format!("{} {} {k}\n", r.name, r.version))
+        .collect();
+    // Looked up once: a corrupt entry is removed by its lookup and must
+    // still be reported as such below.
+    let lookups = keys
+        .iter()
+        .map(|k| builds.lookup(k))
+        .collect::<Result<Vec<Lookup>>>()?;
+    let all_cached = lookups.iter().all(|l| matches!(l, Lookup::Hit(_)));
+    if all_cached
+        && staged.path().is_dir()
+        && fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str())
+    {
+        let components = recipes
+            .ordered
+            .iter()
+            .zip(keys)
+            .map(|(r, key)| ComponentReport {
+                name: r.name.clone(),
+                version: r.version.clone(),
+                key,
+                outcome: Outcome::Cached,
+                elapsed: Duration::ZERO,
+            })
+            .collect::<Vec<_>>();
+        for c in &components {
+            eprintln!("==> {} {}: cached, already staged", c.name, c.version);
+        }
+        eprintln!(
+            "==> staged {n} components ({n} cached, 0 built) in {}: up to date ({:.1?})",
+            staged.path().display(),
+            started.elapsed(),
+            n = components.len(),
+        );
+        return Ok(DepsReport { staged, components });
+    }
+
+    // Otherwise the stage is rebuilt from cache entries, so it holds exactly
+    // the current components and nothing left over from older ones.
+    if staged.root.exists() {
+        fs::remove_dir_all(&staged.root)
+            .with_context(|| format!("cannot clear the stage {}", staged.root.display()))?;
+    }
+    fs::create_dir_all(staged.path())?;
+
+    let mut reports: Vec<ComponentReport> = Vec::new();
+    for ((recipe, key), lookup) in recipes.ordered.iter().zip(keys).zip(lookups) {
+        let t0 = Instant::now();
+        let (entry, outcome) = match lookup {
             Lookup::Hit(entry) => (entry, Outcome::Cached),
             other => {
                 if let Lookup::Corrupt(why) = other {
@@ -175,6 +228,8 @@ pub fn run(
         });
     }
 
+    // Written last: an interrupted staging leaves no stamp and is redone.
+    fs::write(&stamp_path, &stamp)?;
     let cached = reports
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Cached))

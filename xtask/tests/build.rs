@@ -98,12 +98,19 @@ fn cache_reuses_and_rebuilds_only_what_changed() {
         "nothing is written to the host's /opt"
     );
 
+    let mtime = |p: &Path| fs::metadata(p).unwrap().modified().unwrap();
+    let staged_at = mtime(&staged.join("share/top.txt"));
     let (ok, log) = deps_run(tmp.path(), &recipes, &downloads);
     assert!(ok, "{log}");
     for c in ["base", "top", "other"] {
         assert_eq!(outcome(&log, c), "cached", "{c}: {log}");
     }
     assert!(log.contains("(3 cached, 0 built)"), "{log}");
+    assert_eq!(
+        mtime(&staged.join("share/top.txt")),
+        staged_at,
+        "an up-to-date stage is left untouched (cargo watches its files)"
+    );
 
     // Changing base's recipe rebuilds base and its dependent, nothing else.
     fs::write(
