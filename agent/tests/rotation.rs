@@ -114,3 +114,35 @@ fn copytruncate_loses_nothing() {
             .unwrap();
     });
 }
+
+/// The path is recreated only a while after a rename (MySQL reopens its
+/// log on the next write) and that file is rotated away again well before
+/// the next full refresh: the agent must still find it by its path.
+#[test]
+fn a_file_recreated_late_and_rotated_before_a_refresh_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let sink = Sink::start();
+    let log = logs.join("mysqld.err");
+    append_lines(&log, (0..100).map(numbered_line));
+    let config = pipeline_config_for(dir.path(), &format!("{}/*.err", logs.display()), &sink.url)
+        .replace("refresh_interval: 1s", "refresh_interval: 1h");
+    let agent = Agent::start(dir.path(), &config);
+    sink.wait_for(Duration::from_secs(20), "the first 100 lines", |r| {
+        r.len() >= 100
+    });
+
+    std::fs::rename(&log, logs.join("mysqld.err.0")).unwrap();
+    // Several poll rounds see no file at the path.
+    thread::sleep(Duration::from_millis(300));
+    append_lines(&log, (100..200).map(numbered_line));
+    thread::sleep(Duration::from_millis(300));
+    std::fs::rename(&log, logs.join("mysqld.err.1")).unwrap();
+    append_lines(&log, (200..300).map(numbered_line));
+
+    sink.wait_for(Duration::from_secs(20), "all 300 lines", |r| r.len() >= 300);
+    let counts = sink.seq_counts();
+    assert!((0..300).all(|n| counts.get(&n) == Some(&1)), "{counts:?}");
+    assert!(agent.stop().success());
+}

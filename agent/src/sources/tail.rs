@@ -267,11 +267,13 @@ impl TailSource {
                     .any(|x| glob::Pattern::new(x).is_ok_and(|g| g.matches_path(p)))
             });
         }
-        // Watched paths are checked every round so a rename is seen at once.
+        // Watched paths are checked every round so a rename is seen at once,
+        // and so is the successor of a rotated file: after a rename the
+        // writer recreates the path on its next write, which can come after
+        // this round, and that file may be rotated away again before the next
+        // full refresh (it would never be read).
         for w in self.watched.values() {
-            if w.rotated_at.is_none() {
-                candidates.push(w.path.clone());
-            }
+            candidates.push(w.path.clone());
         }
         candidates.sort();
         candidates.dedup();
