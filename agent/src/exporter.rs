@@ -342,24 +342,12 @@ impl Exporter {
             .or_insert(0) += 1;
     }
 
-    /// Serves `/metrics` on the configured address.
     /// `/metrics`, answered by running every query (see `scrape`).
     pub fn router(self: Arc<Self>) -> axum::Router {
-        axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let me = self.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        me.scrape().await,
-                    )
-                }
-            }),
-        )
+        crate::http_server::metrics_router(move || {
+            let me = self.clone();
+            async move { me.scrape().await }
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! The agent's own HTTP listeners (`/metrics` and the query exporter):
 //! started from the configuration and stopped again on a reload.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -41,4 +42,28 @@ impl HttpServer {
             let _ = task.await;
         }
     }
+}
+
+/// A router answering `GET /metrics` with what `render` produces, in the
+/// Prometheus text format.
+pub fn metrics_router<F, Fut>(render: F) -> axum::Router
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = String> + Send + 'static,
+{
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let page = render();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    page.await,
+                )
+            }
+        }),
+    )
 }

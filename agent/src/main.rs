@@ -190,7 +190,12 @@ impl Listeners {
         let mut started = Vec::new();
         let mut wanted = Vec::new();
         if let Some(bind) = self.metrics {
-            wanted.push(("metrics", bind, metrics_app(registry.clone())));
+            let registry = registry.clone();
+            let app = http_server::metrics_router(move || {
+                let page = registry.render();
+                async move { page }
+            });
+            wanted.push(("metrics", bind, app));
         }
         if let Some(cfg) = &self.exporter {
             let app = Arc::new(exporter::Exporter::new(cfg.clone())).router();
@@ -212,24 +217,6 @@ impl Listeners {
         }
         Ok(started)
     }
-}
-
-fn metrics_app(registry: Arc<Registry>) -> axum::Router {
-    axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let registry = registry.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    registry.render(),
-                )
-            }
-        }),
-    )
 }
 
 fn daemonize(pidfile: &Path) -> std::io::Result<()> {
