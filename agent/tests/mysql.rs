@@ -105,20 +105,7 @@ fn mysql_slow_query_on_a_live_server() {
     let db = MariaDb::start();
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start();
-    let config = format!(
-        r#"sources:
-  - type: mysql_slow_query
-    path: {slow}
-    pos_file: {dir}/slow.pos
-    tag: mysql.slow
-    read_from_head: true
-    poll_interval: 50ms
-    entry_timeout: 300ms
-{outputs}"#,
-        slow = db.slow_log.display(),
-        dir = dir.path().display(),
-        outputs = http_outputs(dir.path(), &sink.url)
-    );
+    let config = slow_query_config(dir.path(), &db.slow_log.display().to_string(), &sink.url);
     db.sql("CREATE DATABASE shop; CREATE DATABASE crm; CREATE TABLE shop.orders (id INT PRIMARY KEY, total INT); \
             CREATE TABLE crm.people (id INT)");
     db.sql("SET SESSION max_recursive_iterations = 5000; INSERT INTO shop.orders WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 2000) SELECT n, n * 3 FROM s");

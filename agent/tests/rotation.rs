@@ -29,15 +29,42 @@ fn writer(
     })
 }
 
-fn run(rotate: impl Fn(&std::path::Path, &std::path::Path)) {
+/// A logs/ folder with mysqld.err holding lines 0..100, a sink, and the
+/// seed pipeline on logs/*.err.
+struct Setup {
+    dir: tempfile::TempDir,
+    logs: std::path::PathBuf,
+    log: std::path::PathBuf,
+    sink: Sink,
+    config: String,
+}
+
+fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
     let sink = Sink::start();
     let log = logs.join("mysqld.err");
     append_lines(&log, (0..100).map(numbered_line));
-    let next = Arc::new(AtomicU64::new(100));
     let config = pipeline_config_for(dir.path(), &format!("{}/*.err", logs.display()), &sink.url);
+    Setup {
+        dir,
+        logs,
+        log,
+        sink,
+        config,
+    }
+}
+
+fn run(rotate: impl Fn(&std::path::Path, &std::path::Path)) {
+    let Setup {
+        dir,
+        logs,
+        log,
+        sink,
+        config,
+    } = setup();
+    let next = Arc::new(AtomicU64::new(100));
     let agent = Agent::start(dir.path(), &config);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -120,14 +147,14 @@ fn copytruncate_loses_nothing() {
 /// the next full refresh: the agent must still find it by its path.
 #[test]
 fn a_file_recreated_late_and_rotated_before_a_refresh_is_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let sink = Sink::start();
-    let log = logs.join("mysqld.err");
-    append_lines(&log, (0..100).map(numbered_line));
-    let config = pipeline_config_for(dir.path(), &format!("{}/*.err", logs.display()), &sink.url)
-        .replace("refresh_interval: 1s", "refresh_interval: 1h");
+    let Setup {
+        dir,
+        logs,
+        log,
+        sink,
+        config,
+    } = setup();
+    let config = config.replace("refresh_interval: 1s", "refresh_interval: 1h");
     let agent = Agent::start(dir.path(), &config);
     sink.wait_for(Duration::from_secs(20), "the first 100 lines", |r| {
         r.len() >= 100

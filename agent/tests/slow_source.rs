@@ -27,19 +27,7 @@ fn entry(n: u64, use_db: Option<&str>) -> String {
 }
 
 fn config(dir: &std::path::Path, url: &str) -> String {
-    format!(
-        r#"sources:
-  - type: mysql_slow_query
-    path: {dir}/*-slow.log
-    pos_file: {dir}/slow.pos
-    tag: mysql.slow
-    read_from_head: true
-    poll_interval: 50ms
-    entry_timeout: 300ms
-{outputs}"#,
-        dir = dir.display(),
-        outputs = http_outputs(dir, url)
-    )
+    slow_query_config(dir, &format!("{}/*-slow.log", dir.display()), url)
 }
 
 fn append(path: &std::path::Path, text: &str) {

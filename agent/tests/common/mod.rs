@@ -355,6 +355,24 @@ filters:
     )
 }
 
+/// A `mysql_slow_query` source on `path` (a file or glob) -> the http
+/// outputs, with short poll and entry timeouts for tests.
+pub fn slow_query_config(dir: &Path, path: &str, url: &str) -> String {
+    format!(
+        r#"sources:
+  - type: mysql_slow_query
+    path: {path}
+    pos_file: {dir}/slow.pos
+    tag: mysql.slow
+    read_from_head: true
+    poll_interval: 50ms
+    entry_timeout: 300ms
+{outputs}"#,
+        dir = dir.display(),
+        outputs = http_outputs(dir, url)
+    )
+}
+
 /// `pipeline_config_for` on `dir/*.err`.
 pub fn pipeline_config(dir: &Path, url: &str) -> String {
     pipeline_config_for(dir, &format!("{}/*.err", dir.display()), url)
