@@ -8,7 +8,9 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+
+use crate::targets::Target;
 
 /// Libraries every target system provides (glibc family, libgcc_s,
 /// libstdc++, the dynamic loader). Anything else must be in the prefix.
@@ -26,53 +28,12 @@ pub const BASE_SYSTEM: &[&str] = &[
     "ld-linux-aarch64.so.1",
 ];
 
-/// The distribution a package is built for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    El7,
-    El8,
-    El9,
-    /// The build host itself: no glibc ceiling.
-    Host,
-}
-
-impl Target {
-    pub fn parse(s: &str) -> Result<Target> {
-        Ok(match s {
-            "el7" => Target::El7,
-            "el8" => Target::El8,
-            "el9" => Target::El9,
-            "host" => Target::Host,
-            other => bail!("unknown target `{other}` (expected el7, el8, el9 or host)"),
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::El7 => "el7",
-            Target::El8 => "el8",
-            Target::El9 => "el9",
-            Target::Host => "host",
-        }
-    }
-
-    /// The newest GLIBC_ symbol version the target's glibc provides.
-    pub fn glibc_ceiling(self) -> Option<Version> {
-        match self {
-            Target::El7 => Some(Version(vec![2, 17])),
-            Target::El8 => Some(Version(vec![2, 28])),
-            Target::El9 => Some(Version(vec![2, 34])),
-            Target::Host => None,
-        }
-    }
-}
-
 /// A symbol version such as 2.17 or 3.4.29.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version(pub Vec<u32>);
 
 impl Version {
-    fn parse(s: &str) -> Option<Version> {
+    pub fn parse(s: &str) -> Option<Version> {
         let parts: Option<Vec<u32>> = s.split('.').map(|p| p.parse().ok()).collect();
         parts.filter(|p| !p.is_empty()).map(Version)
     }
@@ -94,6 +55,17 @@ pub struct ElfInfo {
     pub runpath: Vec<String>,
     /// (library, version name) pairs from the version-needs section.
     pub versions: Vec<(String, String)>,
+}
+
+impl ElfInfo {
+    /// The newest GLIBC_ version this one file needs.
+    pub fn max_glibc(&self) -> Option<Version> {
+        let mut max = None;
+        for (_, version) in &self.versions {
+            max_version(&mut max, version, "GLIBC_");
+        }
+        max
+    }
 }
 
 #[derive(Debug, Default)]
@@ -138,7 +110,7 @@ fn max_version(current: &mut Option<Version>, name: &str, prefix: &str) {
 
 /// Checks every ELF under `root` (the payload, laid out as installed).
 /// `prefix` is the install prefix; `agent` the agent's installed path.
-pub fn check(root: &Path, prefix: &str, agent: &str, target: Target) -> Result<HealthReport> {
+pub fn check(root: &Path, prefix: &str, agent: &str, target: &Target) -> Result<HealthReport> {
     let mut files = Vec::new();
     walk(root, &mut files)?;
     let prefix_root = root.join(prefix.trim_start_matches('/'));
@@ -229,12 +201,12 @@ pub fn check(root: &Path, prefix: &str, agent: &str, target: Target) -> Result<H
                 target.glibc_ceiling(),
                 version.strip_prefix("GLIBC_").and_then(Version::parse),
             ) {
-                if v > ceiling {
+                if v > *ceiling {
                     report.problems.push(format!(
-                        "{}: needs {version} from {lib}, newer than {} provides (glibc {ceiling}); build in an {} container",
+                        "{}: needs {version} from {lib}, newer than {} provides (glibc {ceiling}); \
+                         build with `--builder zig` (or auto) for this target",
                         info.path,
-                        target.name(),
-                        target.name()
+                        target.name,
                     ));
                 }
             }

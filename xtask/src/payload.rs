@@ -24,6 +24,8 @@ pub struct ProductVars {
     pub version: String,
     pub release: String,
     pub target: String,
+    /// The target's systemd version: the unit uses only keys it knows.
+    pub systemd_version: u32,
     /// The agent does not link jemalloc itself: preload the prefix's copy.
     pub jemalloc_preload: bool,
 }

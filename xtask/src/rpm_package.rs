@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::health::Target;
 use crate::payload::{EntryKind, Payload, Scriptlets};
 use crate::product::Product;
+use crate::targets::{Compression, Target};
 
 pub struct RpmSpec<'a> {
     pub product: &'a Product,
@@ -17,7 +17,7 @@ pub struct RpmSpec<'a> {
     pub release: String,
     pub license: String,
     pub description: String,
-    pub target: Target,
+    pub target: &'a Target,
     pub payload: &'a Payload,
     pub scriptlets: &'a Scriptlets,
     pub requires: &'a BTreeSet<String>,
@@ -37,17 +37,17 @@ impl RpmSpec<'_> {
     /// rpm 4.11 (EL7) reads gzip and xz, not zstd; xz level 6 is rpmbuild's
     /// `w6.xzdio`, a fraction of level 9's time for nearly its size.
     pub fn compression(&self) -> rpm::CompressionWithLevel {
-        match self.target {
-            Target::El7 => rpm::CompressionWithLevel::Gzip(9),
-            _ => rpm::CompressionWithLevel::Xz(6),
+        match self.target.compression {
+            Compression::Gzip(level) => rpm::CompressionWithLevel::Gzip(level),
+            Compression::Xz(level) => rpm::CompressionWithLevel::Xz(level),
         }
     }
 
     /// The same choice as rpmbuild's `_binary_payload` macro.
-    pub fn rpmbuild_payload(&self) -> &'static str {
-        match self.target {
-            Target::El7 => "w9.gzdio",
-            _ => "w6.xzdio",
+    pub fn rpmbuild_payload(&self) -> String {
+        match self.target.compression {
+            Compression::Gzip(level) => format!("w{level}.gzdio"),
+            Compression::Xz(level) => format!("w{level}.xzdio"),
         }
     }
 
@@ -76,7 +76,7 @@ impl RpmSpec<'_> {
                     "{} - {}-{}",
                     self.product.maintainer, self.version, self.release
                 ),
-                format!("- Built by cargo xtask package for {}", self.target.name()),
+                format!("- Built by cargo xtask package for {}", self.target.name),
                 self.source_date as u32,
             );
         for e in &self.payload.entries {

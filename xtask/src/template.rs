@@ -9,6 +9,9 @@ fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     // A misspelt variable must fail the build, not expand to nothing.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Rendered files end with their template's final newline, so an admin's
+    // `echo KEY=value >> /etc/sysconfig/<name>` starts a line of its own.
+    env.set_keep_trailing_newline(true);
     env
 }
 
