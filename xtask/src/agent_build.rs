@@ -3,35 +3,97 @@
 //! `$ORIGIN/../lib` RUNPATH finds the prefix's libraries.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use xshell::{cmd, Shell};
 
+use crate::builder::Toolchain;
 use crate::layout::{workspace_root, StagedPrefix};
 use crate::test_cmd::prefix_env;
 
-pub fn run(sh: &Shell, staged: &StagedPrefix, name: &str) -> Result<PathBuf> {
+/// Builds the agent with `toolchain` and installs it in the stage.
+/// `cache` holds the zig builder's cargo target directory, so a fresh clone
+/// reuses the compiled dependencies.
+pub fn run(
+    sh: &Shell,
+    staged: &StagedPrefix,
+    name: &str,
+    toolchain: &Toolchain,
+    cache: &Path,
+) -> Result<PathBuf> {
     let _dir = sh.push_dir(workspace_root());
-    eprintln!(
-        "==> agent: cargo build --release -p my-agent (against {})",
-        staged.path().display()
-    );
-    cmd!(sh, "cargo build --release --locked -p my-agent")
-        .envs(prefix_env(staged))
-        .run()
-        .context("building the agent failed")?;
-    let built = workspace_root().join("target/release/my-agent");
+    let built = match toolchain {
+        Toolchain::Host => {
+            eprintln!(
+                "==> agent: cargo build --release -p my-agent (against {})",
+                staged.path().display()
+            );
+            cmd!(sh, "cargo build --release --locked -p my-agent")
+                .envs(prefix_env(staged))
+                .run()
+                .context("building the agent failed")?;
+            workspace_root().join("target/release/my-agent")
+        }
+        Toolchain::Zig(zig) => {
+            let target = zig.rust_target();
+            let target_dir = cache.join("cargo-target").join(toolchain.kind().id());
+            eprintln!(
+                "==> agent: cargo zigbuild --release --target {target} -p my-agent (against {})",
+                staged.path().display()
+            );
+            cmd!(
+                sh,
+                "cargo zigbuild --release --locked -p my-agent --target {target} --target-dir {target_dir}"
+            )
+            .envs(prefix_env(staged))
+            .envs(zig.cargo_env())
+            .run()
+            .context("building the agent with cargo-zigbuild failed")?;
+            target_dir.join("x86_64-unknown-linux-gnu/release/my-agent")
+        }
+    };
     let bin_dir = staged.path().join("bin");
     fs::create_dir_all(&bin_dir)?;
     let installed = bin_dir.join(name);
-    fs::copy(&built, &installed).with_context(|| {
-        format!(
-            "cannot install {} as {}",
-            built.display(),
-            installed.display()
-        )
-    })?;
+    install_replacing(&built, &installed)?;
     eprintln!("==> agent: installed {}", installed.display());
     Ok(installed)
+}
+
+/// Copies `from` beside `to` and renames it over `to`: a running staged
+/// agent keeps its (old) file, where copying onto it fails with "Text file
+/// busy".
+pub fn install_replacing(from: &Path, to: &Path) -> Result<()> {
+    let tmp = to.with_file_name(format!(
+        ".{}.tmp",
+        to.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let _ = fs::remove_file(&tmp);
+    fs::copy(from, &tmp)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), tmp.display()))?;
+    fs::rename(&tmp, to)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), to.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn replaces_a_running_executable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("agent");
+        fs::copy("/bin/sleep", &bin).unwrap();
+        let mut running = Command::new(&bin).arg("30").spawn().unwrap();
+        // Copying onto a running executable fails with ETXTBSY.
+        let busy = fs::write(&bin, b"x").unwrap_err();
+        assert_eq!(busy.raw_os_error(), Some(libc::ETXTBSY), "{busy}");
+        install_replacing(Path::new("/bin/true"), &bin).unwrap();
+        assert!(Command::new(&bin).status().unwrap().success());
+        running.kill().unwrap();
+        running.wait().unwrap();
+    }
 }

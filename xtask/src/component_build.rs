@@ -34,6 +34,9 @@ pub struct ComponentBuild<'a> {
     pub destdir: PathBuf,
     pub vars: StepVars,
     pub log_dir: PathBuf,
+    /// Environment for every step (the zig builder's CC, CXX, PATH), before
+    /// the step's own.
+    pub env: Vec<(String, String)>,
 }
 
 /// How many log lines a failure shows.
@@ -60,11 +63,10 @@ impl ComponentBuild<'_> {
                 .map(|a| crate::template::render(a, &self.vars))
                 .collect::<Result<_>>()
                 .with_context(|| format!("{}: step `{}`", self.recipe.path.display(), step.name))?;
-            let env: Vec<(String, String)> = step
-                .env
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), crate::template::render(v, &self.vars)?)))
-                .collect::<Result<_>>()?;
+            let mut env = self.env.clone();
+            for (k, v) in &step.env {
+                env.push((k.clone(), crate::template::render(v, &self.vars)?));
+            }
             let log = self.log_dir.join(format!("{:02}-{}.log", i + 1, step.name));
             self.run_step(sh, &step.name, &args, &env, &log)?;
         }

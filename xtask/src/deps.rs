@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use xshell::Shell;
 
 use crate::apt_source::AptMirror;
-use crate::build_cache::{BuildCache, BuildKey, BuilderIdentity, KeyInputs, Lookup};
+use crate::build_cache::{BuildCache, BuildKey, KeyInputs, Lookup};
+use crate::builder::Toolchain;
 use crate::cache_lock::CacheLock;
 use crate::component_build::{ComponentBuild, StepVars};
 use crate::extract::extract;
@@ -26,6 +27,8 @@ pub struct DepsOptions {
     /// Build only these components (and what they depend on).
     pub only: Vec<String>,
     pub jobs: usize,
+    /// The host compiler or zig for a glibc.
+    pub toolchain: Toolchain,
 }
 
 #[derive(Debug)]
@@ -70,8 +73,9 @@ pub fn run(
         .collect();
     needed_tools.sort();
     needed_tools.dedup();
-    tools::ensure(sh, &tools, &needed_tools)?;
-    let builder = BuilderIdentity::detect(sh)?;
+    tools::ensure(sh, &tools, &needed_tools, &layout.cache.join("tools/pip"))?;
+    let builder = opts.toolchain.identity(sh)?;
+    let step_env = opts.toolchain.c_env();
 
     let _lock = CacheLock::acquire(&layout.cache)?;
     let sources = SourceCache::new(layout.cache.join("sources"));
@@ -198,6 +202,7 @@ pub fn run(
                         src: src.display().to_string(),
                     },
                     log_dir,
+                    env: step_env.clone(),
                 };
                 let tree = build.run(sh)?;
                 let entry = builds.store(&key, &recipe.name, &recipe.version, &tree)?;

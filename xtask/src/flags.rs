@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::builder::BuilderKind;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
@@ -82,7 +84,8 @@ pub struct BenchFlags {
     /// Lines in the generated MySQL error log
     #[arg(long, default_value_t = 1_000_000)]
     pub lines: u64,
-    /// Run one benchmark only: `agent`, `slowlog` or `rpm`
+    /// Run one benchmark only: `agent`, `slowlog`, `rpm`, or `targets` (the el7
+    /// zig build against the host build, three rounds; not part of the default run)
     #[arg(long, value_name = "BENCH")]
     pub run: Option<String>,
 }
@@ -91,9 +94,20 @@ pub struct BenchFlags {
 pub struct PackageFlags {
     #[command(flatten)]
     pub deps: DepsFlags,
-    /// Distribution: el7, el8, el9 (glibc ceilings 2.17, 2.28, 2.34) or host (no ceiling)
-    #[arg(long, default_value = "host")]
+    /// Distribution from recipes/targets.toml: el7, el8, el9 (glibc 2.17, 2.28,
+    /// 2.34), host (no ceiling), or all (every EL target)
+    #[arg(long, default_value = "all")]
     pub target: String,
+    /// How to build: auto (host if its glibc is within the target's, else zig),
+    /// host, zig, podman, docker or vagrant
+    #[arg(long, value_enum, default_value_t = BuilderKind::Auto)]
+    pub builder: BuilderKind,
+    /// Base image for podman/docker instead of the target's (a mirror, a registry of your own)
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// vagrant: destroy the VM after the build instead of halting it
+    #[arg(long)]
+    pub destroy: bool,
     /// RPM release number
     #[arg(long, default_value_t = 1)]
     pub rpm_release: u32,

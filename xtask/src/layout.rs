@@ -37,6 +37,23 @@ impl Layout {
         })
     }
 
+    /// The work directory of one toolchain: the host's is `target/<name>`
+    /// itself (where plain `cargo build` finds the stage), others nest in
+    /// it (`target/<name>/zig-glibc2.17/`), so their stages, build trees and
+    /// logs live side by side.
+    pub fn for_toolchain(&self, id: &str) -> Layout {
+        Layout {
+            root: self.root.clone(),
+            recipes: self.recipes.clone(),
+            work: if id == "host" {
+                self.work.clone()
+            } else {
+                self.work.join(id)
+            },
+            cache: self.cache.clone(),
+        }
+    }
+
     pub fn stage_root(&self) -> PathBuf {
         self.work.join("stage")
     }

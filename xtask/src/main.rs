@@ -4,12 +4,13 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use xshell::Shell;
 
+use xtask::builder::Toolchain;
 use xtask::deps::{self, DepsOptions};
 use xtask::flags::{Command, DepsFlags, Global, Xtask};
 use xtask::layout::{workspace_root, Layout};
 use xtask::product::Product;
-use xtask::test_cmd;
-use xtask::{agent_build, bench};
+use xtask::targets::Target;
+use xtask::{agent_build, bench, package_cmd, test_cmd};
 
 fn main() {
     let flags = Xtask::parse();
@@ -26,61 +27,63 @@ fn run(flags: Xtask) -> Result<()> {
         .global
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    // Every command but `package` builds with the host's compiler: tests
+    // and benches run the agent here.
     let deps_options = |d: DepsFlags| DepsOptions {
         sources_from: d.sources_from,
         only: d.only,
         jobs,
+        toolchain: Toolchain::Host,
+    };
+    let cache = layout.cache.clone();
+    let build_agent = |sh: &Shell, report: &deps::DepsReport| {
+        agent_build::run(sh, &report.staged, &product.name, &Toolchain::Host, &cache)
     };
     match flags.command {
         Command::Deps(d) => {
             deps::run(&sh, &product, &layout, &deps_options(d))?;
         }
         Command::Package(p) => {
-            let target = xtask::health::Target::parse(&p.target)?;
-            let report = deps::run(&sh, &product, &layout, &deps_options(p.deps))?;
-            let agent = agent_build::run(&sh, &report.staged, &product.name)?;
-            let opts = xtask::package::PackageOptions {
-                target,
-                rpm_release: p.rpm_release,
-                dist: p
-                    .dist_dir
-                    .unwrap_or_else(|| layout.root.join("target/dist")),
-                source_date: p.source_date_epoch,
-                sign_key: p.sign_key,
-            };
-            let built = xtask::package::Built {
+            let cx = package_cmd::Context {
                 sh: &sh,
                 product: &product,
                 layout: &layout,
-                deps: &report,
-                agent: &agent,
+                jobs,
+                global_args: inner_global_args(&flags.global),
             };
-            xtask::package::run(&built, &opts)?;
+            let results = package_cmd::run(&cx, p)?;
+            for r in &results {
+                eprintln!("==> wrote {}", r.rpm.display());
+            }
         }
         Command::Agent(d) => {
             let report = deps::run(&sh, &product, &layout, &deps_options(d))?;
-            agent_build::run(&sh, &report.staged, &product.name)?;
+            build_agent(&sh, &report)?;
         }
         Command::Bench(b) => {
             let only = b.run.clone();
             if let Some(o) = only
                 .as_deref()
-                .filter(|o| !["agent", "rpm", "slowlog"].contains(o))
+                .filter(|o| !["agent", "rpm", "slowlog", "targets"].contains(o))
             {
-                anyhow::bail!("--run `{o}`: expected agent, rpm or slowlog");
+                anyhow::bail!("--run `{o}`: expected agent, rpm, slowlog or targets");
             }
             let report = deps::run(&sh, &product, &layout, &deps_options(b.deps))?;
-            let agent = agent_build::run(&sh, &report.staged, &product.name)?;
+            let agent = build_agent(&sh, &report)?;
             let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
             if wants("agent") {
                 bench::run(&agent, &layout.work.join("bench"), b.lines)?;
+            }
+            if only.as_deref() == Some("targets") {
+                let el7 = package_cmd::build_zig_agent(&sh, &product, &layout, jobs, "el7")?;
+                bench::run_targets(&agent, &el7, &layout.work.join("bench-targets"), b.lines, 3)?;
             }
             if wants("slowlog") {
                 bench::run_slowlog(&agent, &layout.work.join("bench-slowlog"), 200)?;
             }
             if wants("rpm") {
                 let opts = xtask::package::PackageOptions {
-                    target: xtask::health::Target::Host,
+                    target: Target::host(),
                     rpm_release: 1,
                     dist: layout.work.join("bench-rpm"),
                     source_date: Some(1_700_000_000),
@@ -94,7 +97,7 @@ fn run(flags: Xtask) -> Result<()> {
                     agent: &agent,
                 };
                 let prepared = xtask::package::prepare(&built, &opts)?;
-                let spec = prepared.spec(&product, opts.target, None);
+                let spec = prepared.spec(&product, &opts.target, None);
                 xtask::bench_rpm::run(
                     &spec,
                     &prepared.payload.root,
@@ -104,7 +107,7 @@ fn run(flags: Xtask) -> Result<()> {
         }
         Command::Test(t) => {
             let report = deps::run(&sh, &product, &layout, &deps_options(t.deps))?;
-            test_cmd::run(&sh, &report.staged, &t.cargo_args)?;
+            test_cmd::run(&sh, &report.staged, &layout, &t.cargo_args)?;
         }
     }
     Ok(())
@@ -138,4 +141,20 @@ fn setup(global: &Global) -> Result<(Product, Layout)> {
         global.cache_dir.clone(),
     )?;
     Ok((product, layout))
+}
+
+/// The global flags that a container or VM's own `cargo xtask` needs to
+/// build the same product (paths of this machine mean nothing there).
+fn inner_global_args(global: &Global) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(name) = &global.name {
+        args.extend(["--name".to_string(), name.clone()]);
+    }
+    if let Some(prefix) = &global.prefix {
+        args.extend(["--prefix".to_string(), prefix.display().to_string()]);
+    }
+    if let Some(jobs) = global.jobs {
+        args.extend(["--jobs".to_string(), jobs.to_string()]);
+    }
+    args
 }

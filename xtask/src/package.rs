@@ -9,13 +9,14 @@ use serde_json::json;
 use xshell::{cmd, Shell};
 
 use crate::deps::DepsReport;
-use crate::health::{self, Target};
+use crate::health;
 use crate::layout::{workspace_root, Layout};
 use crate::payload::{self, ProductVars};
 use crate::product::Product;
 use crate::recipe::RecipeSet;
 use crate::rpm_package::RpmSpec;
 use crate::source_cache::sha256_file;
+use crate::targets::Target;
 use crate::tools::ToolTable;
 
 pub struct PackageOptions {
@@ -91,7 +92,7 @@ impl Prepared {
     pub fn spec<'a>(
         &'a self,
         product: &'a Product,
-        target: Target,
+        target: &'a Target,
         sign_key: Option<PathBuf>,
     ) -> RpmSpec<'a> {
         RpmSpec {
@@ -120,9 +121,9 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
         agent,
     } = *build;
     let version = agent_version()?;
-    let release = match opts.target {
-        Target::Host => format!("{}", opts.rpm_release),
-        t => format!("{}.{}", opts.rpm_release, t.name()),
+    let release = match &opts.target.dist {
+        None => format!("{}", opts.rpm_release),
+        Some(dist) => format!("{}.{dist}", opts.rpm_release),
     };
     let root = layout.work.join("payload");
     let agent_path = format!("{}/bin/{}", product.prefix, product.name);
@@ -135,8 +136,8 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
     let spec = payload::PayloadSpec::load(&templates)?;
     payload::stage_prefix(&deps.staged, &root, &spec)?;
 
-    eprintln!("==> package: health check for {}", opts.target.name());
-    let report = health::check(&root, &product.prefix, &agent_path, opts.target)?;
+    eprintln!("==> package: health check for {}", opts.target.name);
+    let report = health::check(&root, &product.prefix, &agent_path, &opts.target)?;
     if !report.problems.is_empty() {
         let mut msg = format!("health check failed ({} problems):", report.problems.len());
         for p in &report.problems {
@@ -154,7 +155,8 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
         homepage: product.homepage.clone(),
         version: version.clone(),
         release: release.clone(),
-        target: opts.target.name().to_string(),
+        target: opts.target.name.clone(),
+        systemd_version: opts.target.systemd,
         jemalloc_preload: !report.agent_links_jemalloc,
     };
     let payload = payload::render_and_list(&root, &templates, &spec, &vars)?;
@@ -198,7 +200,7 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
 pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
     let product = build.product;
     let prepared = prepare(build, opts)?;
-    let spec = prepared.spec(product, opts.target, opts.sign_key.clone());
+    let spec = prepared.spec(product, &opts.target, opts.sign_key.clone());
     eprintln!("==> package: writing {}", spec.file_name());
     let rpm = spec.write(&opts.dist)?;
     let (version, release, payload, report, recipes, components, requires) = (
@@ -211,14 +213,15 @@ pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
         &prepared.requires,
     );
 
-    let manifest_path = opts
-        .dist
-        .join(format!("{}-{version}.manifest.json", product.name));
+    let manifest_path = opts.dist.join(format!(
+        "{}-{version}-{release}.manifest.json",
+        product.name
+    ));
     let manifest = json!({
         "name": product.name,
         "version": version,
         "release": release,
-        "target": opts.target.name(),
+        "target": opts.target.name,
         "prefix": product.prefix,
         "rpm": rpm.file_name().map(|n| n.to_string_lossy().into_owned()),
         "rpm_sha256": sha256_file(&rpm)?,
@@ -226,6 +229,11 @@ pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
         "max_glibc": report.max_glibc.as_ref().map(|v| v.to_string()),
         "max_glibcxx": report.max_glibcxx.as_ref().map(|v| v.to_string()),
         "max_openssl": report.max_openssl.as_ref().map(|v| v.to_string()),
+        // The health report: what each ELF needs of the target's glibc.
+        "elves": report.elves.iter().map(|e| json!({
+            "path": e.path,
+            "max_glibc": e.max_glibc().map(|v| v.to_string()),
+        })).collect::<Vec<_>>(),
         "requires": requires,
         "components": recipes.ordered.iter().map(|r| json!({
             "name": r.name,
@@ -242,6 +250,18 @@ pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
     fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
 
     let size = fs::metadata(&rpm)?.len();
+    println!(
+        "health report ({} ELF files, target {}):",
+        report.elves.len(),
+        opts.target.name
+    );
+    for e in &report.elves {
+        println!(
+            "  GLIBC_{:<6} {}",
+            e.max_glibc().map_or("-".into(), |v| v.to_string()),
+            e.path
+        );
+    }
     println!("package   {}", rpm.display());
     println!(
         "size      {:.1} MiB, {} files",
@@ -260,7 +280,7 @@ pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
             .max_glibcxx
             .as_ref()
             .map_or("-".into(), |v| v.to_string()),
-        opts.target.name()
+        opts.target.name
     );
     Ok(PackageResult {
         rpm,
