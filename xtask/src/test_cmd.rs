@@ -5,7 +5,8 @@
 use anyhow::Result;
 use xshell::{cmd, Shell};
 
-use crate::layout::StagedPrefix;
+use crate::layout::{Layout, StagedPrefix};
+use crate::tools::{self, ToolTable};
 
 /// Environment that makes -sys crates build against the stage.
 pub fn prefix_env(staged: &StagedPrefix) -> Vec<(String, String)> {
@@ -27,8 +28,26 @@ pub fn prefix_env(staged: &StagedPrefix) -> Vec<(String, String)> {
     ]
 }
 
-pub fn run(sh: &Shell, staged: &StagedPrefix, cargo_args: &[String]) -> Result<()> {
-    let env = prefix_env(staged);
+/// Installs what the tests need (`recipes/test-tools.toml`) when it is
+/// missing, then runs every test of the workspace against the stage.
+pub fn run(
+    sh: &Shell,
+    staged: &StagedPrefix,
+    layout: &Layout,
+    cargo_args: &[String],
+) -> Result<()> {
+    let table = ToolTable::load(&layout.recipes.join("test-tools.toml"))?;
+    let pip_dir = layout.cache.join("tools/pip");
+    tools::ensure(sh, &table, &table.names(), &pip_dir)?;
+    let path = format!(
+        "{}:{}",
+        pip_dir.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut env = prefix_env(staged);
+    env.push(("PATH".into(), path));
+    // pip's --target puts the wheel's modules beside its scripts.
+    env.push(("PYTHONPATH".into(), pip_dir.display().to_string()));
     cmd!(sh, "cargo test --workspace {cargo_args...}")
         .envs(env)
         .run()?;
