@@ -177,7 +177,16 @@ fn run_until_delivered(
     })
 }
 
-pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<()> {
+/// What one run of the 1M-line bench measured.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchResult {
+    pub secs: f64,
+    pub cpu: f64,
+    pub peak_kib: u64,
+    pub idle_kib: u64,
+}
+
+pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<BenchResult> {
     if work.exists() {
         fs::remove_dir_all(work)?;
     }
@@ -311,6 +320,52 @@ outputs:
         "  baseline (same records pre-serialized, posted directly): {:.2} s; agent/baseline = {:.2}x",
         baseline.as_secs_f64(),
         secs / baseline.as_secs_f64()
+    );
+    Ok(BenchResult {
+        secs,
+        cpu,
+        peak_kib,
+        idle_kib,
+    })
+}
+
+/// The el7 agent (zig, glibc 2.17) against the host build on the same
+/// bench, alternating so that both see the same machine: ratios el7/host.
+pub fn run_targets(host: &Path, el7: &Path, work: &Path, lines: u64, rounds: usize) -> Result<()> {
+    let mut pairs = Vec::new();
+    for round in 0..rounds {
+        let h = run(host, &work.join("host"), lines)?;
+        let e = run(el7, &work.join("el7"), lines)?;
+        eprintln!("==> bench targets: round {} of {rounds} done", round + 1);
+        pairs.push((h, e));
+    }
+    println!("el7 (zig, glibc 2.17) vs host build, {lines} lines, {rounds} rounds:");
+    println!(
+        "  round  host s  el7 s  time el7/host  CPU el7/host  peak RSS el7/host  idle RSS el7/host"
+    );
+    for (i, (h, e)) in pairs.iter().enumerate() {
+        println!(
+            "  {:>5}  {:>6.2}  {:>5.2}  {:>13.3}  {:>12.3}  {:>17.3}  {:>17.3}",
+            i + 1,
+            h.secs,
+            e.secs,
+            e.secs / h.secs,
+            e.cpu / h.cpu,
+            e.peak_kib as f64 / h.peak_kib as f64,
+            e.idle_kib as f64 / h.idle_kib as f64
+        );
+    }
+    let median = |f: &dyn Fn(&(BenchResult, BenchResult)) -> f64| {
+        let mut v: Vec<f64> = pairs.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    println!(
+        "  median: time {:.3}x, CPU {:.3}x, peak RSS {:.3}x, idle RSS {:.3}x",
+        median(&|(h, e)| e.secs / h.secs),
+        median(&|(h, e)| e.cpu / h.cpu),
+        median(&|(h, e)| e.peak_kib as f64 / h.peak_kib as f64),
+        median(&|(h, e)| e.idle_kib as f64 / h.idle_kib as f64),
     );
     Ok(())
 }
