@@ -100,6 +100,16 @@ impl Router {
     }
 }
 
+impl crate::sources::Downstream for Router {
+    fn emit(&self, tag: &Arc<str>, events: Vec<Event>) -> Result<(), BufferError> {
+        Router::emit(self, tag, events)
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        Router::sync(self)
+    }
+}
+
 /// A running pipeline: source threads and flusher tasks.
 pub struct Pipeline {
     router: Arc<Router>,

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use super::Downstream;
 use crate::config::fields::{error, Fields, Result as ConfigResult};
 use crate::event::{now_nanos, Event};
 use crate::log;
 use crate::metrics::PluginMetrics;
 use crate::mysql::client::{ConnectOptions, Connection, QueryResult};
-use crate::pipeline::Router;
 
 #[derive(Debug, Clone)]
 pub struct MysqlQueryConfig {
@@ -171,14 +171,14 @@ impl MysqlQuerySource {
     /// Runs until `stop`. A failing server is retried with backoff (never
     /// more often than every second, never less than every interval),
     /// counted in `errors` and logged; other sources carry on.
-    pub fn run(self, router: Arc<Router>, stop: Arc<AtomicBool>) {
+    pub fn run(self, router: Arc<dyn Downstream>, stop: Arc<AtomicBool>) {
         let cfg = &self.config;
         let mut conn: Option<Connection> = None;
         let mut hostname: Option<String> = None;
         let mut failures: u32 = 0;
         while !stop.load(Ordering::Relaxed) {
             let started = Instant::now();
-            match self.once(&mut conn, &mut hostname, &router) {
+            match self.once(&mut conn, &mut hostname, &*router) {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     conn = None;
@@ -211,7 +211,7 @@ impl MysqlQuerySource {
         &self,
         conn: &mut Option<Connection>,
         hostname: &mut Option<String>,
-        router: &Router,
+        router: &dyn Downstream,
     ) -> anyhow::Result<()> {
         let cfg = &self.config;
         if conn.is_none() {
