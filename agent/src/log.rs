@@ -31,13 +31,23 @@ fn write(level: &str, msg: &str) {
         crate::event::iso8601(crate::event::now_nanos())
     );
     let mut target = TARGET.lock().unwrap();
-    match target.as_mut() {
-        Some((_, f)) => {
-            let _ = f.write_all(line.as_bytes());
-        }
-        None => {
-            let _ = std::io::stderr().write_all(line.as_bytes());
-        }
+    let to_file = target.as_mut().map(|(_, f)| f.write_all(line.as_bytes()));
+    // Warnings and errors also go to stderr with a log file: under systemd
+    // that is the journal, where an operator looks first
+    // (`journalctl -u my-agent`). journald reads the `<N>` syslog priority
+    // prefix and keeps its own timestamps.
+    if to_file.is_none() || level != "info" {
+        let text = if std::env::var_os("JOURNAL_STREAM").is_some() {
+            let priority = match level {
+                "error" => 3,
+                "warn" => 4,
+                _ => 6,
+            };
+            format!("<{priority}>{msg}\n")
+        } else {
+            line
+        };
+        let _ = std::io::stderr().write_all(text.as_bytes());
     }
 }
 

@@ -17,12 +17,29 @@ pub struct PluginMetrics {
     pub lines_split: AtomicU64,
     /// Lines with invalid UTF-8, replaced with U+FFFD.
     pub invalid_utf8: AtomicU64,
+    /// A source's errors by reason (`not_found`, `permission_denied`, ...),
+    /// also counted in `errors`.
+    errors_by_reason: Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl PluginMetrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+
+    /// Counts an error in `errors` and under its reason.
+    pub fn count_error(&self, reason: &'static str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut by_reason = self.errors_by_reason.lock().unwrap();
+        match by_reason.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => by_reason.push((reason, 1)),
+        }
+    }
+}
+
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// All plugins' counters, by (kind, id).
@@ -114,8 +131,22 @@ impl Registry {
                 let _ = writeln!(
                     out,
                     "my_agent_{name}{{plugin=\"{plugin_kind}\",id=\"{}\"}} {}",
-                    id.replace('\\', "\\\\").replace('"', "\\\""),
+                    label(id),
                     get(m).load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP my_agent_source_errors_total Errors finding, listing or opening a source's files, by reason."
+        );
+        let _ = writeln!(out, "# TYPE my_agent_source_errors_total counter");
+        for (_, id, m) in plugins.iter().filter(|(kind, _, _)| kind == "source") {
+            for (reason, n) in m.errors_by_reason.lock().unwrap().iter() {
+                let _ = writeln!(
+                    out,
+                    "my_agent_source_errors_total{{source=\"{}\",reason=\"{reason}\"}} {n}",
+                    label(id)
                 );
             }
         }

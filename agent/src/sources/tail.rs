@@ -23,17 +23,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::file_discovery;
 use super::position::{FileId, Position, PositionStore};
 use super::slow_log::{SlowEntry, SlowLogParser};
+use super::Downstream;
 use crate::config::fields::{error, Fields, Result as ConfigResult};
 use crate::event::{now_nanos, Event, Record};
 use crate::log;
 use crate::metrics::PluginMetrics;
-use crate::pipeline::Router;
+use crate::mysql::option_files::{self, OptionFileError, ResolvedLog, DEFAULT_OPTION_FILES};
+use crate::yaml::NodeKind;
 
 #[derive(Debug, Clone)]
 pub struct TailConfig {
+    /// `tail` or `mysql_slow_query`, for messages and `/status`.
+    pub kind: &'static str,
+    /// Globs; with `path: auto`, the one log file the server's option
+    /// files name.
     pub paths: Vec<String>,
+    /// Set for `path: auto`: the resolved log and where it came from.
+    pub auto: Option<ResolvedLog>,
     pub exclude_paths: Vec<String>,
     pub pos_file: Option<PathBuf>,
     pub tag: String,
@@ -51,6 +60,23 @@ pub struct TailConfig {
     pub slow_log: Option<SlowLogOptions>,
 }
 
+/// `path: auto`: the error log (`tail`) or the slow query log
+/// (`mysql_slow_query`) that the server's option files name.
+fn resolve_auto(slow_log: bool, option_files: &[String]) -> Result<ResolvedLog, OptionFileError> {
+    let files: Vec<PathBuf> = if option_files.is_empty() {
+        DEFAULT_OPTION_FILES.iter().map(PathBuf::from).collect()
+    } else {
+        option_files.iter().map(PathBuf::from).collect()
+    };
+    let options = option_files::read(&files)?;
+    let host = crate::event::hostname();
+    Ok(if slow_log {
+        options.slow_query_log(&host)
+    } else {
+        options.error_log(&host)
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct SlowLogOptions {
     /// Longer entries are truncated (and flagged), never fatal.
@@ -64,26 +90,50 @@ impl TailConfig {
     /// `slow_log`: read the options of `mysql_slow_query`, which follows
     /// files exactly like `tail` but frames slow-log entries.
     pub fn from_config(f: &mut Fields, slow_log: bool) -> ConfigResult<TailConfig> {
+        let kind = if slow_log { "mysql_slow_query" } else { "tail" };
         let path_node = f.required("path")?;
-        let paths = f.string_list("path").unwrap_or_default();
-        let paths = if paths.is_empty() {
-            crate::config::fields::string(path_node)?
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .collect()
+        let option_files = f.string_list("mysql_option_files")?;
+        let is_auto = matches!(&path_node.kind, NodeKind::Scalar { value, .. } if value == "auto");
+        let (paths, auto) = if is_auto {
+            let log = resolve_auto(slow_log, &option_files)
+                .or_else(|e| error(path_node, format!("{kind}: path auto: {e}")))?;
+            // The server's path is a file name, never a pattern.
+            let pattern = glob::Pattern::escape(&log.path.to_string_lossy());
+            (vec![pattern], Some(log))
         } else {
-            paths
+            if !option_files.is_empty() {
+                return error(
+                    f.node(),
+                    format!("{kind}: mysql_option_files applies only to `path: auto`"),
+                );
+            }
+            let paths = match &path_node.kind {
+                NodeKind::Seq(items) => items
+                    .iter()
+                    .map(crate::config::fields::string)
+                    .collect::<ConfigResult<Vec<_>>>()?,
+                _ => crate::config::fields::string(path_node)?
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect(),
+            };
+            for p in &paths {
+                if !p.starts_with('/') {
+                    return error(
+                        path_node,
+                        format!("{kind}: path `{p}` must be absolute (or `auto`)"),
+                    );
+                }
+                if let Err(e) = glob::Pattern::new(p) {
+                    return error(path_node, format!("{kind}: bad glob `{p}`: {e}"));
+                }
+            }
+            (paths, None)
         };
-        for p in &paths {
-            if !p.starts_with('/') {
-                return error(path_node, format!("tail: path `{p}` must be absolute"));
-            }
-            if let Err(e) = glob::Pattern::new(p) {
-                return error(path_node, format!("tail: bad glob `{p}`: {e}"));
-            }
-        }
         let cfg = TailConfig {
+            kind,
             paths,
+            auto,
             exclude_paths: f.string_list("exclude_path")?,
             pos_file: f.string("pos_file")?.map(PathBuf::from),
             tag: f.required_string("tag")?,
@@ -144,6 +194,10 @@ struct Watched {
 pub struct TailSource {
     config: TailConfig,
     metrics: Arc<PluginMetrics>,
+    /// Problems seen (files missing, unreadable), for rate-limited logging.
+    problems: ProblemLog,
+    /// The agent's user, named in advice about permissions.
+    user: String,
     positions: PositionStore,
     watched: HashMap<FileId, Watched>,
     last_refresh: Option<Instant>,
@@ -155,9 +209,20 @@ pub struct TailSource {
 impl TailSource {
     pub fn new(config: TailConfig, metrics: Arc<PluginMetrics>) -> anyhow::Result<TailSource> {
         let positions = PositionStore::load(config.pos_file.clone())?;
+        if let Some(auto) = &config.auto {
+            log::info(&format!(
+                "{} {}: path auto: {} ({})",
+                config.kind,
+                config.tag,
+                auto.path.display(),
+                auto.origin
+            ));
+        }
         Ok(TailSource {
             config,
             metrics,
+            problems: ProblemLog::default(),
+            user: file_discovery::effective_user(),
             positions,
             watched: HashMap::new(),
             last_refresh: None,
@@ -168,7 +233,7 @@ impl TailSource {
 
     /// Runs until `stop`: reads, hands records on, and commits positions
     /// only after the buffers holding those records are synced.
-    pub fn run(mut self, router: Arc<Router>, stop: Arc<AtomicBool>) {
+    pub fn run(mut self, router: Arc<dyn Downstream>, stop: Arc<AtomicBool>) {
         let mut last_commit = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             self.refresh();
@@ -178,7 +243,7 @@ impl TailSource {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                match self.read_file(id, &router) {
+                match self.read_file(id, &*router) {
                     Ok(read) => progressed |= read,
                     Err(e) => {
                         // Output refused (closed or full with overflow throw):
@@ -194,7 +259,7 @@ impl TailSource {
             // less often only means more re-reading after a crash, never loss.
             self.dirty |= progressed;
             if self.dirty && (!progressed || last_commit.elapsed() >= COMMIT_INTERVAL) {
-                if self.commit(&router) {
+                if self.commit(&*router) {
                     last_commit = Instant::now();
                 } else {
                     std::thread::sleep(self.config.poll_interval);
@@ -207,12 +272,12 @@ impl TailSource {
             }
         }
         if self.dirty {
-            self.commit(&router);
+            self.commit(&*router);
         }
     }
 
     /// Syncs the output buffers, then saves positions. False on failure.
-    fn commit(&mut self, router: &Router) -> bool {
+    fn commit(&mut self, router: &dyn Downstream) -> bool {
         if let Err(e) = router.sync() {
             log::error(&format!(
                 "tail: cannot sync output buffers: {e}; positions not saved"
@@ -253,19 +318,12 @@ impl TailSource {
         let mut candidates: Vec<PathBuf> = Vec::new();
         if full {
             self.last_refresh = Some(Instant::now());
-            for pattern in &self.config.paths {
-                match glob::glob(pattern) {
-                    Ok(paths) => candidates.extend(paths.filter_map(Result::ok)),
-                    Err(e) => log::warn(&format!("tail: bad glob {pattern}: {e}")),
-                }
+            let found = file_discovery::discover(&self.config.paths, &self.config.exclude_paths);
+            candidates = found.files;
+            for p in found.problems {
+                self.report(p);
             }
-            candidates.retain(|p| {
-                !self
-                    .config
-                    .exclude_paths
-                    .iter()
-                    .any(|x| glob::Pattern::new(x).is_ok_and(|g| g.matches_path(p)))
-            });
+            self.problems.settle(&self.config);
         }
         // Watched paths are checked every round so a rename is seen at once,
         // and so is the successor of a rotated file: after a rename the
@@ -307,11 +365,36 @@ impl TailSource {
         }
     }
 
+    /// Counts a problem under its reason in `/metrics` and logs it, at most
+    /// once per `PROBLEM_LOG_INTERVAL` for the same path and reason.
+    fn report(&mut self, p: file_discovery::Problem) {
+        self.metrics.count_error(p.reason.as_str());
+        if self.problems.should_log(&p) {
+            log::warn(&format!(
+                "{} {}: {}",
+                self.config.kind,
+                self.config.tag,
+                p.message(&self.user, self.config.auto.as_ref())
+            ));
+        }
+    }
+
+    /// The configured glob that names `path` (for messages).
+    fn pattern_of(&self, path: &Path) -> String {
+        self.config
+            .paths
+            .iter()
+            .find(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches_path(path)))
+            .cloned()
+            .unwrap_or_else(|| path.display().to_string())
+    }
+
     fn watch(&mut self, path: PathBuf, id: FileId, at_startup: bool) {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) => {
-                log::warn(&format!("tail: cannot open {}: {e}", path.display()));
+                let pattern = self.pattern_of(&path);
+                self.report(file_discovery::Problem::open(&pattern, &path, &e));
                 return;
             }
         };
@@ -369,7 +452,7 @@ impl TailSource {
 
     /// Reads new bytes of one file and hands complete lines (or slow-log
     /// entries) on. Returns whether anything was read.
-    fn read_file(&mut self, id: FileId, router: &Router) -> anyhow::Result<bool> {
+    fn read_file(&mut self, id: FileId, router: &dyn Downstream) -> anyhow::Result<bool> {
         let cfg = &self.config;
         let metrics = &self.metrics;
         let w = self.watched.get_mut(&id).expect("watched id");
@@ -567,7 +650,7 @@ fn entry_event(tag: &Arc<str>, e: SlowEntry) -> Event {
 }
 
 fn emit(
-    router: &Router,
+    router: &dyn Downstream,
     metrics: &PluginMetrics,
     w: &Watched,
     events: Vec<Event>,
@@ -769,5 +852,48 @@ mod tests {
             "mysql.data.mysql.a.err"
         );
         assert_eq!(expand_tag("mysql.error", Path::new("/x")), "mysql.error");
+    }
+}
+
+/// How often the same problem (path and reason) is logged again while it
+/// lasts; every occurrence is counted in `/metrics`.
+const PROBLEM_LOG_INTERVAL: Duration = Duration::from_secs(600);
+
+/// When each current problem was last logged; problems that went away are
+/// logged as resolved.
+#[derive(Default)]
+struct ProblemLog {
+    last_logged: HashMap<(PathBuf, &'static str), Instant>,
+    seen_this_round: Vec<(PathBuf, &'static str)>,
+}
+
+impl ProblemLog {
+    fn should_log(&mut self, p: &file_discovery::Problem) -> bool {
+        let key = (p.path.clone(), p.reason.as_str());
+        self.seen_this_round.push(key.clone());
+        match self.last_logged.get(&key) {
+            Some(t) if t.elapsed() < PROBLEM_LOG_INTERVAL => false,
+            _ => {
+                self.last_logged.insert(key, Instant::now());
+                true
+            }
+        }
+    }
+
+    /// After a full refresh: problems not seen again are over.
+    fn settle(&mut self, cfg: &TailConfig) {
+        let seen = std::mem::take(&mut self.seen_this_round);
+        self.last_logged.retain(|key, _| {
+            let still = seen.contains(key);
+            if !still {
+                log::info(&format!(
+                    "{} {}: {} is readable now",
+                    cfg.kind,
+                    cfg.tag,
+                    key.0.display()
+                ));
+            }
+            still
+        });
     }
 }
