@@ -6,123 +6,18 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Builds the package with the real xtask into `dist`. The work directory is
-/// the checkout's own (target/my-agent): another one would give the agent's
-/// -sys crates another prefix path and rebuild them.
-fn package(dist: &Path, release: u32, sign_key: Option<&Path>) -> PathBuf {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.args(["package", "--rpm-release", &release.to_string()]);
-    if let Some(key) = sign_key {
-        cmd.arg("--sign-key").arg(key);
-    }
-    let out = cmd
-        .arg("--dist-dir")
-        .arg(dist)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "package failed:\n{log}\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    dist.join(format!("my-agent-0.1.0-{release}.x86_64.rpm"))
-}
-
-/// A minimal root for `rpm --root`: /bin/sh, getent, groupadd, useradd and
-/// the libraries they load, copied from this machine, and the account files.
-fn throwaway_root(root: &Path) {
-    for d in [
-        "usr/bin",
-        "usr/sbin",
-        "usr/lib",
-        "usr/lib64",
-        "etc",
-        "var/lib/rpm",
-        "tmp",
-        "run",
-        "var/log",
-    ] {
-        fs::create_dir_all(root.join(d)).unwrap();
-    }
-    for (link, target) in [
-        ("bin", "usr/bin"),
-        ("sbin", "usr/sbin"),
-        ("lib", "usr/lib"),
-        ("lib64", "usr/lib64"),
-    ] {
-        std::os::unix::fs::symlink(target, root.join(link)).unwrap();
-    }
-    let tools = [
-        ("/bin/dash", "usr/bin/sh"),
-        ("/usr/bin/getent", "usr/bin/getent"),
-        ("/usr/sbin/groupadd", "usr/sbin/groupadd"),
-        ("/usr/sbin/useradd", "usr/sbin/useradd"),
-    ];
-    for (from, to) in tools {
-        fs::copy(from, root.join(to)).unwrap();
-        let ldd = ok(Command::new("ldd").arg(from));
-        for line in ldd.lines() {
-            let path = line
-                .split("=>")
-                .nth(1)
-                .unwrap_or(line)
-                .split('(')
-                .next()
-                .unwrap()
-                .trim();
-            if path.starts_with('/') {
-                let real = fs::canonicalize(path).unwrap();
-                let dest = root.join(path.trim_start_matches('/'));
-                fs::create_dir_all(dest.parent().unwrap()).unwrap();
-                if !dest.exists() {
-                    fs::copy(real, dest).unwrap();
-                }
-            }
-        }
-    }
-    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-    fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
-    fs::write(root.join("etc/gshadow"), "root:*::\n").unwrap();
-    if Path::new("/etc/login.defs").exists() {
-        fs::copy("/etc/login.defs", root.join("etc/login.defs")).unwrap();
-    }
-}
-
-fn rpm_root(root: &Path) -> Command {
-    let mut c = Command::new("rpm");
-    c.arg("--root").arg(root);
-    c
-}
+use common::{ok, package, rpm_root, run, throwaway_root};
 
 #[test]
 fn package_layout_lint_install_upgrade_erase() {
     let tmp = tempfile::tempdir().unwrap();
     let work = common::repo_root().join("target/my-agent");
-    let rpm1 = package(&tmp.path().join("dist1"), 1, None);
+    let rpm1 = package(&tmp.path().join("dist1"), "el9", 1, None);
 
     // Reproducible: the same commit twice gives the same bytes.
-    let again = package(&tmp.path().join("dist1-again"), 1, None);
+    let again = package(&tmp.path().join("dist1-again"), "el9", 1, None);
     assert_eq!(
         fs::read(&rpm1).unwrap(),
         fs::read(&again).unwrap(),
@@ -133,7 +28,7 @@ fn package_layout_lint_install_upgrade_erase() {
     for want in [
         "Name        : my-agent",
         "Version     : 0.1.0",
-        "Release     : 1",
+        "Release     : 1.el9",
         "Architecture: x86_64",
     ] {
         assert!(info.contains(want), "{want}\n{info}");
@@ -337,7 +232,7 @@ fn package_layout_lint_install_upgrade_erase() {
         .replace("collector.invalid", "collector.example.net");
     fs::write(&config, &edited).unwrap();
     let (secret, public) = signing_key(tmp.path());
-    let rpm2 = package(&tmp.path().join("dist2"), 2, Some(&secret));
+    let rpm2 = package(&tmp.path().join("dist2"), "el9", 2, Some(&secret));
     // Signed: rpm checks the signature against the imported public key.
     let keydb = tmp.path().join("keydb");
     ok(Command::new("rpm")
@@ -376,7 +271,7 @@ fn package_layout_lint_install_upgrade_erase() {
     );
     assert_eq!(
         ok(rpm_root(&root).args(["-q", "my-agent"])).trim(),
-        "my-agent-0.1.0-2.x86_64"
+        "my-agent-0.1.0-2.el9.x86_64"
     );
 
     // Erase: the prefix goes, logs, buffers and positions stay.
@@ -422,13 +317,16 @@ fn signing_key(dir: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn health_check_fails_planted_bad_elves() {
-    use xtask::health::{check, Target};
+    use xtask::health::check;
+    use xtask::targets::{Target, TargetTable};
+    let table = TargetTable::load(&common::repo_root().join("recipes/targets.toml")).unwrap();
+    let el7 = table.select("el7").unwrap().remove(0);
     let tmp = tempfile::tempdir().unwrap();
     let prefix = tmp.path().join("opt/x");
     fs::create_dir_all(prefix.join("bin")).unwrap();
     // A real ELF from this machine that needs a library outside the allowlist.
     fs::copy("/usr/bin/xz", prefix.join("bin/xz")).unwrap();
-    let report = check(tmp.path(), "/opt/x", "/opt/x/bin/x", Target::Host).unwrap();
+    let report = check(tmp.path(), "/opt/x", "/opt/x/bin/x", &Target::host()).unwrap();
     assert!(
         report
             .problems
@@ -441,7 +339,7 @@ fn health_check_fails_planted_bad_elves() {
     // A binary built on this machine needs glibc >= 2.34: too new for el7.
     fs::remove_file(prefix.join("bin/xz")).unwrap();
     fs::copy("/bin/dash", prefix.join("bin/x")).unwrap();
-    let report = check(tmp.path(), "/opt/x", "/opt/x/bin/x", Target::El7).unwrap();
+    let report = check(tmp.path(), "/opt/x", "/opt/x/bin/x", &el7).unwrap();
     assert!(
         report.problems.iter().any(|p| p.starts_with(
             "/opt/x/bin/x: needs GLIBC_2.34 from libc.so.6, newer than el7 provides (glibc 2.17)"
@@ -449,7 +347,7 @@ fn health_check_fails_planted_bad_elves() {
         "{:?}",
         report.problems
     );
-    let host = check(tmp.path(), "/opt/x", "/opt/x/bin/x", Target::Host).unwrap();
+    let host = check(tmp.path(), "/opt/x", "/opt/x/bin/x", &Target::host()).unwrap();
     assert!(host.problems.is_empty(), "{:?}", host.problems);
     assert!(host.max_glibc.unwrap().0 >= vec![2, 34]);
 }

@@ -234,6 +234,15 @@ pub fn seq_of(message: &str) -> Option<u64> {
     message[i + 4..i + 12].parse().ok()
 }
 
+/// The agent under test: this workspace's build, or `MY_AGENT_BIN` (an
+/// agent installed from a package, e.g. by the xtask's fleet test, so the
+/// same tests judge an el7 build).
+pub fn agent_binary() -> PathBuf {
+    std::env::var_os("MY_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_my-agent")))
+}
+
 pub struct Agent {
     pub child: Child,
     pub log: PathBuf,
@@ -249,7 +258,7 @@ impl Agent {
         let cfg = dir.join("agent.yml");
         std::fs::write(&cfg, config).unwrap();
         let log = dir.join("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_my-agent"))
+        let child = Command::new(agent_binary())
             .arg("--config")
             .arg(&cfg)
             .arg("--log")

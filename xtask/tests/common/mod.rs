@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -110,4 +111,122 @@ pub fn product_args(recipes: &Path) -> Vec<String> {
         "--product".into(),
         recipes.join("product.toml").display().to_string(),
     ]
+}
+
+/// Builds the package for `target` with the real xtask into `dist`. The work directory is
+/// the checkout's own (target/my-agent): another one would give the agent's
+/// -sys crates another prefix path and rebuild them.
+pub fn package(dist: &Path, target: &str, release: u32, sign_key: Option<&Path>) -> PathBuf {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args([
+        "package",
+        "--target",
+        target,
+        "--rpm-release",
+        &release.to_string(),
+    ]);
+    if let Some(key) = sign_key {
+        cmd.arg("--sign-key").arg(key);
+    }
+    let out = cmd
+        .arg("--dist-dir")
+        .arg(dist)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "package failed:\n{log}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dist_tag = if target == "host" {
+        String::new()
+    } else {
+        format!(".{target}")
+    };
+    dist.join(format!("my-agent-0.1.0-{release}{dist_tag}.x86_64.rpm"))
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A minimal root for `rpm --root`: /bin/sh, getent, groupadd, useradd and
+/// the libraries they load, copied from this machine, and the account files.
+pub fn throwaway_root(root: &Path) {
+    for d in [
+        "usr/bin",
+        "usr/sbin",
+        "usr/lib",
+        "usr/lib64",
+        "etc",
+        "var/lib/rpm",
+        "tmp",
+        "run",
+        "var/log",
+    ] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
+        std::os::unix::fs::symlink(target, root.join(link)).unwrap();
+    }
+    let tools = [
+        ("/bin/dash", "usr/bin/sh"),
+        ("/usr/bin/getent", "usr/bin/getent"),
+        ("/usr/sbin/groupadd", "usr/sbin/groupadd"),
+        ("/usr/sbin/useradd", "usr/sbin/useradd"),
+    ];
+    for (from, to) in tools {
+        fs::copy(from, root.join(to)).unwrap();
+        let ldd = ok(Command::new("ldd").arg(from));
+        for line in ldd.lines() {
+            let path = line
+                .split("=>")
+                .nth(1)
+                .unwrap_or(line)
+                .split('(')
+                .next()
+                .unwrap()
+                .trim();
+            if path.starts_with('/') {
+                let real = fs::canonicalize(path).unwrap();
+                let dest = root.join(path.trim_start_matches('/'));
+                fs::create_dir_all(dest.parent().unwrap()).unwrap();
+                if !dest.exists() {
+                    fs::copy(real, dest).unwrap();
+                }
+            }
+        }
+    }
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
+    fs::write(root.join("etc/gshadow"), "root:*::\n").unwrap();
+    if Path::new("/etc/login.defs").exists() {
+        fs::copy("/etc/login.defs", root.join("etc/login.defs")).unwrap();
+    }
+}
+
+pub fn rpm_root(root: &Path) -> Command {
+    let mut c = Command::new("rpm");
+    c.arg("--root").arg(root);
+    c
 }

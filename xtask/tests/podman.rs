@@ -1,0 +1,140 @@
+//! The podman builder for real: no registry is reachable, so the test makes
+//! its own base image (a Debian root from debootstrap, `podman import`),
+//! then `cargo xtask package --builder podman --image <that>` builds the RPM
+//! inside a container; a second run reuses the builder image and the caches.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use common::ok;
+
+/// Base image made by this test (kept between runs like any pulled image).
+const BASE: &str = "localhost/my-agent-test-debian:bookworm";
+
+/// podman as this machine runs it: runc, cgroupfs, no default ulimits.
+fn containers_conf(dir: &Path) -> std::path::PathBuf {
+    let conf = dir.join("containers.conf");
+    fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n",
+    )
+    .unwrap();
+    conf
+}
+
+/// The Debian mirror this machine's apt uses (deb822 or one-line format).
+fn debian_mirror() -> String {
+    let mut texts = vec![fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        for e in dir.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "sources" || x == "list") {
+                texts.push(fs::read_to_string(p).unwrap_or_default());
+            }
+        }
+    }
+    for text in &texts {
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["URIs:", uri, ..] if !uri.contains("security") => return uri.to_string(),
+                ["deb", uri, suite, ..] if !uri.starts_with('[') && !suite.contains("security") => {
+                    return uri.to_string()
+                }
+                _ => {}
+            }
+        }
+    }
+    panic!("no Debian mirror in /etc/apt: the base image is made with debootstrap from it");
+}
+
+fn ensure_base_image(tmp: &Path, conf: &Path) {
+    let exists = Command::new("podman")
+        .env("CONTAINERS_CONF", conf)
+        .args(["image", "exists", BASE])
+        .status()
+        .unwrap();
+    if exists.success() {
+        return;
+    }
+    let root = tmp.join("debootstrap");
+    ok(Command::new("debootstrap")
+        .args(["--variant=minbase", "--include=ca-certificates", "bookworm"])
+        .arg(&root)
+        .arg(debian_mirror()));
+    let tar = tmp.join("root.tar");
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    ok(Command::new("podman")
+        .env("CONTAINERS_CONF", conf)
+        .arg("import")
+        .arg(&tar)
+        .arg(BASE));
+}
+
+fn package_in_podman(conf: &Path, dist: &Path) -> (String, f64) {
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "package",
+            "--target",
+            "host",
+            "--builder",
+            "podman",
+            "--image",
+            BASE,
+        ])
+        .arg("--dist-dir")
+        .arg(dist)
+        .env("CONTAINERS_CONF", conf)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let log = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "podman build failed:\n{log}");
+    (log, secs)
+}
+
+#[test]
+fn podman_builder_builds_the_rpm_and_reuses_image_and_caches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = containers_conf(tmp.path());
+    ensure_base_image(tmp.path(), &conf);
+
+    let dist = tmp.path().join("dist");
+    let (first, first_secs) = package_in_podman(&conf, &dist);
+    let rpm = dist.join("my-agent-0.1.0-1.x86_64.rpm");
+    let meta = fs::metadata(&rpm).unwrap_or_else(|e| panic!("{}: {e}\n{first}", rpm.display()));
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    assert_eq!(meta.uid(), uid, "the RPM belongs to the calling user");
+    let info = ok(Command::new("rpm").arg("-qip").arg(&rpm));
+    assert!(info.contains("Name        : my-agent"), "{info}");
+    assert!(
+        first.contains("==> podman: cargo xtask") && first.contains("--builder host"),
+        "{first}"
+    );
+
+    // Second run: the same image, the cached components and the cached
+    // cargo target directory; nothing of the agent is compiled again.
+    fs::remove_file(&rpm).unwrap();
+    let (second, second_secs) = package_in_podman(&conf, &dist);
+    assert!(second.contains("==> podman: reusing image"), "{second}");
+    assert!(!second.contains("Compiling my-agent"), "{second}");
+    assert!(rpm.is_file());
+    println!("podman builder: first run {first_secs:.1} s, second run {second_secs:.1} s");
+}
