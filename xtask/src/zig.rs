@@ -172,7 +172,7 @@ fn install_zig(sh: &Shell, tools: &Path, zig_dir: &Path, pin: &ZigPin) -> Result
         // the wheel named in targets.toml, and its digest is checked below.
         cmd!(
             sh,
-            "{python} -m pip download --quiet --no-deps --only-binary :all: --platform manylinux_2_12_x86_64 --python-version 3 --implementation py --dest {downloads} {spec}"
+            "{python} -m pip download --quiet --no-deps --only-binary :all: --platform manylinux_2_12_x86_64 --python-version 3.9 --implementation py --dest {downloads} {spec}"
         )
         .run()
         .with_context(|| format!("`pip download {spec}` failed"))?;
