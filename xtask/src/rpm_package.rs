@@ -103,7 +103,12 @@ impl RpmSpec<'_> {
             .post_install_script(self.scriptlets.post.as_str())
             .pre_uninstall_script(self.scriptlets.preun.as_str())
             .post_uninstall_script(self.scriptlets.postun.as_str());
-        for tool in ["/usr/bin/getent", "/usr/sbin/groupadd", "/usr/sbin/useradd"] {
+        for tool in [
+            "/usr/bin/getent",
+            "/usr/sbin/groupadd",
+            "/usr/sbin/useradd",
+            "/usr/sbin/usermod",
+        ] {
             b.requires(rpm::Dependency::script_pre(tool));
         }
         b.requires(rpm::Dependency::any("/bin/sh"));
