@@ -40,13 +40,15 @@ fn spec_file(spec: &RpmSpec, payload_root: &Path) -> String {
         "%install\nmkdir -p %{{buildroot}}\ncp -a {}/. %{{buildroot}}/\n",
         payload_root.display()
     );
-    for (tag, body) in [
-        ("pre", &spec.scriptlets.pre),
-        ("post", &spec.scriptlets.post),
-        ("preun", &spec.scriptlets.preun),
-        ("postun", &spec.scriptlets.postun),
-    ] {
-        let _ = writeln!(s, "%{tag}\n{body}\n");
+    if let Some(sc) = spec.scriptlets {
+        for (tag, body) in [
+            ("pre", &sc.pre),
+            ("post", &sc.post),
+            ("preun", &sc.preun),
+            ("postun", &sc.postun),
+        ] {
+            let _ = writeln!(s, "%{tag}\n{body}\n");
+        }
     }
     let _ = writeln!(s, "%files");
     for e in &spec.payload.entries {

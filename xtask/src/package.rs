@@ -80,6 +80,8 @@ pub struct Prepared {
     pub license: String,
     pub description: String,
     pub payload: payload::Payload,
+    /// Debug info split off the payload's ELF files: `<name>-debuginfo`.
+    pub debug_payload: payload::Payload,
     pub scriptlets: payload::Scriptlets,
     pub requires: std::collections::BTreeSet<String>,
     pub report: health::HealthReport,
@@ -89,6 +91,29 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The `<name>-debuginfo` package: the same version, the debug files.
+    pub fn debuginfo_spec<'a>(
+        &'a self,
+        product: &'a Product,
+        target: &'a Target,
+        sign_key: Option<PathBuf>,
+        no_requires: &'a std::collections::BTreeSet<String>,
+    ) -> RpmSpec<'a> {
+        RpmSpec {
+            name: format!("{}-debuginfo", product.name),
+            summary: format!("Debug information for package {}", product.name),
+            description: format!(
+                "Debug information for the ELF files of {} {}-{}, split off when it was \
+                 built: gdb, perf and eu-stack find it through each file's .gnu_debuglink.",
+                product.name, self.version, self.release
+            ),
+            payload: &self.debug_payload,
+            scriptlets: None,
+            requires: no_requires,
+            ..self.spec(product, target, sign_key)
+        }
+    }
+
     pub fn spec<'a>(
         &'a self,
         product: &'a Product,
@@ -97,13 +122,15 @@ impl Prepared {
     ) -> RpmSpec<'a> {
         RpmSpec {
             product,
+            name: product.name.clone(),
+            summary: product.summary.clone(),
             version: &self.version,
             release: self.release.clone(),
             license: self.license.clone(),
             description: self.description.clone(),
             target,
             payload: &self.payload,
-            scriptlets: &self.scriptlets,
+            scriptlets: Some(&self.scriptlets),
             requires: &self.requires,
             source_date: self.source_date,
             sign_key,
@@ -135,6 +162,13 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
     let templates = layout.root.join("templates");
     let spec = payload::PayloadSpec::load(&templates)?;
     payload::stage_prefix(&deps.staged, &root, &spec)?;
+    let debug_root = layout.work.join("payload-debuginfo");
+    let stripped = payload::split_debug_info(sh, &root, &product.prefix, &debug_root)?;
+    eprintln!(
+        "==> package: split {:.1} MiB of debug info into the debuginfo package",
+        stripped as f64 / (1 << 20) as f64
+    );
+    let debug_payload = payload::list_debug(&debug_root)?;
 
     eprintln!("==> package: health check for {}", opts.target.name);
     let report = health::check(&root, &product.prefix, &agent_path, &opts.target)?;
@@ -188,6 +222,7 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
         license: licenses.join(" AND "),
         description,
         payload,
+        debug_payload,
         scriptlets,
         requires,
         report,
@@ -203,6 +238,11 @@ pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
     let spec = prepared.spec(product, &opts.target, opts.sign_key.clone());
     eprintln!("==> package: writing {}", spec.file_name());
     let rpm = spec.write(&opts.dist)?;
+    let no_requires = std::collections::BTreeSet::new();
+    let debug_spec =
+        prepared.debuginfo_spec(product, &opts.target, opts.sign_key.clone(), &no_requires);
+    eprintln!("==> package: writing {}", debug_spec.file_name());
+    let debug_rpm = debug_spec.write(&opts.dist)?;
     let (version, release, payload, report, recipes, components, requires) = (
         &prepared.version,
         &prepared.release,
@@ -225,6 +265,8 @@ pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
         "prefix": product.prefix,
         "rpm": rpm.file_name().map(|n| n.to_string_lossy().into_owned()),
         "rpm_sha256": sha256_file(&rpm)?,
+        "debuginfo_rpm": debug_rpm.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "debuginfo_rpm_sha256": sha256_file(&debug_rpm)?,
         "files": payload.entries.len(),
         "max_glibc": report.max_glibc.as_ref().map(|v| v.to_string()),
         "max_glibcxx": report.max_glibcxx.as_ref().map(|v| v.to_string()),

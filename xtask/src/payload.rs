@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use xshell::{cmd, Shell};
 
 use crate::file_tree;
 use crate::layout::StagedPrefix;
@@ -40,6 +41,17 @@ pub struct PayloadSpec {
     file: Vec<FileSpec>,
     #[serde(default)]
     dir: Vec<DirSpec>,
+    /// Files copied as they are (not rendered) and marked `%doc`.
+    #[serde(default)]
+    doc: Vec<DocSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocSpec {
+    /// Relative to `templates/`.
+    source: String,
+    path: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +93,17 @@ pub struct Entry {
     pub group: String,
     /// `%config(noreplace)`.
     pub config: bool,
+    /// `%doc` or `%license`: what `rpm -qd` / `rpm -qL` list (and what
+    /// `--excludedocs` installs leave out, licenses excepted).
+    pub marker: Marker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Marker {
+    #[default]
+    None,
+    Doc,
+    License,
 }
 
 pub struct Payload {
@@ -180,6 +203,7 @@ pub fn render_and_list(
         user: "root".into(),
         group: "root".into(),
         config: false,
+        marker: Marker::None,
     });
     for e in file_tree::list(&prefix_dir)? {
         let (path, kind, mode) = match e {
@@ -199,6 +223,11 @@ pub fn render_and_list(
                 (path, EntryKind::Symlink(target), 0o777)
             }
         };
+        let marker = if path.starts_with("LICENSES/") && matches!(kind, EntryKind::File) {
+            Marker::License
+        } else {
+            Marker::None
+        };
         entries.push(Entry {
             path: format!("{}/{path}", vars.prefix),
             kind,
@@ -206,6 +235,7 @@ pub fn render_and_list(
             user: "root".into(),
             group: "root".into(),
             config: false,
+            marker,
         });
     }
 
@@ -237,6 +267,24 @@ pub fn render_and_list(
                 .transpose()?
                 .unwrap_or_else(|| "root".into()),
             config: f.config,
+            marker: Marker::None,
+        });
+    }
+    for d in &spec.doc {
+        let source = templates.join(&d.source);
+        let path = render(&d.path)?;
+        let dest = root.join(path.trim_start_matches('/'));
+        fs::create_dir_all(dest.parent().expect("absolute path has a parent"))?;
+        fs::copy(&source, &dest).with_context(|| format!("cannot copy {}", source.display()))?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o644))?;
+        entries.push(Entry {
+            path,
+            kind: EntryKind::File,
+            mode: 0o644,
+            user: "root".into(),
+            group: "root".into(),
+            config: false,
+            marker: Marker::Doc,
         });
     }
     for d in &spec.dir {
@@ -259,6 +307,7 @@ pub fn render_and_list(
                 .transpose()?
                 .unwrap_or_else(|| "root".into()),
             config: false,
+            marker: Marker::None,
         });
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -307,4 +356,85 @@ mod tests {
         assert!(!spec.excluded("ssl/openssl.cnf"));
         assert!(spec.excluded("bin/jeprof") && !spec.excluded("bin/jeprof2"));
     }
+}
+
+/// Moves the debug information of every ELF under `root`'s prefix into
+/// `debug_root/usr/lib/debug/<path>.debug` (the RPM ecosystem's layout, so
+/// gdb finds it through the `.gnu_debuglink` left in the stripped file) and
+/// strips the ELF to what it needs to run. Returns the bytes removed.
+pub fn split_debug_info(sh: &Shell, root: &Path, prefix: &str, debug_root: &Path) -> Result<u64> {
+    if debug_root.exists() {
+        fs::remove_dir_all(debug_root)?;
+    }
+    let prefix_dir = root.join(prefix.trim_start_matches('/'));
+    let mut saved = 0;
+    for e in file_tree::list(&prefix_dir)? {
+        let file_tree::TreeEntry::File { path, .. } = e else {
+            continue;
+        };
+        let file = prefix_dir.join(&path);
+        let mut magic = [0u8; 4];
+        let is_elf = fs::File::open(&file)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+            && magic == *b"\x7fELF";
+        if !is_elf {
+            continue;
+        }
+        let before = fs::metadata(&file)?.len();
+        let debug = debug_root.join(format!(
+            "usr/lib/debug{prefix}/{path}.debug",
+            prefix = prefix.trim_end_matches('/')
+        ));
+        fs::create_dir_all(debug.parent().expect("has a parent"))?;
+        let mode = fs::metadata(&file)?.permissions();
+        // A read-only library (0444 from some installs) must be writable to strip.
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o755))?;
+        cmd!(sh, "objcopy --only-keep-debug {file} {debug}")
+            .quiet()
+            .run()
+            .with_context(|| format!("cannot extract the debug info of {}", file.display()))?;
+        // --strip-unneeded keeps the dynamic symbols a library exports;
+        // the full symbol table lives on in the .debug file.
+        cmd!(
+            sh,
+            "objcopy --strip-unneeded --remove-section=.comment --add-gnu-debuglink={debug} {file}"
+        )
+        .quiet()
+        .run()
+        .with_context(|| format!("cannot strip {}", file.display()))?;
+        fs::set_permissions(&file, mode)?;
+        fs::set_permissions(&debug, fs::Permissions::from_mode(0o644))?;
+        saved += before.saturating_sub(fs::metadata(&file)?.len());
+    }
+    Ok(saved)
+}
+
+/// The `<name>-debuginfo` payload: every file under `debug_root`.
+pub fn list_debug(debug_root: &Path) -> Result<Payload> {
+    let mut entries = Vec::new();
+    let top = debug_root.join("usr/lib/debug");
+    for e in file_tree::list(&top)? {
+        let (path, kind, mode) = match e {
+            file_tree::TreeEntry::Dir { path, .. } => (path, EntryKind::Dir, 0o755),
+            file_tree::TreeEntry::File { path, .. } => (path, EntryKind::File, 0o644),
+            file_tree::TreeEntry::Symlink { path, target } => {
+                (path, EntryKind::Symlink(target), 0o777)
+            }
+        };
+        entries.push(Entry {
+            path: format!("/usr/lib/debug/{path}"),
+            kind,
+            mode,
+            user: "root".into(),
+            group: "root".into(),
+            config: false,
+            marker: Marker::None,
+        });
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Payload {
+        root: debug_root.to_path_buf(),
+        entries,
+    })
 }

@@ -7,19 +7,23 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::payload::{EntryKind, Payload, Scriptlets};
+use crate::payload::{EntryKind, Marker, Payload, Scriptlets};
 use crate::product::Product;
 use crate::targets::{Compression, Target};
 
 pub struct RpmSpec<'a> {
     pub product: &'a Product,
+    /// The package's name: the product's, or `<name>-debuginfo`.
+    pub name: String,
+    pub summary: String,
     pub version: &'a str,
     pub release: String,
     pub license: String,
     pub description: String,
     pub target: &'a Target,
     pub payload: &'a Payload,
-    pub scriptlets: &'a Scriptlets,
+    /// None for the debuginfo package, which only adds files.
+    pub scriptlets: Option<&'a Scriptlets>,
     pub requires: &'a BTreeSet<String>,
     pub source_date: u64,
     /// ASCII-armored OpenPGP secret key to sign with.
@@ -28,10 +32,7 @@ pub struct RpmSpec<'a> {
 
 impl RpmSpec<'_> {
     pub fn file_name(&self) -> String {
-        format!(
-            "{}-{}-{}.x86_64.rpm",
-            self.product.name, self.version, self.release
-        )
+        format!("{}-{}-{}.x86_64.rpm", self.name, self.version, self.release)
     }
 
     /// rpm 4.11 (EL7) reads gzip and xz, not zstd; xz level 6 is rpmbuild's
@@ -61,7 +62,7 @@ impl RpmSpec<'_> {
             self.version,
             &self.license,
             "x86_64",
-            &self.product.summary,
+            &self.summary,
         );
         b.using_config(config)
             .release(&self.release)
@@ -92,6 +93,11 @@ impl RpmSpec<'_> {
             if e.config {
                 opts = opts.config().noreplace();
             }
+            opts = match e.marker {
+                Marker::None => opts,
+                Marker::Doc => opts.doc(),
+                Marker::License => opts.license(),
+            };
             match &e.kind {
                 EntryKind::Dir => b.with_dir_entry(opts),
                 EntryKind::Symlink(_) => b.with_symlink(opts),
@@ -99,19 +105,21 @@ impl RpmSpec<'_> {
             }
             .with_context(|| format!("adding {} to the package", e.path))?;
         }
-        b.pre_install_script(self.scriptlets.pre.as_str())
-            .post_install_script(self.scriptlets.post.as_str())
-            .pre_uninstall_script(self.scriptlets.preun.as_str())
-            .post_uninstall_script(self.scriptlets.postun.as_str());
-        for tool in [
-            "/usr/bin/getent",
-            "/usr/sbin/groupadd",
-            "/usr/sbin/useradd",
-            "/usr/sbin/usermod",
-        ] {
-            b.requires(rpm::Dependency::script_pre(tool));
+        if let Some(scriptlets) = self.scriptlets {
+            b.pre_install_script(scriptlets.pre.as_str())
+                .post_install_script(scriptlets.post.as_str())
+                .pre_uninstall_script(scriptlets.preun.as_str())
+                .post_uninstall_script(scriptlets.postun.as_str());
+            for tool in [
+                "/usr/bin/getent",
+                "/usr/sbin/groupadd",
+                "/usr/sbin/useradd",
+                "/usr/sbin/usermod",
+            ] {
+                b.requires(rpm::Dependency::script_pre(tool));
+            }
+            b.requires(rpm::Dependency::any("/bin/sh"));
         }
-        b.requires(rpm::Dependency::any("/bin/sh"));
         for r in self.requires {
             b.requires(rpm::Dependency::any(r.as_str()));
         }

@@ -164,11 +164,12 @@ fn copy_out(
     let name = &cx.product.name;
     let rpm_name = format!("{name}-{version}-{release}.x86_64.rpm");
     let manifest_name = format!("{name}-{version}-{release}.manifest.json");
+    let debug_name = format!("{name}-debuginfo-{version}-{release}.x86_64.rpm");
     let ssh_config = dir.join("ssh-config");
     let config = cmd!(sh, "vagrant ssh-config").read()?;
     fs::write(&ssh_config, config)?;
     fs::create_dir_all(dist)?;
-    for file in [&rpm_name, &manifest_name] {
+    for file in [&rpm_name, &debug_name, &manifest_name] {
         let from = format!("default:/home/vagrant/dist/{file}");
         let to = dist.join(file);
         cmd!(sh, "scp -F {ssh_config} {from} {to}")
