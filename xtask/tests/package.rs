@@ -70,6 +70,56 @@ fn package_layout_lint_install_upgrade_erase() {
             "{unowned} must not be owned"
         );
     }
+    // Lean: nothing that only building against the prefix needs.
+    for dev in [
+        "/opt/my-agent/include",
+        "/opt/my-agent/man",
+        "/opt/my-agent/lib/pkgconfig",
+        "/opt/my-agent/lib/libssl.so",
+        "/opt/my-agent/lib/libjemalloc.a",
+        "/opt/my-agent/bin/mysql_config",
+    ] {
+        assert!(
+            !list.lines().any(|l| l.ends_with(&format!(" {dev}"))),
+            "{dev} is in the package"
+        );
+    }
+    let docs = ok(Command::new("rpm").args(["-qdp"]).arg(&rpm1));
+    assert!(docs.contains("/usr/share/doc/my-agent/README.md"), "{docs}");
+    let licenses = ok(Command::new("rpm").args(["-qLp"]).arg(&rpm1));
+    assert!(
+        licenses.contains("/opt/my-agent/LICENSES/openssl-LICENSE.txt"),
+        "{licenses}"
+    );
+    // Every ELF is stripped, pointing at its debug file, which ships in
+    // <name>-debuginfo of the same version and release.
+    let jemalloc = work.join("payload/opt/my-agent/lib/libjemalloc.so.2");
+    let bytes = fs::read(&jemalloc).unwrap();
+    let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+    let sections: Vec<&str> = elf
+        .section_headers
+        .iter()
+        .filter_map(|h| elf.shdr_strtab.get_at(h.sh_name))
+        .collect();
+    assert!(
+        !sections.contains(&".debug_info") && !sections.contains(&".symtab"),
+        "{sections:?}"
+    );
+    assert!(sections.contains(&".gnu_debuglink"), "{sections:?}");
+    let debuginfo = rpm1.with_file_name("my-agent-debuginfo-0.1.0-1.el9.x86_64.rpm");
+    let debug_list = ok(Command::new("rpm").arg("-qlp").arg(&debuginfo));
+    for f in [
+        "/usr/lib/debug/opt/my-agent/lib/libjemalloc.so.2.debug",
+        "/usr/lib/debug/opt/my-agent/bin/my-agent.debug",
+    ] {
+        assert!(debug_list.lines().any(|l| l == f), "{f} in\n{debug_list}");
+    }
+    println!(
+        "package {} bytes, debuginfo {} bytes",
+        fs::metadata(&rpm1).unwrap().len(),
+        fs::metadata(&debuginfo).unwrap().len()
+    );
+
     let configs = ok(Command::new("rpm").args(["-qcp"]).arg(&rpm1));
     for c in [
         "/etc/my-agent/my-agent.yml",
