@@ -25,9 +25,6 @@ fn main() {
         );
     }
     println!("cargo:rustc-link-search=native={}", lib.display());
-    // jemalloc reads its settings from the executable's `malloc_conf`
-    // (src/allocator.rs) only if the dynamic linker can see it.
-    println!("cargo:rustc-link-arg=-Wl,--export-dynamic-symbol=malloc_conf");
     // Installed layout: <prefix>/bin/my-agent loads <prefix>/lib.
     println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/../lib");
     // Debug builds (tests) run from target/, where $ORIGIN/../lib is not the

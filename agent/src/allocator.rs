@@ -1,36 +1,16 @@
 //! jemalloc, tuned for a small steady footprint.
 //!
-//! The settings are jemalloc's compile-time `malloc_conf` string, which the
-//! library reads at its first allocation, before any thread exists: one
-//! arena for every thread (the agent has a handful, and automatic per-CPU
-//! arenas each keep their own metadata and dirty pages), and freed pages go
-//! back to the system after a second instead of ten. A `MALLOC_CONF` in the
-//! environment still wins for anything it sets.
-
-use std::ffi::{c_char, CStr};
+//! The settings (one arena, pages returned after a second) are compiled
+//! into the prefix's jemalloc with `--with-malloc-conf`
+//! (recipes/jemalloc.toml); the test below checks they reach it.
 
 // The prefix's jemalloc (JEMALLOC_OVERRIDE): low fragmentation under bursts.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-const CONF: &CStr = c"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0";
-
-/// `const char *malloc_conf` as jemalloc declares it.
-#[repr(transparent)]
-pub struct MallocConf(*const c_char);
-
-// SAFETY: a pointer to an immutable, 'static C string.
-unsafe impl Sync for MallocConf {}
-
-/// The unprefixed library's weak `malloc_conf` is interposed by this
-/// definition (build.rs exports it from the executable's dynamic symbols).
-#[unsafe(no_mangle)]
-#[used]
-pub static malloc_conf: MallocConf = MallocConf(CONF.as_ptr());
-
 /// The value of a read-only `size_t`/`unsigned` mallctl, for tests.
 #[cfg(test)]
-fn read_u32(name: &CStr) -> u32 {
+fn read_u32(name: &std::ffi::CStr) -> u32 {
     let mut v: u32 = 0;
     let mut len = std::mem::size_of::<u32>();
     // SAFETY: a documented mallctl name with an unsigned value.
