@@ -162,6 +162,13 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
     let templates = layout.root.join("templates");
     let spec = payload::PayloadSpec::load(&templates)?;
     payload::stage_prefix(&deps.staged, &root, &spec)?;
+    let tools = ToolTable::load(&layout.recipes.join("tools.toml"))?;
+    crate::tools::ensure(
+        sh,
+        &tools,
+        &["objcopy".to_string()],
+        &layout.cache.join("tools/pip"),
+    )?;
     let debug_root = layout.work.join("payload-debuginfo");
     let stripped = payload::split_debug_info(sh, &root, &product.prefix, &debug_root)?;
     eprintln!(
@@ -196,7 +203,6 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
     let payload = payload::render_and_list(&root, &templates, &spec, &vars)?;
     let scriptlets = payload::scriptlets(&templates, &vars)?;
 
-    let tools = ToolTable::load(&layout.recipes.join("tools.toml"))?;
     let recipes = RecipeSet::load(&layout.recipes, &product.components, &tools)?;
     let mut licenses = vec![product.license.clone()];
     for r in &recipes.ordered {
