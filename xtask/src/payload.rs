@@ -341,23 +341,6 @@ pub fn scriptlets(templates: &Path, vars: &ProductVars) -> Result<Scriptlets> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exclusions() {
-        let spec: PayloadSpec =
-            toml::from_str("exclude = [\"lib/*.a\", \"ssl/misc/\", \"bin/jeprof\"]").unwrap();
-        assert!(spec.excluded("lib/libssl.a"));
-        assert!(!spec.excluded("lib/libssl.so.3"));
-        assert!(!spec.excluded("lib/sub/x.a"), "* stays within a component");
-        assert!(spec.excluded("ssl/misc/CA.pl") && spec.excluded("ssl/misc"));
-        assert!(!spec.excluded("ssl/openssl.cnf"));
-        assert!(spec.excluded("bin/jeprof") && !spec.excluded("bin/jeprof2"));
-    }
-}
-
 /// Moves the debug information of every ELF under `root`'s prefix into
 /// `debug_root/usr/lib/debug/<path>.debug` (the RPM ecosystem's layout, so
 /// gdb finds it through the `.gnu_debuglink` left in the stripped file) and
@@ -437,4 +420,21 @@ pub fn list_debug(debug_root: &Path) -> Result<Payload> {
         root: debug_root.to_path_buf(),
         entries,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusions() {
+        let spec: PayloadSpec =
+            toml::from_str("exclude = [\"lib/*.a\", \"ssl/misc/\", \"bin/jeprof\"]").unwrap();
+        assert!(spec.excluded("lib/libssl.a"));
+        assert!(!spec.excluded("lib/libssl.so.3"));
+        assert!(!spec.excluded("lib/sub/x.a"), "* stays within a component");
+        assert!(spec.excluded("ssl/misc/CA.pl") && spec.excluded("ssl/misc"));
+        assert!(!spec.excluded("ssl/openssl.cnf"));
+        assert!(spec.excluded("bin/jeprof") && !spec.excluded("bin/jeprof2"));
+    }
 }

@@ -565,7 +565,7 @@ mod tests {
         ];
         for (i, (text, line, what)) in cases.into_iter().enumerate() {
             let f = write(d.path(), &format!("bad{i}.cnf"), text);
-            let e = read(&[f.clone()]).unwrap_err();
+            let e = read(std::slice::from_ref(&f)).unwrap_err();
             assert_eq!((e.file.as_path(), e.line), (f.as_path(), line), "{e}");
             assert!(e.message.contains(what), "{e}");
             assert!(
@@ -583,7 +583,7 @@ mod tests {
         // root included (the tests run as root).
         std::fs::create_dir(d.path().join("sub.cnf")).unwrap();
         let f = write(d.path(), "my.cnf", "[mysqld]\n!include sub.cnf\n");
-        let e = read(&[f.clone()]).unwrap_err();
+        let e = read(std::slice::from_ref(&f)).unwrap_err();
         assert_eq!((e.file.as_path(), e.line), (f.as_path(), 2), "{e}");
         assert!(e.message.contains("cannot read included"), "{e}");
         // A missing include is skipped, as the server skips it.

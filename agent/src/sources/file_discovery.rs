@@ -266,7 +266,7 @@ mod tests {
             ]
         );
         // A directory where a file is expected.
-        let found = discover(&[dir.clone()], &[]);
+        let found = discover(std::slice::from_ref(&dir), &[]);
         assert_eq!(found.problems[0].reason, Reason::Io);
     }
 
