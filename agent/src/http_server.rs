@@ -1,9 +1,13 @@
-//! The agent's own HTTP listeners (`/metrics` and the query exporter):
-//! started from the configuration and stopped again on a reload.
+//! The agent's own HTTP listeners (`/metrics` with `/status` and
+//! `/health`, and the query exporter): started from the configuration and
+//! stopped again on a reload.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::status::StatusBoard;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -66,4 +70,26 @@ where
             }
         }),
     )
+}
+
+/// `GET /health` (200 `ok` while the process serves at all: liveness) and
+/// `GET /status` (the running pipeline's state as JSON, see `status`).
+/// `/status` answers 200 whatever its `ok` says: a failing collector is a
+/// state to report, not an error of the page.
+pub fn status_router(board: Arc<StatusBoard>) -> axum::Router {
+    use axum::http::header::CONTENT_TYPE;
+    axum::Router::new()
+        .route(
+            "/health",
+            axum::routing::get(|| async { ([(CONTENT_TYPE, "text/plain")], "ok\n") }),
+        )
+        .route(
+            "/status",
+            axum::routing::get(move || {
+                let mut page =
+                    serde_json::to_string_pretty(&board.render()).expect("a JSON value serializes");
+                page.push('\n');
+                async move { ([(CONTENT_TYPE, "application/json")], page) }
+            }),
+        )
 }

@@ -14,30 +14,35 @@ mod mysql;
 mod outputs;
 mod pipeline;
 mod sources;
+mod status;
+mod status_cmd;
 mod tag_pattern;
 mod yaml;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
 use config::Config;
 use http_server::HttpServer;
 use metrics::Registry;
 use pipeline::Pipeline;
+use status::StatusBoard;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "my-agent",
     version,
-    about = "Monitoring agent for MySQL/MariaDB hosts"
+    about = "Monitoring agent for MySQL/MariaDB hosts",
+    // `my-agent status` needs no configuration.
+    subcommand_negates_reqs = true
 )]
 struct Flags {
     /// Configuration file (YAML)
-    #[arg(short, long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(short, long, value_name = "FILE", required = true)]
+    config: Option<PathBuf>,
     /// Check the configuration and exit: 0 if valid, 1 with the error
     #[arg(long)]
     dry_run: bool,
@@ -47,11 +52,37 @@ struct Flags {
     /// Write the agent's own log here instead of stderr (reopened on SIGUSR1)
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask a running agent how it is doing (GET /status) and summarise:
+    /// exit 0 when all is well, 1 when a source or output has a problem,
+    /// 2 when the agent cannot be reached
+    Status {
+        /// The agent's metrics listener [default: system.metrics.bind of
+        /// --config, else http://127.0.0.1:24231]
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Read the listener's address from this configuration file
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() {
-    let flags = Flags::parse();
-    let config = match Config::load(&flags.config) {
+    let mut flags = Flags::parse();
+    if let Some(Command::Status { url, config }) = flags.command.take() {
+        let config = config.or(flags.config);
+        std::process::exit(status_cmd::run(url.as_deref(), config.as_deref()));
+    }
+    let config_path = flags
+        .config
+        .take()
+        .expect("clap requires --config without a subcommand");
+    let config = match Config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -59,7 +90,7 @@ fn main() {
         }
     };
     if flags.dry_run {
-        println!("{}: configuration is valid", flags.config.display());
+        println!("{}: configuration is valid", config_path.display());
         return;
     }
     if let Some(log) = &flags.log {
@@ -79,14 +110,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let code = rt.block_on(run(flags, config));
+    let code = rt.block_on(run(flags, config_path, config));
     std::process::exit(code);
 }
 
-async fn run(flags: Flags, config: Config) -> i32 {
+async fn run(flags: Flags, config_path: PathBuf, config: Config) -> i32 {
     let registry = Arc::new(Registry::default());
+    // Outlives reloads like the registry: each pipeline publishes its
+    // entries here, and the listener (restarted or not) reads them.
+    let board = Arc::new(StatusBoard::default());
     let mut serving = Listeners::of(&config);
-    let mut listeners = match serving.start(&registry).await {
+    let mut listeners = match serving.start(&registry, &board).await {
         Ok(l) => l,
         Err(e) => {
             log::error(&e);
@@ -94,7 +128,7 @@ async fn run(flags: Flags, config: Config) -> i32 {
         }
     };
     let handle = tokio::runtime::Handle::current();
-    let mut pipeline = match Pipeline::start(config, &registry, &handle) {
+    let mut pipeline = match Pipeline::start(config, &registry, &board, &handle) {
         Ok(p) => p,
         Err(e) => {
             log::error(&format!("cannot start: {e:#}"));
@@ -104,7 +138,7 @@ async fn run(flags: Flags, config: Config) -> i32 {
     log::info(&format!(
         "my-agent {} started with {}",
         env!("CARGO_PKG_VERSION"),
-        flags.config.display()
+        config_path.display()
     ));
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -120,7 +154,7 @@ async fn run(flags: Flags, config: Config) -> i32 {
                 log::info("SIGUSR1: flushing buffers, log reopened");
             }
             _ = hup.recv() => {
-                match Config::load(&flags.config) {
+                match Config::load(&config_path) {
                     Err(e) => log::error(&format!("SIGHUP: new configuration rejected, the old one keeps running: {e}")),
                     Ok(new) => {
                         log::info("SIGHUP: reloading the configuration");
@@ -129,14 +163,14 @@ async fn run(flags: Flags, config: Config) -> i32 {
                             server.stop().await;
                         }
                         let wanted = Listeners::of(&new);
-                        listeners = match wanted.start(&registry).await {
+                        listeners = match wanted.start(&registry, &board).await {
                             Ok(l) => {
                                 serving = wanted;
                                 l
                             }
                             Err(e) => {
                                 log::error(&format!("SIGHUP: {e}; the previous listeners keep running"));
-                                match serving.start(&registry).await {
+                                match serving.start(&registry, &board).await {
                                     Ok(l) => l,
                                     Err(e) => {
                                         log::error(&format!("SIGHUP: {e}"));
@@ -145,7 +179,7 @@ async fn run(flags: Flags, config: Config) -> i32 {
                                 }
                             }
                         };
-                        pipeline = match Pipeline::start(new, &registry, &handle) {
+                        pipeline = match Pipeline::start(new, &registry, &board, &handle) {
                             Ok(p) => p,
                             Err(e) => {
                                 log::error(&format!("SIGHUP: cannot start the new configuration: {e:#}"));
@@ -169,8 +203,9 @@ async fn run(flags: Flags, config: Config) -> i32 {
     0
 }
 
-/// What the agent serves over HTTP besides shipping: `/metrics` and the
-/// query exporter, as a configuration asks for them.
+/// What the agent serves over HTTP besides shipping: `/metrics` (with
+/// `/status` and `/health`) and the query exporter, as a configuration asks
+/// for them.
 struct Listeners {
     metrics: Option<std::net::SocketAddr>,
     exporter: Option<exporter::ExporterConfig>,
@@ -186,7 +221,11 @@ impl Listeners {
 
     /// Binds every listener, or none: on an error the ones already started
     /// are stopped again.
-    async fn start(&self, registry: &Arc<Registry>) -> Result<Vec<HttpServer>, String> {
+    async fn start(
+        &self,
+        registry: &Arc<Registry>,
+        board: &Arc<StatusBoard>,
+    ) -> Result<Vec<HttpServer>, String> {
         let mut started = Vec::new();
         let mut wanted = Vec::new();
         if let Some(bind) = self.metrics {
@@ -194,7 +233,8 @@ impl Listeners {
             let app = http_server::metrics_router(move || {
                 let page = registry.render();
                 async move { page }
-            });
+            })
+            .merge(http_server::status_router(board.clone()));
             wanted.push(("metrics", bind, app));
         }
         if let Some(cfg) = &self.exporter {

@@ -127,6 +127,7 @@ enum ChunkData {
 
 pub struct Chunk {
     pub id: u64,
+    /// When its first record was appended: the age of its oldest record.
     created: Instant,
     pub bytes: u64,
     pub records: u64,
@@ -173,6 +174,9 @@ struct State {
     flush_now: bool,
     /// Sealed chunk files written since the last `sync`.
     unsynced: Vec<File>,
+    /// Chunks taken by flushers and not yet completed (id, created): their
+    /// records are still unsent while a delivery is retried.
+    in_flight: Vec<(u64, Instant)>,
 }
 
 pub struct Buffer {
@@ -204,6 +208,7 @@ impl Buffer {
             closed: false,
             flush_now: false,
             unsynced: Vec::new(),
+            in_flight: Vec::new(),
         };
         let mut notes = Vec::new();
         if let Storage::File(dir) = &config.storage {
@@ -248,7 +253,7 @@ impl Buffer {
                 state.next_id = state.next_id.max(id + 1);
                 state.queue.push_back(Chunk {
                     id,
-                    created: Instant::now(),
+                    created: written_at(&path),
                     bytes: decoded.valid_len as u64,
                     records: decoded.records.len() as u64,
                     data: ChunkData::File {
@@ -486,7 +491,11 @@ impl Buffer {
                 state.flush_now = false;
             }
         }
-        Ok(state.queue.pop_front())
+        let chunk = state.queue.pop_front();
+        if let Some(c) = &chunk {
+            state.in_flight.push((c.id, c.created));
+        }
+        Ok(chunk)
     }
 
     /// Time until the open chunk is due, for a flusher's sleep.
@@ -504,6 +513,7 @@ impl Buffer {
     /// A delivered (or dead-lettered) chunk: delete it and free its space.
     pub fn complete(&self, chunk: Chunk) {
         let mut state = self.state.lock().unwrap();
+        state.in_flight.retain(|(id, _)| *id != chunk.id);
         state.total_bytes = state.total_bytes.saturating_sub(chunk.bytes);
         self.metrics
             .buffer_bytes
@@ -516,7 +526,9 @@ impl Buffer {
     /// A chunk that could not be delivered before shutdown goes back to the
     /// front of the queue (it stays on disk either way).
     pub fn put_back(&self, chunk: Chunk) {
-        self.state.lock().unwrap().queue.push_front(chunk);
+        let mut state = self.state.lock().unwrap();
+        state.in_flight.retain(|(id, _)| *id != chunk.id);
+        state.queue.push_front(chunk);
     }
 
     /// Seal the open chunk at the next `take` (SIGUSR1).
@@ -540,6 +552,52 @@ impl Buffer {
     pub fn total_bytes(&self) -> u64 {
         self.state.lock().unwrap().total_bytes
     }
+
+    /// How long the oldest record not yet delivered has waited: the age of
+    /// the oldest chunk still holding one (open, queued or being
+    /// delivered). A chunk partly delivered counts from its first record.
+    pub fn oldest_unsent(&self) -> Option<Duration> {
+        let state = self.state.lock().unwrap();
+        let open = state
+            .open
+            .as_ref()
+            .filter(|c| c.records > 0)
+            .map(|c| c.created);
+        let queued = state.queue.iter().map(|c| c.created);
+        let in_flight = state.in_flight.iter().map(|(_, created)| *created);
+        open.into_iter()
+            .chain(queued)
+            .chain(in_flight)
+            .min()
+            .map(|oldest| oldest.elapsed())
+    }
+}
+
+impl crate::status::BufferGauge for Buffer {
+    fn bytes(&self) -> u64 {
+        self.total_bytes()
+    }
+
+    fn oldest_unsent(&self) -> Option<Duration> {
+        Buffer::oldest_unsent(self)
+    }
+}
+
+/// When a chunk file left by a previous run got its first record, as far as
+/// the file system tells (its birth time, else its last write), so that a
+/// restart does not make a backlog look fresh.
+fn written_at(path: &Path) -> Instant {
+    let now = Instant::now();
+    let Ok(meta) = fs::metadata(path) else {
+        return now;
+    };
+    let Ok(when) = meta.created().or_else(|_| meta.modified()) else {
+        return now;
+    };
+    when.elapsed()
+        .ok()
+        .and_then(|age| now.checked_sub(age))
+        .unwrap_or(now)
 }
 
 fn delete(chunk: Chunk) {
@@ -645,6 +703,27 @@ mod tests {
             5,
             "the oldest chunk went"
         );
+    }
+
+    #[test]
+    fn oldest_unsent_covers_chunks_in_flight() {
+        let (buf, _) = Buffer::open(
+            BufferConfig::memory_default(),
+            Arc::new(PluginMetrics::default()),
+        )
+        .unwrap();
+        assert_eq!(buf.oldest_unsent(), None);
+        buf.append(&records(2)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(buf.oldest_unsent().unwrap() >= Duration::from_millis(20));
+        buf.request_flush();
+        let c = buf.take().unwrap().expect("flush requested");
+        assert!(buf.is_drained(), "nothing left but the chunk in flight");
+        assert!(buf.oldest_unsent().unwrap() >= Duration::from_millis(20));
+        buf.put_back(c);
+        let c = buf.take().unwrap().expect("queued again");
+        buf.complete(c);
+        assert_eq!(buf.oldest_unsent(), None);
     }
 
     #[test]

@@ -63,18 +63,7 @@ impl Config {
         let system = match top.take("system") {
             Some(node) => {
                 let mut s = Fields::new(node, "system")?;
-                let metrics_bind = match s.take("metrics") {
-                    Some(m) => {
-                        let mut mf = Fields::new(m, "system.metrics")?;
-                        let bind_node = mf.required("bind")?;
-                        let bind = fields::string(bind_node)?;
-                        mf.finish()?;
-                        Some(bind.parse().or_else(|_| {
-                            error(bind_node, format!("system.metrics.bind `{bind}` is not an address like 127.0.0.1:24231"))
-                        })?)
-                    }
-                    None => None,
-                };
+                let metrics_bind = metrics_bind(&mut s)?;
                 let shutdown_timeout = s.duration("shutdown_timeout", Duration::from_secs(60))?;
                 s.finish()?;
                 SystemConfig {
@@ -153,6 +142,41 @@ impl Config {
             outputs,
             exporter,
         })
+    }
+}
+
+/// `system.metrics.bind` of a `system` section.
+fn metrics_bind(system: &mut Fields) -> Result<Option<SocketAddr>, fields::ConfigError> {
+    let Some(m) = system.take("metrics") else {
+        return Ok(None);
+    };
+    let mut mf = Fields::new(m, "system.metrics")?;
+    let bind_node = mf.required("bind")?;
+    let bind = fields::string(bind_node)?;
+    mf.finish()?;
+    let addr = bind.parse().or_else(|_| {
+        error(
+            bind_node,
+            format!("system.metrics.bind `{bind}` is not an address like 127.0.0.1:24231"),
+        )
+    })?;
+    Ok(Some(addr))
+}
+
+/// Only `system.metrics.bind` of a config file, for `my-agent status`: an
+/// operator's shell may not read the secrets or the server's option files
+/// that a full load needs, and has no use for them here.
+pub fn metrics_bind_of(path: &Path) -> anyhow::Result<Option<SocketAddr>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    let at = |e: fields::ConfigError| anyhow::anyhow!("{}:{e}", path.display());
+    let root = crate::yaml::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?
+        .ok_or_else(|| anyhow::anyhow!("{}: the config is empty", path.display()))?;
+    let mut top = Fields::new(&root, "config").map_err(at)?;
+    match top.take("system") {
+        Some(node) => metrics_bind(&mut Fields::new(node, "system").map_err(at)?).map_err(at),
+        None => Ok(None),
     }
 }
 
@@ -236,6 +260,27 @@ outputs:
             c.outputs[0].sinks[0].dead_letter_dir.as_deref(),
             Some(Path::new("/var/lib/my-agent/buffer/es/dead-letter"))
         );
+    }
+
+    #[test]
+    fn status_command_reads_only_the_metrics_bind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.yml");
+        // The rest would not load here (no such password file): not read.
+        std::fs::write(
+            &path,
+            "system:\n  metrics:\n    bind: 0.0.0.0:9999\nsources:\n  - type: mysql_query\n    password_file: /nonexistent\n",
+        )
+        .unwrap();
+        assert_eq!(
+            metrics_bind_of(&path).unwrap(),
+            Some("0.0.0.0:9999".parse().unwrap())
+        );
+        std::fs::write(&path, GOOD).unwrap();
+        assert_eq!(metrics_bind_of(&path).unwrap(), None);
+        std::fs::write(&path, "system:\n  metrics:\n    bind: localhost\n").unwrap();
+        let e = metrics_bind_of(&path).unwrap_err().to_string();
+        assert!(e.ends_with("agent.yml:3:11: system.metrics.bind `localhost` is not an address like 127.0.0.1:24231"), "{e}");
     }
 
     #[test]

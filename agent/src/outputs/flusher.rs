@@ -30,7 +30,9 @@ pub async fn run(sink: Arc<Sink>, mut stop: watch::Receiver<Option<Instant>>) {
         let chunk = match sink.buffer.take() {
             Ok(c) => c,
             Err(e) => {
-                log::error(&format!("output {}: cannot seal a chunk: {e}", sink.id));
+                let message = format!("cannot seal a chunk: {e}");
+                log::error(&format!("output {}: {message}", sink.id));
+                sink.status.failed(&message);
                 None
             }
         };
@@ -66,10 +68,9 @@ async fn deliver(
     let records = match chunk.read() {
         Ok(r) => r,
         Err(e) => {
-            log::error(&format!(
-                "output {}: cannot read chunk {}: {e}; it stays queued",
-                sink.id, chunk.id
-            ));
+            let message = format!("cannot read chunk {}: {e}; it stays queued", chunk.id);
+            log::error(&format!("output {}: {message}", sink.id));
+            sink.status.failed(&message);
             return Err(chunk);
         }
     };
@@ -80,6 +81,7 @@ async fn deliver(
         let (end, body) = request_body(sink, &records, start);
         if end == start {
             // One record larger than max_request_bytes can never be sent.
+            sink.status.failed("a record larger than max_request_bytes");
             dead_letter(
                 sink,
                 &chunk,
@@ -95,12 +97,15 @@ async fn deliver(
         match attempt(sink, body).await {
             Attempt::Done => {
                 PluginMetrics::add(&sink.metrics.records_out, (end - start) as u64);
+                sink.status.delivered();
                 start = end;
                 failures = 0;
                 first_failure = None;
             }
             Attempt::Reject { status, body } => {
                 let reason = format!("rejected with HTTP {status}");
+                sink.status
+                    .failed(&format!("{} records {reason}", end - start));
                 dead_letter(sink, &chunk, &records, start, end, &reason, Some(&body));
                 start = end;
             }
@@ -116,12 +121,14 @@ async fn deliver(
                         failures,
                         since.elapsed()
                     );
+                    sink.status.failed(&why);
                     dead_letter(sink, &chunk, &records, start, records.len(), &why, None);
                     break;
                 }
                 let wait = after.map_or_else(|| r.backoff(failures), |a| a.min(r.max_interval));
                 failures += 1;
                 PluginMetrics::add(&sink.metrics.retries, 1);
+                sink.status.retrying(&reason);
                 log::warn(&format!(
                     "output {}: {reason}; retry {failures} in {:.1?} ({} records waiting)",
                     sink.id,

@@ -188,6 +188,9 @@ impl Transport {
 pub struct HttpSink {
     config: HttpConfig,
     uri: Uri,
+    /// The endpoint for messages and `/status`, which must not carry
+    /// credentials.
+    shown: String,
     transport: Transport,
 }
 
@@ -231,6 +234,7 @@ impl HttpSink {
         };
         Ok(HttpSink {
             config,
+            shown: without_secrets(&uri),
             uri,
             transport,
         })
@@ -238,6 +242,12 @@ impl HttpSink {
 
     pub fn format(&self) -> RequestFormat {
         self.config.format
+    }
+
+    /// The endpoint as `/status` may show it: `user:password@` and the
+    /// query (where collectors often take an API key) left out.
+    pub fn endpoint_without_secrets(&self) -> String {
+        self.shown.clone()
     }
 
     fn request(&self, body: Vec<u8>) -> Request<Body> {
@@ -288,14 +298,14 @@ impl HttpSink {
                 return Attempt::Retry {
                     reason: format!(
                         "{}: no response within request_timeout {:?}",
-                        self.config.endpoint, self.config.request_timeout
+                        self.shown, self.config.request_timeout
                     ),
                     after: None,
                 }
             }
             Ok(Err(e)) => {
                 return Attempt::Retry {
-                    reason: format!("{}: {}", self.config.endpoint, error_chain(&e)),
+                    reason: format!("{}: {}", self.shown, error_chain(&e)),
                     after: None,
                 }
             }
@@ -314,7 +324,7 @@ impl HttpSink {
         let code = status.as_u16();
         if code == 408 || code == 429 || status.is_server_error() {
             Attempt::Retry {
-                reason: format!("{}: HTTP {status}", self.config.endpoint),
+                reason: format!("{}: HTTP {status}", self.shown),
                 after,
             }
         } else {
@@ -324,6 +334,13 @@ impl HttpSink {
             }
         }
     }
+}
+
+fn without_secrets(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let host = uri.host().unwrap_or_default();
+    let port = uri.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{scheme}://{host}{port}{}", uri.path())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -339,4 +356,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_shows_endpoints_without_secrets() {
+        let shown = |u: &str| without_secrets(&u.parse().unwrap());
+        assert_eq!(
+            shown("https://ingest:s3cret@collector.example:8443/bulk?api_key=abc"),
+            "https://collector.example:8443/bulk"
+        );
+        assert_eq!(shown("http://[::1]:9200/_bulk"), "http://[::1]:9200/_bulk");
+        assert_eq!(shown("http://collector"), "http://collector/");
+    }
 }

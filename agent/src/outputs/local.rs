@@ -29,6 +29,10 @@ impl FileSink {
         FileSink { path: config.path }
     }
 
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     pub fn write(&self, lines: &[u8]) -> std::io::Result<()> {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::buffer::{Buffer, BufferConfig, Storage};
 use crate::config::fields::{error, Fields, Result as ConfigResult};
 use crate::metrics::{PluginMetrics, Registry};
+use crate::status::OutputStatus;
 use crate::yaml::NodeKind;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,6 +104,8 @@ pub struct Sink {
     pub kind: SinkKind,
     pub buffer: Arc<Buffer>,
     pub metrics: Arc<PluginMetrics>,
+    /// Its entry in `/status`, kept current by the flushers.
+    pub status: Arc<OutputStatus>,
     pub retry: RetryConfig,
     pub max_request_bytes: usize,
     pub max_request_records: usize,
@@ -197,12 +200,25 @@ impl SinkConfig {
             SinkKindConfig::Stdout => SinkKind::Stdout,
             SinkKindConfig::File(c) => SinkKind::File(local::FileSink::new(c)),
         };
+        let (type_name, endpoint) = match &kind {
+            SinkKind::Http(h) => ("http", Some(h.endpoint_without_secrets())),
+            SinkKind::Stdout => ("stdout", None),
+            SinkKind::File(f) => ("file", Some(f.path().display().to_string())),
+        };
+        let buffer = Arc::new(buffer);
+        let status = Arc::new(OutputStatus::new(
+            self.id.clone(),
+            type_name,
+            endpoint,
+            buffer.clone(),
+        ));
         Ok((
             Sink {
                 id: self.id,
                 kind,
-                buffer: Arc::new(buffer),
+                buffer,
                 metrics,
+                status,
                 retry: self.retry,
                 max_request_bytes: self.max_request_bytes,
                 max_request_records: self.max_request_records,

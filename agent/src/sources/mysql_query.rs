@@ -16,6 +16,7 @@ use crate::event::{now_nanos, Event};
 use crate::log;
 use crate::metrics::PluginMetrics;
 use crate::mysql::client::{ConnectOptions, Connection, QueryResult};
+use crate::status::{SourceProblem, SourceStatus};
 
 #[derive(Debug, Clone)]
 pub struct MysqlQueryConfig {
@@ -161,11 +162,29 @@ pub fn shape(
 pub struct MysqlQuerySource {
     config: MysqlQueryConfig,
     metrics: Arc<PluginMetrics>,
+    status: Arc<SourceStatus>,
 }
 
 impl MysqlQuerySource {
-    pub fn new(config: MysqlQueryConfig, metrics: Arc<PluginMetrics>) -> MysqlQuerySource {
-        MysqlQuerySource { config, metrics }
+    pub fn new(
+        config: MysqlQueryConfig,
+        metrics: Arc<PluginMetrics>,
+        status: Arc<SourceStatus>,
+    ) -> MysqlQuerySource {
+        MysqlQuerySource {
+            config,
+            metrics,
+            status,
+        }
+    }
+
+    /// The server as messages name it: its socket, or host:port.
+    fn server(&self) -> String {
+        let c = &self.config.connect;
+        c.socket.as_ref().map_or_else(
+            || format!("{}:{}", c.host, c.port),
+            |s| s.display().to_string(),
+        )
     }
 
     /// Runs until `stop`. A failing server is retried with backoff (never
@@ -179,19 +198,23 @@ impl MysqlQuerySource {
         while !stop.load(Ordering::Relaxed) {
             let started = Instant::now();
             match self.once(&mut conn, &mut hostname, &*router) {
-                Ok(()) => failures = 0,
+                Ok(()) => {
+                    if failures > 0 {
+                        self.status.set_problems(Vec::new());
+                    }
+                    failures = 0;
+                }
                 Err(e) => {
                     conn = None;
                     failures += 1;
                     self.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                    log::warn(&format!(
-                        "mysql_query {}:{}: {e}; retry {failures}",
-                        cfg.connect
-                            .socket
-                            .as_ref()
-                            .map_or(cfg.connect.host.clone(), |s| s.display().to_string()),
-                        cfg.connect.port
-                    ));
+                    let server = self.server();
+                    log::warn(&format!("mysql_query {server}: {e}; retry {failures}"));
+                    self.status.set_problems(vec![SourceProblem {
+                        path: server,
+                        reason: "query_failed",
+                        message: format!("{e:#}"),
+                    }]);
                 }
             }
             let wait = if failures == 0 {

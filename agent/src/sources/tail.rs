@@ -32,6 +32,7 @@ use crate::event::{now_nanos, Event, Record};
 use crate::log;
 use crate::metrics::PluginMetrics;
 use crate::mysql::option_files::{self, OptionFileError, ResolvedLog, DEFAULT_OPTION_FILES};
+use crate::status::{FileStatus, SourceProblem, SourceStatus};
 use crate::yaml::NodeKind;
 
 #[derive(Debug, Clone)]
@@ -169,6 +170,10 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// How many bytes before the position the truncation checksum covers.
 const WINDOW: usize = 1024;
 
+/// How often a busy source refreshes its entry in `/status`: often enough
+/// for a person, rarely enough to cost nothing next to the reading.
+const STATUS_INTERVAL: Duration = Duration::from_millis(200);
+
 struct Watched {
     id: FileId,
     path: PathBuf,
@@ -194,8 +199,13 @@ struct Watched {
 pub struct TailSource {
     config: TailConfig,
     metrics: Arc<PluginMetrics>,
-    /// Problems seen (files missing, unreadable), for rate-limited logging.
+    /// Problems seen (files missing, unreadable), for rate-limited logging
+    /// and `/status`.
     problems: ProblemLog,
+    status: Arc<SourceStatus>,
+    /// Something `/status` shows changed since it was last published.
+    status_stale: bool,
+    last_status: Option<Instant>,
     /// The agent's user, named in advice about permissions.
     user: String,
     positions: PositionStore,
@@ -207,7 +217,11 @@ pub struct TailSource {
 }
 
 impl TailSource {
-    pub fn new(config: TailConfig, metrics: Arc<PluginMetrics>) -> anyhow::Result<TailSource> {
+    pub fn new(
+        config: TailConfig,
+        metrics: Arc<PluginMetrics>,
+        status: Arc<SourceStatus>,
+    ) -> anyhow::Result<TailSource> {
         let positions = PositionStore::load(config.pos_file.clone())?;
         if let Some(auto) = &config.auto {
             log::info(&format!(
@@ -222,6 +236,9 @@ impl TailSource {
             config,
             metrics,
             problems: ProblemLog::default(),
+            status,
+            status_stale: true,
+            last_status: None,
             user: file_discovery::effective_user(),
             positions,
             watched: HashMap::new(),
@@ -254,6 +271,8 @@ impl TailSource {
                     }
                 }
             }
+            self.status_stale |= progressed;
+            self.publish_status();
             // Positions are committed (buffers fsynced first) every
             // COMMIT_INTERVAL while busy and at once when idle: committing
             // less often only means more re-reading after a crash, never loss.
@@ -274,6 +293,43 @@ impl TailSource {
         if self.dirty {
             self.commit(&*router);
         }
+    }
+
+    /// Shows the files followed and the current problems in `/status`, at
+    /// most every STATUS_INTERVAL and only when something changed.
+    fn publish_status(&mut self) {
+        if !self.status_stale
+            || self
+                .last_status
+                .is_some_and(|t| t.elapsed() < STATUS_INTERVAL)
+        {
+            return;
+        }
+        self.status_stale = false;
+        self.last_status = Some(Instant::now());
+        let mut files: Vec<FileStatus> = self
+            .watched
+            .values()
+            .map(|w| FileStatus {
+                path: w.path.clone(),
+                position: w.offset,
+                size: w.last_size,
+                rotated: w.rotated_at.is_some(),
+            })
+            .collect();
+        files.sort_by(|a, b| (&a.path, a.rotated).cmp(&(&b.path, b.rotated)));
+        let mut problems: Vec<SourceProblem> = self
+            .problems
+            .current()
+            .map(|p| SourceProblem {
+                path: p.path.display().to_string(),
+                reason: p.reason.as_str(),
+                message: p.message(&self.user, self.config.auto.as_ref()),
+            })
+            .collect();
+        problems.sort_by(|a, b| (&a.path, a.reason).cmp(&(&b.path, b.reason)));
+        self.status.set_files(files);
+        self.status.set_problems(problems);
     }
 
     /// Syncs the output buffers, then saves positions. False on failure.
@@ -318,12 +374,13 @@ impl TailSource {
         let mut candidates: Vec<PathBuf> = Vec::new();
         if full {
             self.last_refresh = Some(Instant::now());
+            self.status_stale = true;
+            self.problems.begin_round();
             let found = file_discovery::discover(&self.config.paths, &self.config.exclude_paths);
             candidates = found.files;
             for p in found.problems {
                 self.report(p);
             }
-            self.problems.settle(&self.config);
         }
         // Watched paths are checked every round so a rename is seen at once,
         // and so is the successor of a rotated file: after a rename the
@@ -361,13 +418,20 @@ impl TailSource {
                 ));
                 w.rotated_at = Some(Instant::now());
                 w.last_data = Instant::now();
+                self.status_stale = true;
             }
+        }
+        // After the files were opened too: a file that cannot be opened is
+        // as current a problem as a glob that matches nothing.
+        if full {
+            self.problems.settle(&self.config);
         }
     }
 
     /// Counts a problem under its reason in `/metrics` and logs it, at most
     /// once per `PROBLEM_LOG_INTERVAL` for the same path and reason.
     fn report(&mut self, p: file_discovery::Problem) {
+        self.status_stale = true;
         self.metrics.count_error(p.reason.as_str());
         if self.problems.should_log(&p) {
             log::warn(&format!(
@@ -390,6 +454,7 @@ impl TailSource {
     }
 
     fn watch(&mut self, path: PathBuf, id: FileId, at_startup: bool) {
+        self.status_stale = true;
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) => {
@@ -458,6 +523,7 @@ impl TailSource {
         let w = self.watched.get_mut(&id).expect("watched id");
         let size = w.file.metadata().map(|m| m.len()).unwrap_or(w.last_size);
         if size != w.last_size {
+            self.status_stale = true;
             let read_pos = w.consumed + w.pending.len() as u64;
             let truncated = size < read_pos || !window_matches_recent(&w.file, w.offset, &w.recent);
             if truncated {
@@ -579,6 +645,7 @@ impl TailSource {
             .collect();
         for id in done {
             if let Some(w) = self.watched.remove(&id) {
+                self.status_stale = true;
                 if !w.pending.is_empty() {
                     log::warn(&format!(
                         "tail: {}: released with {} bytes of an unterminated last line",
@@ -859,31 +926,45 @@ mod tests {
 /// lasts; every occurrence is counted in `/metrics`.
 const PROBLEM_LOG_INTERVAL: Duration = Duration::from_secs(600);
 
-/// When each current problem was last logged; problems that went away are
-/// logged as resolved.
+/// The current problems (by path and reason) and when each was last
+/// logged; problems that went away are logged as resolved.
 #[derive(Default)]
 struct ProblemLog {
-    last_logged: HashMap<(PathBuf, &'static str), Instant>,
+    current: HashMap<(PathBuf, &'static str), (Instant, file_discovery::Problem)>,
     seen_this_round: Vec<(PathBuf, &'static str)>,
 }
 
 impl ProblemLog {
+    /// Notes `p` as current; true when it is to be logged now.
     fn should_log(&mut self, p: &file_discovery::Problem) -> bool {
         let key = (p.path.clone(), p.reason.as_str());
         self.seen_this_round.push(key.clone());
-        match self.last_logged.get(&key) {
-            Some(t) if t.elapsed() < PROBLEM_LOG_INTERVAL => false,
+        match self.current.get_mut(&key) {
+            Some((logged, known)) if logged.elapsed() < PROBLEM_LOG_INTERVAL => {
+                // The system's words may change (ENOENT for another part).
+                *known = p.clone();
+                false
+            }
             _ => {
-                self.last_logged.insert(key, Instant::now());
+                self.current.insert(key, (Instant::now(), p.clone()));
                 true
             }
         }
     }
 
+    /// Before a full refresh: it decides alone which problems remain.
+    fn begin_round(&mut self) {
+        self.seen_this_round.clear();
+    }
+
+    fn current(&self) -> impl Iterator<Item = &file_discovery::Problem> {
+        self.current.values().map(|(_, p)| p)
+    }
+
     /// After a full refresh: problems not seen again are over.
     fn settle(&mut self, cfg: &TailConfig) {
         let seen = std::mem::take(&mut self.seen_this_round);
-        self.last_logged.retain(|key, _| {
+        self.current.retain(|key, _| {
             let still = seen.contains(key);
             if !still {
                 log::info(&format!(
