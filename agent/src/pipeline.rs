@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::buffer::{chunk, BufferError};
+use crate::buffer::{chunk, BufferError, Storage};
 use crate::config::Config;
 use crate::event::Event;
 use crate::filters::Filter;
@@ -18,7 +18,11 @@ use crate::log;
 use crate::metrics::{PluginMetrics, Registry};
 use crate::outputs::{flusher, Sink};
 use crate::sources::{tail::TailSource, SourceConfig};
+use crate::status::{PipelineStatus, SourceStatus, StatusBoard};
 use crate::tag_pattern::TagPattern;
+
+/// How long a stop waits for collectors when every buffer is durable.
+const DURABLE_STOP_WAIT: Duration = Duration::from_secs(5);
 
 struct Route {
     filters: Vec<usize>,
@@ -121,9 +125,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Starts every source and flusher, and publishes their entries on
+    /// `board` (replacing a previous pipeline's) once all have started.
     pub fn start(
         config: Config,
         registry: &Registry,
+        board: &StatusBoard,
         rt: &tokio::runtime::Handle,
     ) -> anyhow::Result<Pipeline> {
         let mut outputs = Vec::new();
@@ -155,11 +162,21 @@ impl Pipeline {
 
         let stop_sources = Arc::new(AtomicBool::new(false));
         let mut sources = Vec::new();
+        let mut statuses = Vec::new();
         for (i, source) in config.sources.into_iter().enumerate() {
             match source {
                 SourceConfig::MysqlQuery(cfg) => {
-                    let metrics = registry.register("source", &format!("mysql_query{i}"));
-                    let source = crate::sources::mysql_query::MysqlQuerySource::new(cfg, metrics);
+                    let id = format!("mysql_query{i}");
+                    let metrics = registry.register("source", &id);
+                    let status = Arc::new(SourceStatus::new(
+                        id,
+                        "mysql_query",
+                        cfg.tag.clone(),
+                        Vec::new(),
+                    ));
+                    statuses.push(status.clone());
+                    let source =
+                        crate::sources::mysql_query::MysqlQuerySource::new(cfg, metrics, status);
                     let (router, stop) = (router.clone(), stop_sources.clone());
                     sources.push(
                         std::thread::Builder::new()
@@ -173,8 +190,16 @@ impl Pipeline {
                     } else {
                         "tail"
                     };
-                    let metrics = registry.register("source", &format!("{kind}{i}"));
-                    let tail = TailSource::new(cfg, metrics)?;
+                    let id = format!("{kind}{i}");
+                    let metrics = registry.register("source", &id);
+                    let status = Arc::new(SourceStatus::new(
+                        id,
+                        kind,
+                        cfg.tag.clone(),
+                        cfg.paths.clone(),
+                    ));
+                    statuses.push(status.clone());
+                    let tail = TailSource::new(cfg, metrics, status)?;
                     let (router, stop) = (router.clone(), stop_sources.clone());
                     sources.push(
                         std::thread::Builder::new()
@@ -184,6 +209,10 @@ impl Pipeline {
                 }
             }
         }
+        board.publish(PipelineStatus {
+            sources: statuses,
+            outputs: router.sinks().map(|s| s.status.clone()).collect(),
+        });
         Ok(Pipeline {
             router,
             stop_sources,
@@ -215,9 +244,21 @@ impl Pipeline {
         for s in self.router.sinks() {
             s.buffer.close();
         }
-        let _ = self
-            .stop_flushers
-            .send(Some(Instant::now() + self.shutdown_timeout));
+        // With every output on a file buffer nothing is lost by stopping
+        // early: what is left is sent after the next start. So a stop (a
+        // package upgrade's restart, a reload) gives an unreachable collector
+        // a few seconds, not the whole shutdown_timeout, which would hold the
+        // yum/dnf transaction on every host. Memory buffers get it all.
+        let durable = self
+            .router
+            .sinks()
+            .all(|s| matches!(s.buffer.config.storage, Storage::File(_)));
+        let wait = if durable {
+            self.shutdown_timeout.min(DURABLE_STOP_WAIT)
+        } else {
+            self.shutdown_timeout
+        };
+        let _ = self.stop_flushers.send(Some(Instant::now() + wait));
         for f in self.flushers {
             let _ = f.await;
         }
