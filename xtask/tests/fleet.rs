@@ -20,6 +20,12 @@ fn glibc_version(s: &str) -> Vec<u32> {
 fn install(dir: &Path, rpm: &Path) -> std::path::PathBuf {
     let root = dir.join("root");
     throwaway_root(&root);
+    // A MySQL host: the server's group exists before the agent arrives.
+    let group = root.join("etc/group");
+    let mut groups = fs::read_to_string(&group).unwrap();
+    groups.push_str("mysql:x:27:\n");
+    fs::write(&group, groups).unwrap();
+    fs::write(root.join("etc/gshadow"), "root:*::\nmysql:!::\n").unwrap();
     ok(rpm_root(&root).arg("--initdb"));
     ok(rpm_root(&root)
         .args(["-i", "--nodeps", "--noplugins"])
@@ -77,6 +83,15 @@ fn check_target(dir: &Path, target: &str, ceiling: &[u32], payload: &str) -> std
     );
 
     let root = install(dir, &rpm);
+    // %post made the service user a member of the mysql group, so it can
+    // read mysql:mysql 0640 logs.
+    let groups = fs::read_to_string(root.join("etc/group")).unwrap();
+    assert!(
+        groups
+            .lines()
+            .any(|l| l.starts_with("mysql:") && l.ends_with(":my-agent")),
+        "{target}: {groups}"
+    );
     let agent = root.join("opt/my-agent/bin/my-agent");
     ok(Command::new(&agent)
         .arg("--config")

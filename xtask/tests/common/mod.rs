@@ -193,6 +193,9 @@ pub fn throwaway_root(root: &Path) {
         ("/usr/bin/getent", "usr/bin/getent"),
         ("/usr/sbin/groupadd", "usr/sbin/groupadd"),
         ("/usr/sbin/useradd", "usr/sbin/useradd"),
+        ("/usr/sbin/usermod", "usr/sbin/usermod"),
+        ("/usr/bin/sed", "usr/bin/sed"),
+        ("/usr/bin/tail", "usr/bin/tail"),
     ];
     for (from, to) in tools {
         fs::copy(from, root.join(to)).unwrap();
