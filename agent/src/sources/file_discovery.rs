@@ -117,6 +117,10 @@ pub fn discover(patterns: &[String], exclude: &[String]) -> Discovered {
             Ok(paths) => {
                 for entry in paths {
                     match entry {
+                        // Directories a wildcard matches are not files to
+                        // follow; a pattern naming only directories is
+                        // diagnosed below like one matching nothing.
+                        Ok(p) if p.is_dir() => {}
                         Ok(p) => {
                             matched = true;
                             if !excluded.iter().any(|x| x.matches_path(&p)) {
