@@ -11,47 +11,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::ok;
+use common::{containers_conf, debian_mirror, ok};
 
 /// Base image made by this test (kept between runs like any pulled image).
 const BASE: &str = "localhost/my-agent-test-debian:bookworm";
-
-/// podman as this machine runs it: runc, cgroupfs, no default ulimits.
-fn containers_conf(dir: &Path) -> std::path::PathBuf {
-    let conf = dir.join("containers.conf");
-    fs::write(
-        &conf,
-        "[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n",
-    )
-    .unwrap();
-    conf
-}
-
-/// The Debian mirror this machine's apt uses (deb822 or one-line format).
-fn debian_mirror() -> String {
-    let mut texts = vec![fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
-    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
-        for e in dir.flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "sources" || x == "list") {
-                texts.push(fs::read_to_string(p).unwrap_or_default());
-            }
-        }
-    }
-    for text in &texts {
-        for line in text.lines() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["URIs:", uri, ..] if !uri.contains("security") => return uri.to_string(),
-                ["deb", uri, suite, ..] if !uri.starts_with('[') && !suite.contains("security") => {
-                    return uri.to_string()
-                }
-                _ => {}
-            }
-        }
-    }
-    panic!("no Debian mirror in /etc/apt: the base image is made with debootstrap from it");
-}
 
 fn ensure_base_image(tmp: &Path, conf: &Path) {
     let exists = Command::new("podman")

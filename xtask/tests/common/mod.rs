@@ -233,3 +233,144 @@ pub fn rpm_root(root: &Path) -> Command {
     c.arg("--root").arg(root);
     c
 }
+
+/// A collector on loopback for installed agents: answers every POST with
+/// 200 (or 503 while `down`) and keeps each ndjson line it accepted.
+pub struct NdjsonSink {
+    pub url: String,
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl NdjsonSink {
+    pub fn start() -> NdjsonSink {
+        use std::io::{BufRead, BufReader};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/bulk", listener.local_addr().unwrap());
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let down = Arc::new(AtomicBool::new(false));
+        let (l, d) = (lines.clone(), down.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (lines, down) = (l.clone(), d.clone());
+                thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut length = 0usize;
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let h = line.trim_end().to_ascii_lowercase();
+                            if h.is_empty() {
+                                break;
+                            }
+                            if let Some(v) = h.strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0u8; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let status = if down.load(Ordering::SeqCst) {
+                            "503 Service Unavailable"
+                        } else {
+                            let text = String::from_utf8_lossy(&body);
+                            lines
+                                .lock()
+                                .unwrap()
+                                .extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
+                            "200 OK"
+                        };
+                        let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+                        if writer.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        NdjsonSink { url, lines, down }
+    }
+
+    /// Accepted lines whose text contains `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits up to `secs` for `f`, panicking with `what` and `detail()`.
+pub fn wait_until(secs: u64, what: &str, f: impl Fn() -> bool, detail: impl Fn() -> String) {
+    let start = std::time::Instant::now();
+    while !f() {
+        if start.elapsed().as_secs() >= secs {
+            panic!("timed out after {secs} s waiting for {what}\n{}", detail());
+        }
+        thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// podman as this machine runs it: runc, cgroupfs, no default ulimits.
+pub fn containers_conf(dir: &Path) -> PathBuf {
+    let conf = dir.join("containers.conf");
+    fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n",
+    )
+    .unwrap();
+    conf
+}
+
+/// The Debian mirror this machine's apt uses (deb822 or one-line format).
+pub fn debian_mirror() -> String {
+    let mut texts = vec![fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        for e in dir.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "sources" || x == "list") {
+                texts.push(fs::read_to_string(p).unwrap_or_default());
+            }
+        }
+    }
+    for text in &texts {
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["URIs:", uri, ..] if !uri.contains("security") => return uri.to_string(),
+                ["deb", uri, suite, ..] if !uri.starts_with('[') && !suite.contains("security") => {
+                    return uri.to_string()
+                }
+                _ => {}
+            }
+        }
+    }
+    panic!("no Debian mirror in /etc/apt: the base image is made with debootstrap from it");
+}
