@@ -13,8 +13,8 @@ use common::{ok, package, rpm_root, run, throwaway_root};
 #[test]
 fn package_layout_lint_install_upgrade_erase() {
     let tmp = tempfile::tempdir().unwrap();
-    let work = common::repo_root().join("target/my-agent");
     let rpm1 = package(&tmp.path().join("dist1"), "el9", 1, None);
+    let work = common::work_dir_of(&tmp.path().join("dist1"));
 
     // Reproducible: the same commit twice gives the same bytes.
     let again = package(&tmp.path().join("dist1-again"), "el9", 1, None);

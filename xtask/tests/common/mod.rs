@@ -145,7 +145,24 @@ pub fn package(dist: &Path, target: &str, release: u32, sign_key: Option<&Path>)
     } else {
         format!(".{target}")
     };
-    dist.join(format!("my-agent-0.1.0-{release}{dist_tag}.x86_64.rpm"))
+    let rpm = dist.join(format!("my-agent-0.1.0-{release}{dist_tag}.x86_64.rpm"));
+    // The work directory depends on the builder auto chose (host or zig).
+    let payload = log
+        .lines()
+        .find_map(|l| l.strip_prefix("==> package: staging the payload in "))
+        .unwrap_or_else(|| panic!("no payload directory in\n{log}"));
+    fs::write(
+        dist.join(".work-dir"),
+        Path::new(payload).parent().unwrap().to_str().unwrap(),
+    )
+    .unwrap();
+    rpm
+}
+
+/// The work directory (`target/<name>[/<toolchain>]`) of the last
+/// `package` into `dist`: its `payload/` is the RPM's tree.
+pub fn work_dir_of(dist: &Path) -> PathBuf {
+    PathBuf::from(fs::read_to_string(dist.join(".work-dir")).unwrap())
 }
 
 pub fn run(cmd: &mut Command) -> Output {
@@ -219,6 +236,12 @@ pub fn throwaway_root(root: &Path) {
             }
         }
     }
+    // Scriptlets redirect to /dev/null, as on any real host.
+    fs::create_dir_all(root.join("dev")).unwrap();
+    ok(Command::new("mknod")
+        .args(["-m", "0666"])
+        .arg(root.join("dev/null"))
+        .args(["c", "1", "3"]));
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
     fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
