@@ -33,7 +33,12 @@ pub fn run(
                 .envs(prefix_env(staged))
                 .run()
                 .context("building the agent failed")?;
-            workspace_root().join("target/release/my-agent")
+            // Inside a builder container CARGO_TARGET_DIR points at the
+            // cache, so each image keeps its own compiled dependencies.
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target"))
+                .join("release/my-agent")
         }
         Toolchain::Zig(zig) => {
             let target = zig.rust_target();
