@@ -70,17 +70,21 @@ fn id_of(file: &Path, name: &str) -> (u32, u32) {
     (f[2].parse().unwrap(), f[3].parse().unwrap_or(0))
 }
 
-/// The installed agent, chrooted, as `uid:gid` with `groups`.
+/// The installed agent, chrooted, as `uid:gid` with `groups`. The chroot
+/// gets its own /proc (the loader resolves `$ORIGIN` through
+/// /proc/self/exe) in a private mount namespace that ends with the agent.
 fn start_agent(root: &Path, uid: u32, gid: u32, groups: &str, stderr: &Path) -> Child {
-    Command::new("chroot")
-        .arg(format!("--userspec={uid}:{gid}"))
-        .arg(format!("--groups={groups}"))
+    fs::create_dir_all(root.join("proc")).unwrap();
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t proc proc \"$1/proc\" && exec chroot --userspec=\"$2\" --groups=\"$3\" \"$1\" \
+             /opt/my-agent/bin/my-agent --config /etc/my-agent/my-agent.yml",
+        )
+        .arg("sh")
         .arg(root)
-        .args([
-            "/opt/my-agent/bin/my-agent",
-            "--config",
-            "/etc/my-agent/my-agent.yml",
-        ])
+        .arg(format!("{uid}:{gid}"))
+        .arg(groups)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(stderr).unwrap())

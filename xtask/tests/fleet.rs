@@ -98,17 +98,23 @@ fn check_target(dir: &Path, target: &str, ceiling: &[u32], payload: &str) -> std
         .arg(root.join("etc/my-agent/my-agent.yml"))
         .arg("--dry-run"));
     let ldd = ok(Command::new("ldd").arg(&agent));
-    let from_root = root.join("opt/my-agent/lib").display().to_string();
+    let from_root = fs::canonicalize(root.join("opt/my-agent/lib")).unwrap();
     for lib in [
         "libmariadb.so.3",
         "libssl.so.3",
         "libyaml-0.so.2",
         "libjemalloc.so.2",
     ] {
-        let line = ldd.lines().find(|l| l.contains(lib));
+        let path = ldd
+            .lines()
+            .find(|l| l.contains(lib))
+            .and_then(|l| l.split("=>").nth(1))
+            .and_then(|p| p.split('(').next())
+            .map(|p| fs::canonicalize(p.trim()).unwrap());
         assert!(
-            line.is_some_and(|l| l.contains(&from_root)),
-            "{target}: {lib} from {from_root}:\n{ldd}"
+            path.as_ref().is_some_and(|p| p.starts_with(&from_root)),
+            "{target}: {lib} from {}:\n{ldd}",
+            from_root.display()
         );
     }
     root
