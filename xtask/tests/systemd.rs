@@ -278,6 +278,8 @@ fn install_upgrade_fail_and_erase_under_systemd() {
         sink.url
     ));
     let script = "/etc/rc.d/init.d/my-agent";
+    // EL's filesystem package provides it; Debian does not.
+    c.sh("mkdir -p /var/lock/subsys");
     c.sh(&format!("{script} start"));
     assert!(
         c.exec(&format!("{script} status")).status.success(),
