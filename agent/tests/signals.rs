@@ -8,17 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let start = std::time::Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn metrics_reload_and_log_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,17 +12,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let start = std::time::Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn unreadable_logs_are_reported_counted_and_recovered() {
     // SAFETY: geteuid cannot fail.

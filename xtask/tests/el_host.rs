@@ -38,28 +38,6 @@ fn get(port: u16, path: &str) -> Option<String> {
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
 
-/// Copies the system libraries the agent loads (per ldd) into `root`.
-fn system_libraries(root: &Path, agent: &Path) {
-    let ldd = ok(Command::new("ldd").arg(agent));
-    for line in ldd.lines() {
-        let path = line
-            .split("=>")
-            .nth(1)
-            .unwrap_or(line)
-            .split('(')
-            .next()
-            .unwrap()
-            .trim();
-        if path.starts_with('/') && !path.starts_with(&root.display().to_string()) {
-            let dest = root.join(path.trim_start_matches('/'));
-            if !dest.exists() {
-                fs::create_dir_all(dest.parent().unwrap()).unwrap();
-                fs::copy(fs::canonicalize(path).unwrap(), dest).unwrap();
-            }
-        }
-    }
-}
-
 fn id_of(file: &Path, name: &str) -> (u32, u32) {
     let text = fs::read_to_string(file).unwrap();
     let line = text
@@ -153,7 +131,7 @@ fn on_an_el_mysql_host_the_default_config_ships_both_logs() {
         .args(["-i", "--nodeps", "--noplugins"])
         .arg(&rpm));
     let agent = root.join("opt/my-agent/bin/my-agent");
-    system_libraries(&root, &agent);
+    copy_libraries(&root, &agent);
     let (uid, gid) = id_of(&root.join("etc/passwd"), "my-agent");
     let groups = fs::read_to_string(root.join("etc/group")).unwrap();
     assert!(

@@ -177,21 +177,9 @@ fn package_layout_lint_install_upgrade_erase() {
     // /opt is bind-mounted over /opt in a private mount namespace: the
     // host's /opt is never touched.
     let unit = work.join("payload/usr/lib/systemd/system/my-agent.service");
-    let verify = run(Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            "mount --bind \"$1\" /opt && exec systemd-analyze verify \"$2\"",
-            "sh",
-        ])
-        .arg(work.join("payload/opt"))
-        .arg(&unit));
-    let stderr = String::from_utf8_lossy(&verify.stderr);
+    let (verified, stderr) = common::verify_unit(&work.join("payload/opt"), &unit);
     assert!(
-        verify.status.success() && stderr.trim().is_empty(),
+        verified && stderr.trim().is_empty(),
         "systemd-analyze verify: {stderr}"
     );
     let security = run(Command::new("systemd-analyze")

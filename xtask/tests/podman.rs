@@ -11,38 +11,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{containers_conf, debian_mirror, ok};
+use common::{containers_conf, debootstrap_image, ok};
 
 /// Base image made by this test (kept between runs like any pulled image).
 const BASE: &str = "localhost/my-agent-test-debian:bookworm";
-
-fn ensure_base_image(tmp: &Path, conf: &Path) {
-    let exists = Command::new("podman")
-        .env("CONTAINERS_CONF", conf)
-        .args(["image", "exists", BASE])
-        .status()
-        .unwrap();
-    if exists.success() {
-        return;
-    }
-    let root = tmp.join("debootstrap");
-    ok(Command::new("debootstrap")
-        .args(["--variant=minbase", "--include=ca-certificates", "bookworm"])
-        .arg(&root)
-        .arg(debian_mirror()));
-    let tar = tmp.join("root.tar");
-    ok(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
-    ok(Command::new("podman")
-        .env("CONTAINERS_CONF", conf)
-        .arg("import")
-        .arg(&tar)
-        .arg(BASE));
-}
 
 fn package_in_podman(conf: &Path, dist: &Path) -> (String, f64) {
     let start = Instant::now();
@@ -76,7 +48,7 @@ fn package_in_podman(conf: &Path, dist: &Path) -> (String, f64) {
 fn podman_builder_builds_the_rpm_and_reuses_image_and_caches() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = containers_conf(tmp.path());
-    ensure_base_image(tmp.path(), &conf);
+    debootstrap_image(tmp.path(), &conf, BASE, "ca-certificates", &[]);
 
     let dist = tmp.path().join("dist");
     let (first, first_secs) = package_in_podman(&conf, &dist);

@@ -23,43 +23,6 @@ fn podman(conf: &Path) -> Command {
     c
 }
 
-fn ensure_image(tmp: &Path, conf: &Path) {
-    if podman(conf)
-        .args(["image", "exists", IMAGE])
-        .status()
-        .unwrap()
-        .success()
-    {
-        return;
-    }
-    let root = tmp.join("debootstrap");
-    ok(Command::new("debootstrap")
-        .args([
-            "--variant=minbase",
-            "--include=systemd,systemd-sysv,dbus,rpm,procps",
-            "bookworm",
-        ])
-        .arg(&root)
-        .arg(debian_mirror()));
-    let tar = tmp.join("root.tar");
-    ok(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
-    ok(podman(conf)
-        .args([
-            "import",
-            "--change",
-            "CMD [\"/sbin/init\"]",
-            "--change",
-            "STOPSIGNAL SIGRTMIN+3",
-        ])
-        .arg(&tar)
-        .arg(IMAGE));
-}
-
 /// A running container, removed when dropped.
 struct Container {
     name: String,
@@ -125,7 +88,13 @@ fn seq_counts(sink: &NdjsonSink) -> HashMap<u64, usize> {
 fn install_upgrade_fail_and_erase_under_systemd() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = containers_conf(tmp.path());
-    ensure_image(tmp.path(), &conf);
+    debootstrap_image(
+        tmp.path(),
+        &conf,
+        IMAGE,
+        "systemd,systemd-sysv,dbus,rpm,procps",
+        &["CMD [\"/sbin/init\"]", "STOPSIGNAL SIGRTMIN+3"],
+    );
     let dist = tmp.path().join("dist");
     let rpm1 = package(&dist, "el9", 1, None);
     let rpm2 = package(&dist, "el9", 2, None);

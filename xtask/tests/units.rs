@@ -6,7 +6,6 @@
 mod common;
 
 use std::fs;
-use std::process::Command;
 
 use common::repo_root;
 use xtask::payload::ProductVars;
@@ -119,23 +118,9 @@ fn each_flavour_uses_only_known_keys_and_verifies() {
         assert!(unit.contains("Restart=on-failure"), "{unit}");
         let path = tmp.path().join(format!("my-agent-{name}.service"));
         fs::write(&path, &unit).unwrap();
-        let verify = Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                "mount --bind \"$1\" /opt && exec systemd-analyze verify \"$2\"",
-                "sh",
-            ])
-            .arg(tmp.path().join("opt"))
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&verify.stderr);
+        let (verified, stderr) = common::verify_unit(&tmp.path().join("opt"), &path);
         assert!(
-            verify.status.success() && stderr.trim().is_empty(),
+            verified && stderr.trim().is_empty(),
             "{name}: systemd-analyze verify: {stderr}"
         );
     }

@@ -572,3 +572,15 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Polls `f` every 50 ms for up to 30 s; panics naming `what`.
+pub fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -216,25 +216,7 @@ pub fn throwaway_root(root: &Path) {
     ];
     for (from, to) in tools {
         fs::copy(from, root.join(to)).unwrap();
-        let ldd = ok(Command::new("ldd").arg(from));
-        for line in ldd.lines() {
-            let path = line
-                .split("=>")
-                .nth(1)
-                .unwrap_or(line)
-                .split('(')
-                .next()
-                .unwrap()
-                .trim();
-            if path.starts_with('/') {
-                let real = fs::canonicalize(path).unwrap();
-                let dest = root.join(path.trim_start_matches('/'));
-                fs::create_dir_all(dest.parent().unwrap()).unwrap();
-                if !dest.exists() {
-                    fs::copy(real, dest).unwrap();
-                }
-            }
-        }
+        copy_libraries(root, Path::new(from));
     }
     // Scriptlets redirect to /dev/null, as on any real host.
     fs::create_dir_all(root.join("dev")).unwrap();
@@ -396,4 +378,90 @@ pub fn debian_mirror() -> String {
         }
     }
     panic!("no Debian mirror in /etc/apt: the base image is made with debootstrap from it");
+}
+
+/// Copies the libraries `binary` loads (per ldd) from this machine into
+/// `root` at the same paths, unless they are already in `root`.
+pub fn copy_libraries(root: &Path, binary: &Path) {
+    let ldd = ok(Command::new("ldd").arg(binary));
+    for line in ldd.lines() {
+        let path = line
+            .split("=>")
+            .nth(1)
+            .unwrap_or(line)
+            .split('(')
+            .next()
+            .unwrap()
+            .trim();
+        if path.starts_with('/') && !Path::new(path).starts_with(root) {
+            let dest = root.join(path.trim_start_matches('/'));
+            if !dest.exists() {
+                fs::create_dir_all(dest.parent().unwrap()).unwrap();
+                fs::copy(fs::canonicalize(path).unwrap(), dest).unwrap();
+            }
+        }
+    }
+}
+
+/// Makes `tag` from a Debian root (`debootstrap --variant=minbase` with
+/// `include`, from this machine's mirror) unless it exists; there is no
+/// registry to pull from. `changes` are `podman import --change` lines.
+pub fn debootstrap_image(tmp: &Path, conf: &Path, tag: &str, include: &str, changes: &[&str]) {
+    let podman = || {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", conf);
+        c
+    };
+    if podman()
+        .args(["image", "exists", tag])
+        .status()
+        .unwrap()
+        .success()
+    {
+        return;
+    }
+    let root = tmp.join("debootstrap");
+    ok(Command::new("debootstrap")
+        .args([
+            "--variant=minbase",
+            &format!("--include={include}"),
+            "bookworm",
+        ])
+        .arg(&root)
+        .arg(debian_mirror()));
+    let tar = tmp.join("root.tar");
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    let mut import = podman();
+    import.arg("import");
+    for change in changes {
+        import.args(["--change", change]);
+    }
+    ok(import.arg(&tar).arg(tag));
+}
+
+/// `systemd-analyze verify UNIT`, with `opt` bind-mounted over /opt in a
+/// private mount namespace (ExecStart must exist; the host's /opt is never
+/// touched): (success, stderr).
+pub fn verify_unit(opt: &Path, unit: &Path) -> (bool, String) {
+    let out = run(Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /opt && exec systemd-analyze verify \"$2\"",
+            "sh",
+        ])
+        .arg(opt)
+        .arg(unit));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
