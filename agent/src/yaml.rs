@@ -179,16 +179,72 @@ enum Event {
     Other,
 }
 
-/// Parses the first document of `text`; None for an empty file.
+/// Deepest nesting a config may have: far beyond any real config, far
+/// below what would exhaust the stack (each level is a recursive call).
+pub const MAX_DEPTH: usize = 64;
+/// Most nodes a document may expand to, aliases counted at their full size
+/// each time they are used: a "billion laughs" file of a few hundred bytes
+/// is an error here, not gigabytes of memory.
+pub const MAX_NODES: usize = 100_000;
+
+/// Parses the one document of `text`; None for an empty file. Nesting,
+/// alias expansion and document count are bounded (MAX_DEPTH, MAX_NODES,
+/// one document), each an error with the position where it was exceeded.
 pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
     let mut parser = Parser::new(text.as_bytes());
-    let mut anchors: HashMap<String, Node> = HashMap::new();
+    let mut cx = Context::default();
+    let mut document = None;
     loop {
         match parser.next()? {
-            Event::StreamEnd => return Ok(None),
+            Event::StreamEnd => return Ok(document),
             Event::Other => continue,
             Event::End => unreachable!("libyaml balances start and end events"),
-            first => return node(&mut parser, first, &mut anchors).map(Some),
+            first => {
+                let mark = first.mark();
+                if document.is_some() {
+                    return Err(YamlError {
+                        mark,
+                        message: "a second YAML document (`---`): the config is one document"
+                            .into(),
+                    });
+                }
+                document = Some(node(&mut parser, first, &mut cx, 1)?);
+            }
+        }
+    }
+}
+
+/// What parsing has seen so far: anchors with their expanded sizes, and
+/// the number of nodes built.
+#[derive(Default)]
+struct Context {
+    anchors: HashMap<String, (Node, usize)>,
+    nodes: usize,
+}
+
+impl Context {
+    fn count(&mut self, n: usize, mark: Mark) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(YamlError {
+                mark,
+                message: format!(
+                    "the document expands to more than {MAX_NODES} nodes (aliases counted each time they are used)"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Event {
+    fn mark(&self) -> Mark {
+        match self {
+            Event::Scalar { mark, .. }
+            | Event::SeqStart { mark, .. }
+            | Event::MapStart { mark, .. }
+            | Event::Alias { mark, .. } => *mark,
+            Event::StreamEnd | Event::End | Event::Other => Mark::default(),
         }
     }
 }
@@ -196,33 +252,49 @@ pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
 fn node(
     parser: &mut Parser,
     event: Event,
-    anchors: &mut HashMap<String, Node>,
+    cx: &mut Context,
+    depth: usize,
 ) -> Result<Node, YamlError> {
+    if depth > MAX_DEPTH {
+        return Err(YamlError {
+            mark: event.mark(),
+            message: format!("nested deeper than {MAX_DEPTH} levels"),
+        });
+    }
+    let before = cx.nodes;
     let (node, anchor) = match event {
         Event::Scalar {
             value,
             plain,
             anchor,
             mark,
-        } => (
-            Node {
-                kind: NodeKind::Scalar { value, plain },
-                mark,
-            },
-            anchor,
-        ),
+        } => {
+            cx.count(1, mark)?;
+            (
+                Node {
+                    kind: NodeKind::Scalar { value, plain },
+                    mark,
+                },
+                anchor,
+            )
+        }
         Event::Alias { anchor, mark } => {
-            return anchors.get(&anchor).cloned().ok_or(YamlError {
-                mark,
-                message: format!("unknown alias `*{anchor}`"),
-            })
+            let Some((node, size)) = cx.anchors.get(&anchor).cloned() else {
+                return Err(YamlError {
+                    mark,
+                    message: format!("unknown alias `*{anchor}`"),
+                });
+            };
+            cx.count(size, mark)?;
+            return Ok(node);
         }
         Event::SeqStart { anchor, mark } => {
+            cx.count(1, mark)?;
             let mut items = Vec::new();
             loop {
                 match parser.next()? {
                     Event::End => break,
-                    ev => items.push(node(parser, ev, anchors)?),
+                    ev => items.push(node(parser, ev, cx, depth + 1)?),
                 }
             }
             (
@@ -234,14 +306,15 @@ fn node(
             )
         }
         Event::MapStart { anchor, mark } => {
+            cx.count(1, mark)?;
             let mut pairs = Vec::new();
             loop {
                 let key = match parser.next()? {
                     Event::End => break,
-                    ev => node(parser, ev, anchors)?,
+                    ev => node(parser, ev, cx, depth + 1)?,
                 };
                 let ev = parser.next()?;
-                let value = node(parser, ev, anchors)?;
+                let value = node(parser, ev, cx, depth + 1)?;
                 pairs.push((key, value));
             }
             (
@@ -260,7 +333,8 @@ fn node(
         }
     };
     if let Some(a) = anchor {
-        anchors.insert(a, node.clone());
+        let size = cx.nodes - before;
+        cx.anchors.insert(a, (node.clone(), size));
     }
     Ok(node)
 }
@@ -305,6 +379,39 @@ mod tests {
         assert!(e.message.contains("flow sequence"), "{e}");
         let e = parse("a: 1\n  b: 2\n").unwrap_err();
         assert_eq!((e.mark.line, e.mark.column), (2, 4), "{e}");
+    }
+
+    #[test]
+    fn billion_laughs_is_an_error_not_gigabytes() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            doc.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        assert!(doc.len() < 1000, "{}", doc.len());
+        let e = parse(&doc).unwrap_err();
+        assert!(e.message.contains("more than 100000 nodes"), "{e}");
+        assert!(e.mark.line >= 4, "{e}");
+        // Aliases within the limit still resolve.
+        assert!(parse("a: &k [1, 2]\nb: *k\nc: *k\n").is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let e = parse(&deep).unwrap_err();
+        assert!(e.message.contains("deeper than 64"), "{e}");
+        let ok = format!("{}{}", "[".repeat(60), "]".repeat(60));
+        assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn a_second_document_is_an_error() {
+        let e = parse("a: 1\n---\nb: 2\n").unwrap_err();
+        assert!(e.message.contains("second YAML document"), "{e}");
+        assert_eq!(e.mark.line, 3, "{e}");
     }
 
     #[test]

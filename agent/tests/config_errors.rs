@@ -92,3 +92,87 @@ fn bad_configs_give_one_line_with_position() {
         );
     }
 }
+
+/// Configs built to explode: each is an error naming file:line:column at
+/// `--dry-run`, and sent with SIGHUP it leaves the running agent as it was.
+#[test]
+fn hostile_configs_are_errors_and_do_not_hurt_a_running_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut laughs = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..9 {
+        let p = i - 1;
+        laughs.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    let deep = format!("{}{}\n", "[".repeat(200_000), "]".repeat(200_000));
+    let mut bad_utf8 = GOOD.as_bytes().to_vec();
+    let at = GOOD.find("mysql.error").unwrap();
+    bad_utf8.splice(at..at, [0xff, 0xfe]);
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("laughs.yml", laughs.into_bytes(), "more than 100000 nodes"),
+        (
+            "deep.yml",
+            deep.into_bytes(),
+            "nested deeper than 64 levels",
+        ),
+        (
+            "two.yml",
+            format!("{GOOD}---\n{GOOD}").into_bytes(),
+            "second YAML document",
+        ),
+        ("utf8.yml", bad_utf8, "5:10: not UTF-8"),
+        ("huge.yml", vec![b'#'; (4 << 20) + 1], "larger than 4 MiB"),
+    ];
+    for (name, bytes, expected) in &cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_my-agent"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--dry-run")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{name}: expected `{expected}` in {stderr}"
+        );
+        assert!(
+            stderr.starts_with(&format!("error: {}:", path.display())),
+            "{name}: {stderr}"
+        );
+    }
+
+    // A running agent gets each of them by SIGHUP and keeps shipping.
+    let sink = common::Sink::start();
+    let log = dir.path().join("mysqld.err");
+    common::append_lines(&log, (0..10).map(common::numbered_line));
+    let config = common::pipeline_config(dir.path(), &sink.url);
+    let agent = common::Agent::start(dir.path(), &config);
+    sink.wait_for(
+        std::time::Duration::from_secs(30),
+        "the first 10 lines",
+        |r| r.len() >= 10,
+    );
+    let cfg = dir.path().join("agent.yml");
+    for (_, bytes, _) in &cases {
+        std::fs::write(&cfg, bytes).unwrap();
+        agent.signal(libc::SIGHUP);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    common::append_lines(&log, (10..20).map(common::numbered_line));
+    sink.wait_for(
+        std::time::Duration::from_secs(30),
+        "10 more lines after the hostile reloads",
+        |r| r.len() >= 20,
+    );
+    let text = agent.log_text();
+    assert_eq!(
+        text.matches("new configuration rejected").count(),
+        cases.len(),
+        "{text}"
+    );
+    assert!(agent.stop().success());
+}

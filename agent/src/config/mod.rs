@@ -35,15 +35,7 @@ pub struct SystemConfig {
 impl Config {
     /// Loads and validates; the error is one line: `file:line:column: what`.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
-        let text = String::from_utf8(text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: not UTF-8 (byte {})",
-                path.display(),
-                e.utf8_error().valid_up_to()
-            )
-        })?;
+        let text = read_config_text(path)?;
         Config::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))
     }
 
@@ -163,12 +155,41 @@ fn metrics_bind(system: &mut Fields) -> Result<Option<SocketAddr>, fields::Confi
     Ok(Some(addr))
 }
 
+/// Configs are a few KiB; a bigger file is a mistake (or an attack), not
+/// something to parse.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// A config file's text: at most MAX_CONFIG_BYTES, UTF-8 (else the line
+/// and column of the first invalid byte).
+fn read_config_text(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        anyhow::bail!(
+            "{}: larger than {} MiB: not a config file",
+            path.display(),
+            MAX_CONFIG_BYTES >> 20
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+        anyhow::anyhow!("{}:{line}:{column}: not UTF-8", path.display())
+    })
+}
+
 /// Only `system.metrics.bind` of a config file, for `my-agent status`: an
 /// operator's shell may not read the secrets or the server's option files
 /// that a full load needs, and has no use for them here.
 pub fn metrics_bind_of(path: &Path) -> anyhow::Result<Option<SocketAddr>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    let text = read_config_text(path)?;
     let at = |e: fields::ConfigError| anyhow::anyhow!("{}:{e}", path.display());
     let root = crate::yaml::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?
