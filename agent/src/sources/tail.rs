@@ -676,7 +676,13 @@ fn frame(
     let mut events = Vec::new();
     let base = w.consumed;
     let consumed = match w.parser.as_mut() {
-        None => split_lines(data, cfg.max_line_size, metrics, |line, _| {
+        None => split_lines(data, cfg.max_line_size, metrics, |line, end| {
+            // A CRLF line (a log written on or for Windows) ends at its
+            // `\r\n`: the message is the text without either.
+            let line = match line.strip_suffix(b"\r") {
+                Some(text) if data[end - 1] == b'\n' => text,
+                _ => line,
+            };
             events.push(make_event(&w.tag, time, &cfg.message_key, line, metrics));
         }),
         Some(parser) => {
