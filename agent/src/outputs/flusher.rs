@@ -77,23 +77,11 @@ async fn deliver(
     let mut start = 0;
     let mut failures: u32 = 0;
     let mut first_failure: Option<Instant> = None;
+    // Records per request; halved each time the receiver answers 413, so a
+    // collector with a smaller body limit gets what it can take.
+    let mut cap = usize::MAX;
     while start < records.len() {
-        let (end, body) = request_body(sink, &records, start);
-        if end == start {
-            // One record larger than max_request_bytes can never be sent.
-            sink.status.failed("a record larger than max_request_bytes");
-            dead_letter(
-                sink,
-                &chunk,
-                &records,
-                start,
-                start + 1,
-                "record larger than max_request_bytes",
-                None,
-            );
-            start += 1;
-            continue;
-        }
+        let (end, body) = request_body(sink, &records, start, cap);
         match attempt(sink, body).await {
             Attempt::Done => {
                 PluginMetrics::add(&sink.metrics.records_out, (end - start) as u64);
@@ -101,6 +89,14 @@ async fn deliver(
                 start = end;
                 failures = 0;
                 first_failure = None;
+            }
+            Attempt::Reject { status: 413, .. } if end - start > 1 => {
+                cap = (end - start) / 2;
+                log::warn(&format!(
+                    "output {}: HTTP 413 for {} records; sending at most {cap} per request",
+                    sink.id,
+                    end - start
+                ));
             }
             Attempt::Reject { status, body } => {
                 let reason = format!("rejected with HTTP {status}");
@@ -180,13 +176,16 @@ fn format_of(sink: &Sink) -> RequestFormat {
     }
 }
 
-/// The body for records `start..end`, with `end` as far as the limits allow.
-fn request_body(sink: &Sink, records: &ChunkRecords, start: usize) -> (usize, Vec<u8>) {
+/// The body for records `start..end`, with `end` as far as the limits
+/// (and `cap` records) allow. The first record always goes, alone if it is
+/// larger than max_request_bytes: a big record is sent, never dropped for
+/// its size; only the receiver can refuse it.
+fn request_body(sink: &Sink, records: &ChunkRecords, start: usize, cap: usize) -> (usize, Vec<u8>) {
     let format = format_of(sink);
     let max_records = if format == RequestFormat::Json {
         1
     } else {
-        sink.max_request_records
+        sink.max_request_records.min(cap)
     };
     let mut body = Vec::with_capacity(sink.max_request_bytes.min(1 << 20));
     if format == RequestFormat::JsonArray {
@@ -201,7 +200,7 @@ fn request_body(sink: &Sink, records: &ChunkRecords, start: usize) -> (usize, Ve
         } else {
             1
         };
-        if body.len() + r.len() + extra > sink.max_request_bytes {
+        if end > start && body.len() + r.len() + extra > sink.max_request_bytes {
             break;
         }
         if format == RequestFormat::JsonArray && end > start {

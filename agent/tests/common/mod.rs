@@ -41,6 +41,8 @@ pub struct SinkState {
     /// Requests whose body contains this are answered 400.
     pub reject_marker: Mutex<Option<String>>,
     pub connections: AtomicU64,
+    /// Bodies larger than this are answered 413 (0: no limit).
+    pub max_body: AtomicU64,
 }
 
 pub struct Sink {
@@ -189,10 +191,13 @@ fn serve(stream: impl Read + Write, state: Arc<SinkState>) {
             .unwrap()
             .as_ref()
             .is_some_and(|m| text.contains(m.as_str()));
+        let max_body = state.max_body.load(Ordering::SeqCst);
         let status = if mode == Mode::Unavailable as u8 {
             503
         } else if rejected {
             400
+        } else if max_body > 0 && body.len() as u64 > max_body {
+            413
         } else {
             200
         };
@@ -212,6 +217,7 @@ fn serve(stream: impl Read + Write, state: Arc<SinkState>) {
         let reason = match status {
             200 => "OK",
             400 => "Bad Request",
+            413 => "Content Too Large",
             _ => "Service Unavailable",
         };
         let answer = format!(

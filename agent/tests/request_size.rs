@@ -1,0 +1,91 @@
+//! Nothing is dropped for its size: a record larger than
+//! max_request_bytes goes alone in its own request, and a collector that
+//! answers 413 gets smaller requests until they fit; only a single record
+//! it still refuses goes to the dead-letter directory.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+
+fn delivered(sink: &Sink, needle: &str) -> usize {
+    sink.state
+        .records
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r["message"].as_str().is_some_and(|m| m.contains(needle)))
+        .count()
+}
+
+#[test]
+fn big_records_are_sent_alone_and_413_splits_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let log = dir.path().join("mysqld.err");
+    let config = pipeline_config(dir.path(), &sink.url).replace(
+        &format!("    endpoint: {}\n", sink.url),
+        &format!("    endpoint: {}\n    max_request_bytes: 64k\n", sink.url),
+    );
+    assert!(config.contains("max_request_bytes: 64k"), "{config}");
+    let agent = Agent::start(dir.path(), &config);
+
+    // A 100 KB record, larger than max_request_bytes, among small ones.
+    append_lines(&log, (0..10).map(numbered_line));
+    append_lines(&log, [format!("BIG {}", "x".repeat(100_000))]);
+    append_lines(&log, (10..20).map(numbered_line));
+    sink.wait_for(Duration::from_secs(30), "21 records", |r| r.len() >= 21);
+    assert_eq!(delivered(&sink, "BIG "), 1, "the big record arrives");
+    assert!(
+        sink.state
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.status == 200 && r.bytes > 64 * 1024),
+        "in a request of its own"
+    );
+
+    // The collector now takes at most 20 KB per request.
+    sink.state.max_body.store(20_000, Ordering::SeqCst);
+    append_lines(&log, (20..2020).map(numbered_line));
+    append_lines(&log, [format!("HUGE {}", "y".repeat(30_000))]);
+    append_lines(&log, (2020..2100).map(numbered_line));
+    // (The closure gets the records under the sink's lock: count there.)
+    sink.wait_for(Duration::from_secs(60), "every small record", |r| {
+        r.len() >= 21 + 2080
+    });
+    assert_eq!(sink.seq_counts().len(), 2100, "every numbered line, once");
+    assert_eq!(delivered(&sink, "HUGE "), 0);
+    let requests = sink.state.requests.lock().unwrap().clone();
+    assert!(
+        requests.iter().any(|r| r.status == 413),
+        "the collector said 413"
+    );
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.status == 200)
+            .all(|r| r.bytes <= 20_000 || r.bytes > 64 * 1024),
+        "after a 413, requests fit the collector's limit"
+    );
+    // Only the one record the collector refuses on its own is dead-lettered.
+    let dead = dir.path().join("buffer/dead-letter");
+    let mut dead_records = String::new();
+    let mut reasons = String::new();
+    for e in std::fs::read_dir(&dead).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        if p.to_string_lossy().ends_with(".meta.json") {
+            reasons.push_str(&text);
+        } else {
+            dead_records.push_str(&text);
+        }
+    }
+    assert_eq!(dead_records.lines().count(), 1, "{reasons}");
+    assert!(dead_records.contains("HUGE "));
+    assert!(reasons.contains("HTTP 413"), "{reasons}");
+    assert!(agent.stop().success());
+}
