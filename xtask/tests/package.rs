@@ -93,19 +93,27 @@ fn package_layout_lint_install_upgrade_erase() {
     );
     // Every ELF is stripped, pointing at its debug file, which ships in
     // <name>-debuginfo of the same version and release.
-    let jemalloc = work.join("payload/opt/my-agent/lib/libjemalloc.so.2");
-    let bytes = fs::read(&jemalloc).unwrap();
-    let elf = goblin::elf::Elf::parse(&bytes).unwrap();
-    let sections: Vec<&str> = elf
-        .section_headers
-        .iter()
-        .filter_map(|h| elf.shdr_strtab.get_at(h.sh_name))
-        .collect();
-    assert!(
-        !sections.contains(&".debug_info") && !sections.contains(&".symtab"),
-        "{sections:?}"
-    );
-    assert!(sections.contains(&".gnu_debuglink"), "{sections:?}");
+    let mut elves = 0;
+    for l in list.lines().filter(|l| l.starts_with('-')) {
+        let path = l.rsplit(' ').next().unwrap();
+        let bytes = fs::read(work.join("payload").join(path.trim_start_matches('/'))).unwrap();
+        if !bytes.starts_with(b"\x7fELF") {
+            continue;
+        }
+        elves += 1;
+        let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+        let sections: Vec<&str> = elf
+            .section_headers
+            .iter()
+            .filter_map(|h| elf.shdr_strtab.get_at(h.sh_name))
+            .collect();
+        assert!(
+            !sections.iter().any(|s| s.starts_with(".debug_")) && !sections.contains(&".symtab"),
+            "{path}: {sections:?}"
+        );
+        assert!(sections.contains(&".gnu_debuglink"), "{path}: {sections:?}");
+    }
+    assert!(elves >= 5, "{list}");
     let debuginfo = rpm1.with_file_name("my-agent-debuginfo-0.1.0-1.el9.x86_64.rpm");
     let debug_list = ok(Command::new("rpm").arg("-qlp").arg(&debuginfo));
     for f in [
