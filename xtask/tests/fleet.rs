@@ -135,37 +135,44 @@ fn el7_and_el8_rpms_through_zig_install_and_run() {
         "el7 and el8 share one agent build"
     );
 
-    // The el7 agent, from its root, passes the agent's own tests: 100,000
-    // lines to a loopback sink, and queries through the el7 libmariadb
-    // against a real MariaDB server. The test binaries are the ones
-    // `cargo test` built already; MY_AGENT_BIN points their harness here.
-    let out = Command::new(env!("CARGO"))
-        .current_dir(common::repo_root())
-        .args([
-            "test",
-            "--locked",
-            "-p",
-            "my-agent",
-            "--test",
-            "ship",
-            "--test",
-            "mysql",
-            "--",
-            "ships_100k_lines",
-            "mysql_query_shapes_errors_and_recovery",
-        ])
-        .env("MY_AGENT_BIN", el7.join(bin))
-        .output()
-        .unwrap();
-    let log = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "agent tests against the el7 agent:\n{log}"
-    );
-    // Both tests ran (a filter that matched nothing would pass as well).
-    assert_eq!(log.matches("test result: ok. 1 passed").count(), 2, "{log}");
+    // Each installed agent, from its own root, passes the agent's own
+    // tests: 100,000 lines to a loopback sink, and queries through that
+    // root's libmariadb against a real MariaDB server. The test binaries
+    // are the ones `cargo test` built already; MY_AGENT_BIN points their
+    // harness at the installed agent.
+    for (target, root) in [("el7", &el7), ("el8", &el8)] {
+        let out = Command::new(env!("CARGO"))
+            .current_dir(common::repo_root())
+            .args([
+                "test",
+                "--locked",
+                "-p",
+                "my-agent",
+                "--test",
+                "ship",
+                "--test",
+                "mysql",
+                "--",
+                "ships_100k_lines",
+                "mysql_query_shapes_errors_and_recovery",
+            ])
+            .env("MY_AGENT_BIN", root.join(bin))
+            .output()
+            .unwrap();
+        let log = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "agent tests against the {target} agent:\n{log}"
+        );
+        // Both tests ran (a filter that matched nothing would pass as well).
+        assert_eq!(
+            log.matches("test result: ok. 1 passed").count(),
+            2,
+            "{target}: {log}"
+        );
+    }
 }
