@@ -17,6 +17,7 @@ mod sources;
 mod status;
 mod status_cmd;
 mod tag_pattern;
+mod writable;
 mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -82,7 +83,7 @@ fn main() {
         .config
         .take()
         .expect("clap requires --config without a subcommand");
-    let config = match Config::load(&config_path) {
+    let (config, text) = match Config::load_with_text(&config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -110,11 +111,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let code = rt.block_on(run(flags, config_path, config));
+    let code = rt.block_on(run(flags, config_path, config, text));
     std::process::exit(code);
 }
 
-async fn run(flags: Flags, config_path: PathBuf, config: Config) -> i32 {
+async fn run(flags: Flags, config_path: PathBuf, config: Config, mut running: String) -> i32 {
     let registry = Arc::new(Registry::default());
     // Outlives reloads like the registry: each pipeline publishes its
     // entries here, and the listener (restarted or not) reads them.
@@ -154,38 +155,12 @@ async fn run(flags: Flags, config_path: PathBuf, config: Config) -> i32 {
                 log::info("SIGUSR1: flushing buffers, log reopened");
             }
             _ = hup.recv() => {
-                match Config::load(&config_path) {
-                    Err(e) => log::error(&format!("SIGHUP: new configuration rejected, the old one keeps running: {e}")),
-                    Ok(new) => {
-                        log::info("SIGHUP: reloading the configuration");
-                        pipeline.stop().await;
-                        for server in listeners.drain(..) {
-                            server.stop().await;
-                        }
-                        let wanted = Listeners::of(&new);
-                        listeners = match wanted.start(&registry, &board).await {
-                            Ok(l) => {
-                                serving = wanted;
-                                l
-                            }
-                            Err(e) => {
-                                log::error(&format!("SIGHUP: {e}; the previous listeners keep running"));
-                                match serving.start(&registry, &board).await {
-                                    Ok(l) => l,
-                                    Err(e) => {
-                                        log::error(&format!("SIGHUP: {e}"));
-                                        return 1;
-                                    }
-                                }
-                            }
-                        };
-                        pipeline = match Pipeline::start(new, &registry, &board, &handle) {
-                            Ok(p) => p,
-                            Err(e) => {
-                                log::error(&format!("SIGHUP: cannot start the new configuration: {e:#}"));
-                                return 1;
-                            }
-                        };
+                let shared = Shared { registry: &registry, board: &board, handle: &handle };
+                match reload(&config_path, &mut running, pipeline, &mut listeners, &mut serving, &shared).await {
+                    Ok(p) => pipeline = p,
+                    Err(e) => {
+                        log::error(&format!("SIGHUP: {e}"));
+                        return 1;
                     }
                 }
             }
@@ -201,6 +176,86 @@ async fn run(flags: Flags, config_path: PathBuf, config: Config) -> i32 {
     }
     log::info("stopped");
     0
+}
+
+/// What outlives every pipeline: metrics, the status board, the runtime.
+struct Shared<'a> {
+    registry: &'a Arc<Registry>,
+    board: &'a Arc<StatusBoard>,
+    handle: &'a tokio::runtime::Handle,
+}
+
+/// SIGHUP: the new configuration is parsed and prepared (clients built,
+/// directories proven writable) while the old pipeline keeps running; only
+/// then is the old one stopped and the new one started. A configuration
+/// that fails before that point is refused and the old one never notices.
+/// If the new one still fails to start (its buffer cannot be opened), the
+/// configuration that was running is started again from the text it was
+/// loaded from. Err only when neither can run.
+async fn reload(
+    config_path: &Path,
+    running: &mut String,
+    pipeline: Pipeline,
+    listeners: &mut Vec<HttpServer>,
+    serving: &mut Listeners,
+    shared: &Shared<'_>,
+) -> Result<Pipeline, String> {
+    let Shared {
+        registry,
+        board,
+        handle,
+    } = *shared;
+    let (new, text) = match Config::load_with_text(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error(&format!(
+                "SIGHUP: new configuration rejected, the old one keeps running: {e}"
+            ));
+            return Ok(pipeline);
+        }
+    };
+    let wanted = Listeners::of(&new);
+    let prepared = match Pipeline::prepare(new) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error(&format!(
+                "SIGHUP: new configuration cannot start, the old one keeps running: {e:#}"
+            ));
+            return Ok(pipeline);
+        }
+    };
+    log::info("SIGHUP: reloading the configuration");
+    pipeline.stop().await;
+    for server in listeners.drain(..) {
+        server.stop().await;
+    }
+    *listeners = match wanted.start(registry, board).await {
+        Ok(l) => {
+            *serving = wanted;
+            l
+        }
+        Err(e) => {
+            log::error(&format!("SIGHUP: {e}; the previous listeners keep running"));
+            serving.start(registry, board).await?
+        }
+    };
+    match prepared.start(registry, board, handle) {
+        Ok(p) => {
+            *running = text;
+            Ok(p)
+        }
+        Err(e) => {
+            log::error(&format!(
+                "SIGHUP: cannot start the new configuration: {e:#}; starting the previous one again"
+            ));
+            // Parsed again from the text it was loaded from: the file now
+            // holds the new configuration.
+            let old = Config::parse(running)
+                .map_err(|e| format!("the previous configuration no longer parses: {e}"))?;
+            Pipeline::start(old, registry, board, handle)
+                .map_err(|e| format!("cannot start the previous configuration either: {e:#}"))
+        }
+    }
 }
 
 /// What the agent serves over HTTP besides shipping: `/metrics` (with

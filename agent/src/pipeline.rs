@@ -16,7 +16,7 @@ use crate::event::Event;
 use crate::filters::Filter;
 use crate::log;
 use crate::metrics::{PluginMetrics, Registry};
-use crate::outputs::{flusher, Sink};
+use crate::outputs::{flusher, PreparedSink, Sink};
 use crate::sources::{tail::TailSource, SourceConfig};
 use crate::status::{PipelineStatus, SourceStatus, StatusBoard};
 use crate::tag_pattern::TagPattern;
@@ -124,52 +124,94 @@ pub struct Pipeline {
     shutdown_timeout: Duration,
 }
 
+/// A configuration made ready to start: clients built and directories
+/// checked, with nothing opened that a running pipeline may be using
+/// (buffers, pos_files, source threads). See `Pipeline::prepare`.
+pub struct Prepared {
+    sources: Vec<SourceConfig>,
+    filters: Vec<(TagPattern, Filter)>,
+    outputs: Vec<(TagPattern, Vec<PreparedSink>)>,
+    shutdown_timeout: Duration,
+}
+
+/// A source built and ready to run on its own thread until told to stop.
+type Ready = Box<dyn FnOnce(Arc<Router>, Arc<AtomicBool>) + Send>;
+
 impl Pipeline {
-    /// Starts every source and flusher, and publishes their entries on
-    /// `board` (replacing a previous pipeline's) once all have started.
+    /// Does everything that can fail and can be done while another
+    /// pipeline runs, so that a reload refuses a configuration that cannot
+    /// start before it stops the one that works.
+    pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
+        for source in &config.sources {
+            source.prepare()?;
+        }
+        let mut outputs = Vec::new();
+        for o in config.outputs {
+            let sinks = o
+                .sinks
+                .into_iter()
+                .map(|s| s.prepare())
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            outputs.push((o.pattern, sinks));
+        }
+        Ok(Prepared {
+            sources: config.sources,
+            filters: config.filters,
+            outputs,
+            shutdown_timeout: config.system.shutdown_timeout,
+        })
+    }
+
+    /// Prepares and starts `config` (the agent's first start).
     pub fn start(
         config: Config,
         registry: &Registry,
         board: &StatusBoard,
         rt: &tokio::runtime::Handle,
     ) -> anyhow::Result<Pipeline> {
+        Pipeline::prepare(config)?.start(registry, board, rt)
+    }
+}
+
+impl Prepared {
+    /// Opens the buffers, builds every source, then starts the flushers and
+    /// source threads, and publishes their entries on `board` (replacing a
+    /// previous pipeline's). Whatever can fail comes before the first
+    /// thread starts, so a failure leaves nothing running.
+    pub fn start(
+        self,
+        registry: &Registry,
+        board: &StatusBoard,
+        rt: &tokio::runtime::Handle,
+    ) -> anyhow::Result<Pipeline> {
         let mut outputs = Vec::new();
-        for o in config.outputs {
+        for (pattern, prepared) in self.outputs {
             let mut sinks = Vec::new();
-            for s in o.sinks {
-                let (sink, notes) = s.build(registry)?;
+            for s in prepared {
+                let (sink, notes) = s.open(registry)?;
                 for n in notes {
                     log::info(&format!("output {}: recovered {n}", sink.id));
                 }
                 sinks.push(Arc::new(sink));
             }
-            outputs.push((o.pattern, sinks));
+            outputs.push((pattern, sinks));
         }
         let router = Arc::new(Router {
-            filters: config.filters,
+            filters: self.filters,
             outputs,
             routes: Mutex::new(HashMap::new()),
             unmatched: AtomicU64::new(0),
         });
 
-        let (stop_flushers, stop_rx) = watch::channel(None);
-        let mut flushers = Vec::new();
-        for sink in router.sinks() {
-            for _ in 0..sink.buffer.config.flush_thread_count {
-                flushers.push(rt.spawn(flusher::run(sink.clone(), stop_rx.clone())));
-            }
-        }
-
-        let stop_sources = Arc::new(AtomicBool::new(false));
-        let mut sources = Vec::new();
+        let mut ready = Vec::new();
         let mut statuses = Vec::new();
-        for (i, source) in config.sources.into_iter().enumerate() {
+        for (i, source) in self.sources.into_iter().enumerate() {
             match source {
                 SourceConfig::MysqlQuery(cfg) => {
                     let id = format!("mysql_query{i}");
                     let metrics = registry.register("source", &id);
                     let status = Arc::new(SourceStatus::new(
-                        id,
+                        id.clone(),
                         "mysql_query",
                         cfg.tag.clone(),
                         Vec::new(),
@@ -177,12 +219,8 @@ impl Pipeline {
                     statuses.push(status.clone());
                     let source =
                         crate::sources::mysql_query::MysqlQuerySource::new(cfg, metrics, status);
-                    let (router, stop) = (router.clone(), stop_sources.clone());
-                    sources.push(
-                        std::thread::Builder::new()
-                            .name(format!("mysql_query{i}"))
-                            .spawn(move || source.run(router, stop))?,
-                    );
+                    let run: Ready = Box::new(move |router, stop| source.run(router, stop));
+                    ready.push((id, run));
                 }
                 SourceConfig::Tail(cfg) | SourceConfig::MysqlSlowQuery(cfg) => {
                     let kind = if cfg.slow_log.is_some() {
@@ -193,36 +231,59 @@ impl Pipeline {
                     let id = format!("{kind}{i}");
                     let metrics = registry.register("source", &id);
                     let status = Arc::new(SourceStatus::new(
-                        id,
+                        id.clone(),
                         kind,
                         cfg.tag.clone(),
                         cfg.paths.clone(),
                     ));
                     statuses.push(status.clone());
                     let tail = TailSource::new(cfg, metrics, status)?;
-                    let (router, stop) = (router.clone(), stop_sources.clone());
-                    sources.push(
-                        std::thread::Builder::new()
-                            .name(format!("tail{i}"))
-                            .spawn(move || tail.run(router, stop))?,
-                    );
+                    let run: Ready = Box::new(move |router, stop| tail.run(router, stop));
+                    ready.push((id, run));
+                }
+            }
+        }
+
+        let (stop_flushers, stop_rx) = watch::channel(None);
+        let mut flushers = Vec::new();
+        for sink in router.sinks() {
+            for _ in 0..sink.buffer.config.flush_thread_count {
+                flushers.push(rt.spawn(flusher::run(sink.clone(), stop_rx.clone())));
+            }
+        }
+        let stop_sources = Arc::new(AtomicBool::new(false));
+        let mut pipeline = Pipeline {
+            router,
+            stop_sources,
+            sources: Vec::new(),
+            stop_flushers,
+            flushers,
+            shutdown_timeout: self.shutdown_timeout,
+        };
+        for (id, source) in ready {
+            let (router, stop) = (pipeline.router.clone(), pipeline.stop_sources.clone());
+            let spawned = std::thread::Builder::new()
+                .name(id.clone())
+                .spawn(move || source(router, stop));
+            match spawned {
+                Ok(handle) => pipeline.sources.push(handle),
+                Err(e) => {
+                    // Out of threads: stop what started (it flushes what
+                    // it read) rather than run half a configuration.
+                    drop(rt.spawn(pipeline.stop()));
+                    anyhow::bail!("cannot start source {id}: {e}");
                 }
             }
         }
         board.publish(PipelineStatus {
             sources: statuses,
-            outputs: router.sinks().map(|s| s.status.clone()).collect(),
+            outputs: pipeline.router.sinks().map(|s| s.status.clone()).collect(),
         });
-        Ok(Pipeline {
-            router,
-            stop_sources,
-            sources,
-            stop_flushers,
-            flushers,
-            shutdown_timeout: config.system.shutdown_timeout,
-        })
+        Ok(pipeline)
     }
+}
 
+impl Pipeline {
     /// SIGUSR1: deliver what is buffered now.
     pub fn flush(&self) {
         for s in self.router.sinks() {

@@ -34,9 +34,12 @@ pub struct SystemConfig {
 
 impl Config {
     /// Loads and validates; the error is one line: `file:line:column: what`.
-    pub fn load(path: &Path) -> anyhow::Result<Config> {
+    /// Also returns the text it was parsed from: a reload that fails to
+    /// start the new configuration starts this one again from it.
+    pub fn load_with_text(path: &Path) -> anyhow::Result<(Config, String)> {
         let text = read_config_text(path)?;
-        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))
+        let config = Config::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;
+        Ok((config, text))
     }
 
     pub fn parse(text: &str) -> Result<Config, fields::ConfigError> {

@@ -14,6 +14,7 @@ use crate::buffer::{Buffer, BufferConfig, Storage};
 use crate::config::fields::{error, Fields, Result as ConfigResult};
 use crate::metrics::{PluginMetrics, Registry};
 use crate::status::OutputStatus;
+use crate::writable;
 use crate::yaml::NodeKind;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -191,15 +192,54 @@ impl SinkConfig {
         })
     }
 
-    pub fn build(self, registry: &Registry) -> anyhow::Result<(Sink, Vec<String>)> {
-        let metrics = registry.register("output", &self.id);
-        let (buffer, notes) = Buffer::open(self.buffer, metrics.clone())
-            .map_err(|e| anyhow::anyhow!("output {}: cannot open its buffer: {e}", self.id))?;
+    /// Everything that can fail without touching a running pipeline: the
+    /// client (TLS set-up, CA file) is built and the directories the sink
+    /// writes are created and proven writable. A reload prepares the new
+    /// configuration this way before it stops the old one.
+    pub fn prepare(self) -> anyhow::Result<PreparedSink> {
+        let id = self.id.clone();
+        if let Storage::File(dir) = &self.buffer.storage {
+            writable::ensure_dir(dir, &format!("output {id}: buffer path"))?;
+        }
+        if let Some(dir) = &self.dead_letter_dir {
+            writable::ensure_dir(dir, &format!("output {id}: dead_letter_dir"))?;
+        }
         let kind = match self.kind {
-            SinkKindConfig::Http(c) => SinkKind::Http(Box::new(http::HttpSink::new(c)?)),
+            SinkKindConfig::Http(c) => SinkKind::Http(Box::new(
+                http::HttpSink::new(c).map_err(|e| anyhow::anyhow!("output {id}: {e:#}"))?,
+            )),
             SinkKindConfig::Stdout => SinkKind::Stdout,
-            SinkKindConfig::File(c) => SinkKind::File(local::FileSink::new(c)),
+            SinkKindConfig::File(c) => {
+                writable::ensure_parent(&c.path, &format!("output {id}: the directory of path"))?;
+                SinkKind::File(local::FileSink::new(c))
+            }
         };
+        Ok(PreparedSink {
+            config: SinkConfig {
+                kind: SinkKindConfig::Stdout,
+                ..self
+            },
+            kind,
+        })
+    }
+}
+
+/// A sink ready to open its buffer (see `SinkConfig::prepare`).
+pub struct PreparedSink {
+    /// The sink's settings; its `kind` is spent (built into `kind` below).
+    config: SinkConfig,
+    kind: SinkKind,
+}
+
+impl PreparedSink {
+    /// Opens the buffer, queueing what a previous run left in it. Done only
+    /// once the previous pipeline has stopped, as both may use one buffer
+    /// directory.
+    pub fn open(self, registry: &Registry) -> anyhow::Result<(Sink, Vec<String>)> {
+        let PreparedSink { config, kind } = self;
+        let metrics = registry.register("output", &config.id);
+        let (buffer, notes) = Buffer::open(config.buffer, metrics.clone())
+            .map_err(|e| anyhow::anyhow!("output {}: cannot open its buffer: {e}", config.id))?;
         let (type_name, endpoint) = match &kind {
             SinkKind::Http(h) => ("http", Some(h.endpoint_without_secrets())),
             SinkKind::Stdout => ("stdout", None),
@@ -207,22 +247,22 @@ impl SinkConfig {
         };
         let buffer = Arc::new(buffer);
         let status = Arc::new(OutputStatus::new(
-            self.id.clone(),
+            config.id.clone(),
             type_name,
             endpoint,
             buffer.clone(),
         ));
         Ok((
             Sink {
-                id: self.id,
+                id: config.id,
                 kind,
                 buffer,
                 metrics,
                 status,
-                retry: self.retry,
-                max_request_bytes: self.max_request_bytes,
-                max_request_records: self.max_request_records,
-                dead_letter_dir: self.dead_letter_dir,
+                retry: config.retry,
+                max_request_bytes: config.max_request_bytes,
+                max_request_records: config.max_request_records,
+                dead_letter_dir: config.dead_letter_dir,
             },
             notes,
         ))

@@ -32,6 +32,34 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// What can be checked without touching a running pipeline (whose
+    /// sources may share this one's pos_file): the pos_file's directory
+    /// exists and is writable.
+    pub fn prepare(&self) -> anyhow::Result<()> {
+        match self {
+            SourceConfig::Tail(c) | SourceConfig::MysqlSlowQuery(c) => {
+                if let Some(pos) = &c.pos_file {
+                    crate::writable::ensure_parent(pos, "the directory of pos_file")?;
+                    // A pos_file that exists must be readable: the source
+                    // reads it when it starts, after the old one stopped.
+                    if pos.exists() {
+                        std::fs::File::open(pos)
+                            .and_then(|f| f.metadata())
+                            .and_then(|m| match m.is_file() {
+                                true => Ok(()),
+                                false => Err(std::io::Error::other("not a regular file")),
+                            })
+                            .map_err(|e| {
+                                anyhow::anyhow!("pos_file {} is unreadable: {e}", pos.display())
+                            })?;
+                    }
+                }
+                Ok(())
+            }
+            SourceConfig::MysqlQuery(_) => Ok(()),
+        }
+    }
+
     pub fn from_config(kind: &str, f: &mut Fields) -> Result<SourceConfig> {
         Ok(match kind {
             "tail" => SourceConfig::Tail(tail::TailConfig::from_config(f, false)?),

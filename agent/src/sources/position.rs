@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,8 +36,15 @@ struct PosFile {
     files: Vec<(FileId, Position)>,
 }
 
+/// Positions of sources without a pos_file, kept for the life of the process
+/// (keyed by the source's identity, see `PositionStore::load`) so that a
+/// reload does not read their files again from wherever it would start.
+static IN_MEMORY: Mutex<BTreeMap<String, BTreeMap<FileId, Position>>> = Mutex::new(BTreeMap::new());
+
 pub struct PositionStore {
     path: Option<PathBuf>,
+    /// Without a path: the key in `IN_MEMORY`.
+    memory_key: String,
     pub entries: BTreeMap<FileId, Position>,
     /// True when a pos file existed: files that appeared while the agent was
     /// down are then read from their head.
@@ -44,13 +52,22 @@ pub struct PositionStore {
 }
 
 impl PositionStore {
-    pub fn load(path: Option<PathBuf>) -> anyhow::Result<PositionStore> {
+    /// Loads the pos_file at `path`; without one, the positions the same
+    /// source (`memory_key`: its kind, tag and paths) had before a reload.
+    pub fn load(path: Option<PathBuf>, memory_key: &str) -> anyhow::Result<PositionStore> {
         let mut store = PositionStore {
             path: path.clone(),
+            memory_key: memory_key.to_string(),
             entries: BTreeMap::new(),
             existed: false,
         };
-        let Some(path) = path else { return Ok(store) };
+        let Some(path) = path else {
+            if let Some(entries) = IN_MEMORY.lock().unwrap().get(memory_key) {
+                store.entries = entries.clone();
+                store.existed = true;
+            }
+            return Ok(store);
+        };
         match fs::read(&path) {
             Ok(bytes) => {
                 store.existed = true;
@@ -72,6 +89,10 @@ impl PositionStore {
 
     pub fn save(&self) -> std::io::Result<()> {
         let Some(path) = &self.path else {
+            IN_MEMORY
+                .lock()
+                .unwrap()
+                .insert(self.memory_key.clone(), self.entries.clone());
             return Ok(());
         };
         let file = PosFile {
@@ -113,7 +134,7 @@ mod tests {
     fn saves_and_loads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/tail.pos");
-        let mut s = PositionStore::load(Some(path.clone())).unwrap();
+        let mut s = PositionStore::load(Some(path.clone()), "k").unwrap();
         assert!(!s.existed);
         s.entries.insert(
             FileId { dev: 1, ino: 2 },
@@ -126,11 +147,38 @@ mod tests {
             },
         );
         s.save().unwrap();
-        let s2 = PositionStore::load(Some(path.clone())).unwrap();
+        let s2 = PositionStore::load(Some(path.clone()), "k").unwrap();
         assert!(s2.existed);
         assert_eq!(s2.entries, s.entries);
         fs::write(&path, b"{garbage").unwrap();
-        let s3 = PositionStore::load(Some(path)).unwrap();
+        let s3 = PositionStore::load(Some(path), "k").unwrap();
         assert!(s3.entries.is_empty());
+    }
+
+    #[test]
+    fn without_a_file_positions_outlive_the_store() {
+        let key = "tail t [\"/var/log/x\"] (test)";
+        let mut s = PositionStore::load(None, key).unwrap();
+        assert!(!s.existed, "first start");
+        let id = FileId { dev: 9, ino: 9 };
+        s.entries.insert(
+            id,
+            Position {
+                path: "/var/log/x".into(),
+                offset: 77,
+                crc: 0,
+                window: 0,
+                db: None,
+            },
+        );
+        s.save().unwrap();
+        // The next pipeline (a reload) picks them up; another source does not.
+        let again = PositionStore::load(None, key).unwrap();
+        assert!(again.existed);
+        assert_eq!(again.entries[&id].offset, 77);
+        assert!(PositionStore::load(None, "another")
+            .unwrap()
+            .entries
+            .is_empty());
     }
 }

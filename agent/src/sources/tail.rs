@@ -222,7 +222,9 @@ impl TailSource {
         metrics: Arc<PluginMetrics>,
         status: Arc<SourceStatus>,
     ) -> anyhow::Result<TailSource> {
-        let positions = PositionStore::load(config.pos_file.clone())?;
+        // Without a pos_file, positions live in memory across reloads.
+        let memory_key = format!("{} {} {:?}", config.kind, config.tag, config.paths);
+        let positions = PositionStore::load(config.pos_file.clone(), &memory_key)?;
         if let Some(auto) = &config.auto {
             log::info(&format!(
                 "{} {}: path auto: {} ({})",

@@ -1,0 +1,135 @@
+//! SIGHUP builds before it stops: a configuration that cannot start is
+//! refused while the old pipeline keeps delivering, one that fails only
+//! when it opens its buffer brings the old one back, and sources without a
+//! pos_file keep their positions across a reload.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// The shared pipeline without a pos_file: positions live in memory only.
+fn config_without_pos_file(dir: &std::path::Path, url: &str) -> String {
+    let c = pipeline_config(dir, url);
+    let pos = format!("    pos_file: {}/tail.pos\n", dir.display());
+    assert!(c.contains(&pos));
+    c.replace(&pos, "")
+}
+
+#[test]
+fn a_config_that_cannot_start_leaves_the_old_one_delivering() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let log = dir.path().join("mysqld.err");
+    let good = pipeline_config(dir.path(), &sink.url);
+    let agent = Agent::start(dir.path(), &good);
+    let config_path = dir.path().join("agent.yml");
+    append_lines(&log, (0..10).map(numbered_line));
+    sink.wait_for(Duration::from_secs(30), "10 lines", |r| r.len() >= 10);
+
+    // Valid YAML and valid settings (`--dry-run` accepts it), but the
+    // buffer directory cannot be created: its parent is a regular file.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"").unwrap();
+    let broken = good.replace(
+        &format!("path: {}/buffer", dir.path().display()),
+        &format!("path: {}/buffer", blocker.display()),
+    );
+    assert_ne!(broken, good);
+    std::fs::write(&config_path, &broken).unwrap();
+    let dry = std::process::Command::new(agent_binary())
+        .args(["--dry-run", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(dry.status.success(), "{dry:?}");
+    agent.signal(libc::SIGHUP);
+    wait_until("the refusal in the log", || {
+        agent
+            .log_text()
+            .contains("cannot start, the old one keeps running")
+    });
+    let text = agent.log_text();
+    assert!(text.contains("not-a-dir/buffer"), "names the path: {text}");
+    assert!(!text.contains("SIGHUP: reloading"), "{text}");
+    append_lines(&log, (10..20).map(numbered_line));
+    sink.wait_for(Duration::from_secs(30), "lines after the refusal", |r| {
+        r.len() >= 20
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let counts = sink.seq_counts();
+    assert!(
+        (0..20).all(|n| counts.get(&n) == Some(&1)),
+        "each line once: {counts:?}"
+    );
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn a_config_whose_buffer_cannot_open_brings_the_old_one_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let log = dir.path().join("mysqld.err");
+    let good = pipeline_config(dir.path(), &sink.url);
+    let agent = Agent::start(dir.path(), &good);
+    let config_path = dir.path().join("agent.yml");
+    append_lines(&log, (0..10).map(numbered_line));
+    sink.wait_for(Duration::from_secs(30), "10 lines", |r| r.len() >= 10);
+
+    // The new buffer directory is writable (so the reload goes ahead) but
+    // holds a "chunk" that is a directory: opening the buffer fails only
+    // once the old pipeline has stopped.
+    let other = dir.path().join("other-buffer");
+    std::fs::create_dir_all(other.join("chunk-0000000000000001.buf")).unwrap();
+    let broken = good.replace(
+        &format!("path: {}/buffer", dir.path().display()),
+        &format!("path: {}", other.display()),
+    );
+    std::fs::write(&config_path, &broken).unwrap();
+    agent.signal(libc::SIGHUP);
+    wait_until("the fallback in the log", || {
+        agent.log_text().contains("starting the previous one again")
+    });
+    append_lines(&log, (10..20).map(numbered_line));
+    sink.wait_for(Duration::from_secs(30), "lines after the fallback", |r| {
+        r.len() >= 20
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let counts = sink.seq_counts();
+    assert!(
+        (0..20).all(|n| counts.get(&n) == Some(&1)),
+        "each line once: {counts:?}"
+    );
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn positions_without_a_pos_file_survive_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let log = dir.path().join("mysqld.err");
+    let config = config_without_pos_file(dir.path(), &sink.url);
+    let agent = Agent::start(dir.path(), &config);
+    append_lines(&log, (0..50).map(numbered_line));
+    sink.wait_for(Duration::from_secs(30), "50 lines", |r| r.len() >= 50);
+    for round in 0..3 {
+        agent.signal(libc::SIGHUP);
+        wait_until("the reload", || {
+            agent.log_text().matches("SIGHUP: reloading").count() > round
+        });
+    }
+    // A new file created between reloads is read from its head.
+    let second = dir.path().join("second.err");
+    append_lines(&second, (50..60).map(numbered_line));
+    append_lines(&log, (60..70).map(numbered_line));
+    sink.wait_for(Duration::from_secs(30), "70 lines", |r| r.len() >= 70);
+    std::thread::sleep(Duration::from_secs(2));
+    let counts = sink.seq_counts();
+    assert!(
+        (0..70).all(|n| counts.get(&n) == Some(&1)),
+        "each line once across three reloads: {counts:?}"
+    );
+    assert_eq!(sink.record_count(), 70);
+    assert!(agent.stop().success());
+}
