@@ -149,7 +149,10 @@ impl TailConfig {
         };
         let mut cfg = cfg;
         if slow_log {
-            let max_entry_bytes = f.size("max_entry_size", 1 << 20)? as usize;
+            // Half the http output's default max_request_bytes (1 MiB): a
+            // cut entry, its header fields and JSON escaping still fit in
+            // one ordinary request.
+            let max_entry_bytes = f.size("max_entry_size", 512 << 10)? as usize;
             cfg.slow_log = Some(SlowLogOptions {
                 max_entry_bytes,
                 entry_timeout: f.duration("entry_timeout", Duration::from_secs(1))?,
