@@ -13,6 +13,7 @@ mod metrics;
 mod mysql;
 mod outputs;
 mod pipeline;
+mod replay;
 mod sources;
 mod status;
 mod status_cmd;
@@ -71,13 +72,53 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Send the dead letters in DIR again through the output that wrote
+    /// them (with --config), removing what is delivered: exit 0 when the
+    /// directory is empty of them, 1 when some remain, 2 on a usage error.
+    /// Run it as the service user.
+    Replay {
+        /// A dead-letter directory (`dead_letter_dir`, by default
+        /// `<buffer path>/dead-letter`)
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The configuration naming the outputs [default: --config]
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Send every file through this output instead of the one its
+        /// `.meta.json` names
+        #[arg(long, value_name = "ID")]
+        output: Option<String>,
+        /// How long to keep retrying an unreachable collector per file
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        timeout: u64,
+    },
 }
 
 fn main() {
     let mut flags = Flags::parse();
-    if let Some(Command::Status { url, config }) = flags.command.take() {
-        let config = config.or(flags.config);
-        std::process::exit(status_cmd::run(url.as_deref(), config.as_deref()));
+    match flags.command.take() {
+        Some(Command::Status { url, config }) => {
+            let config = config.or(flags.config);
+            std::process::exit(status_cmd::run(url.as_deref(), config.as_deref()));
+        }
+        Some(Command::Replay {
+            dir,
+            config,
+            output,
+            timeout,
+        }) => {
+            let Some(config) = config.or(flags.config) else {
+                eprintln!("error: replay needs the configuration: --config FILE");
+                std::process::exit(2);
+            };
+            std::process::exit(replay::run(
+                &config,
+                &dir,
+                output.as_deref(),
+                std::time::Duration::from_secs(timeout),
+            ));
+        }
+        None => {}
     }
     let config_path = flags
         .config
