@@ -15,7 +15,7 @@ use crate::buffer::{Chunk, ChunkRecords};
 use crate::log;
 use crate::metrics::PluginMetrics;
 
-use super::{local, Attempt, RequestFormat, Sink, SinkKind};
+use super::{Attempt, RequestFormat, Sink};
 
 /// Runs until `stop` turns true and the buffer is drained, or `deadline`
 /// (set at stop) passes; undelivered file chunks stay on disk.
@@ -155,25 +155,11 @@ async fn deliver(
 }
 
 async fn attempt(sink: &Sink, body: Vec<u8>) -> Attempt {
-    let result = match &sink.kind {
-        SinkKind::Http(h) => return h.send(body).await,
-        SinkKind::Stdout => local::write_stdout(&body),
-        SinkKind::File(f) => f.write(&body),
-    };
-    match result {
-        Ok(()) => Attempt::Done,
-        Err(e) => Attempt::Retry {
-            reason: e.to_string(),
-            after: None,
-        },
-    }
+    sink.output.deliver(body).await
 }
 
 fn format_of(sink: &Sink) -> RequestFormat {
-    match &sink.kind {
-        SinkKind::Http(h) => h.format(),
-        SinkKind::Stdout | SinkKind::File(_) => RequestFormat::Ndjson,
-    }
+    sink.output.format()
 }
 
 /// The body for records `start..end`, with `end` as far as the limits

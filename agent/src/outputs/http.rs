@@ -24,7 +24,37 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::fields::{error, Fields, Result as ConfigResult};
 use crate::yaml::NodeKind;
 
-use super::{Attempt, RequestFormat};
+use super::{Attempt, BoxFuture, Output, OutputSettings, RequestFormat};
+
+/// `type: http`'s entry in the outputs table.
+pub fn settings(f: &mut Fields) -> ConfigResult<Box<dyn OutputSettings>> {
+    Ok(Box::new(HttpConfig::from_config(f)?))
+}
+
+impl OutputSettings for HttpConfig {
+    fn build(self: Box<Self>, id: &str) -> anyhow::Result<Box<dyn Output>> {
+        let sink = HttpSink::new(*self).map_err(|e| anyhow::anyhow!("output {id}: {e:#}"))?;
+        Ok(Box::new(sink))
+    }
+
+    fn can_reject(&self) -> bool {
+        true
+    }
+}
+
+impl Output for HttpSink {
+    fn describe(&self) -> (&'static str, Option<String>) {
+        ("http", Some(self.shown.clone()))
+    }
+
+    fn format(&self) -> RequestFormat {
+        self.config.format
+    }
+
+    fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt> {
+        Box::pin(self.send(body))
+    }
+}
 
 #[derive(Debug)]
 pub struct HttpConfig {
@@ -238,16 +268,6 @@ impl HttpSink {
             uri,
             transport,
         })
-    }
-
-    pub fn format(&self) -> RequestFormat {
-        self.config.format
-    }
-
-    /// The endpoint as `/status` may show it: `user:password@` and the
-    /// query (where collectors often take an API key) left out.
-    pub fn endpoint_without_secrets(&self) -> String {
-        self.shown.clone()
     }
 
     fn request(&self, body: Vec<u8>) -> Request<Body> {

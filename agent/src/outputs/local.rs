@@ -7,33 +7,66 @@ use std::path::PathBuf;
 
 use crate::config::fields::{Fields, Result as ConfigResult};
 
-#[derive(Debug)]
-pub struct FileConfig {
-    pub path: PathBuf,
+use super::{Attempt, BoxFuture, Output, OutputSettings};
+
+/// `type: stdout`'s entry in the outputs table.
+pub fn stdout_settings(_: &mut Fields) -> ConfigResult<Box<dyn OutputSettings>> {
+    Ok(Box::new(StdoutConfig))
 }
 
-impl FileConfig {
-    pub fn from_config(f: &mut Fields) -> ConfigResult<FileConfig> {
-        Ok(FileConfig {
-            path: PathBuf::from(f.required_string("path")?),
-        })
+/// `type: file`'s entry in the outputs table.
+pub fn file_settings(f: &mut Fields) -> ConfigResult<Box<dyn OutputSettings>> {
+    Ok(Box::new(FileConfig {
+        path: PathBuf::from(f.required_string("path")?),
+    }))
+}
+
+struct StdoutConfig;
+
+impl OutputSettings for StdoutConfig {
+    fn build(self: Box<Self>, _: &str) -> anyhow::Result<Box<dyn Output>> {
+        Ok(Box::new(StdoutSink))
     }
 }
 
-pub struct FileSink {
+struct StdoutSink;
+
+impl Output for StdoutSink {
+    fn describe(&self) -> (&'static str, Option<String>) {
+        ("stdout", None)
+    }
+
+    fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt> {
+        let result = (|| {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&body)?;
+            out.flush()
+        })();
+        Box::pin(std::future::ready(retry_on_error(result)))
+    }
+}
+
+#[derive(Debug)]
+struct FileConfig {
+    path: PathBuf,
+}
+
+impl OutputSettings for FileConfig {
+    fn build(self: Box<Self>, id: &str) -> anyhow::Result<Box<dyn Output>> {
+        crate::writable::ensure_parent(
+            &self.path,
+            &format!("output {id}: the directory of path"),
+        )?;
+        Ok(Box::new(FileSink { path: self.path }))
+    }
+}
+
+struct FileSink {
     path: PathBuf,
 }
 
 impl FileSink {
-    pub fn new(config: FileConfig) -> FileSink {
-        FileSink { path: config.path }
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-
-    pub fn write(&self, lines: &[u8]) -> std::io::Result<()> {
+    fn write(&self, lines: &[u8]) -> std::io::Result<()> {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
@@ -46,8 +79,23 @@ impl FileSink {
     }
 }
 
-pub fn write_stdout(lines: &[u8]) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(lines)?;
-    out.flush()
+impl Output for FileSink {
+    fn describe(&self) -> (&'static str, Option<String>) {
+        ("file", Some(self.path.display().to_string()))
+    }
+
+    fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt> {
+        Box::pin(std::future::ready(retry_on_error(self.write(&body))))
+    }
+}
+
+/// A local write that failed (disk full, permissions) may work later.
+fn retry_on_error(result: std::io::Result<()>) -> Attempt {
+    match result {
+        Ok(()) => Attempt::Done,
+        Err(e) => Attempt::Retry {
+            reason: e.to_string(),
+            after: None,
+        },
+    }
 }

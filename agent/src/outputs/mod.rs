@@ -1,10 +1,17 @@
-//! Outputs, registered in one table: `http`, `stdout`, `file`, and `copy`
-//! (fans out to several). Each leaf output ("sink") owns a buffer and its
-//! flushers; `flusher.rs` holds the delivery loop they share.
+//! Outputs, registered in one table (`TYPES`): `http`, `stdout`, `file`,
+//! `discard`, and `copy` (fans out to several). Each leaf output is one module
+//! with its settings and an `Output` that delivers a request body; a sink
+//! wraps it with a buffer and flushers (`flusher.rs`, the delivery loop
+//! they share: batching, retries, 413 splitting, dead letters). A new
+//! output is one module and one line in `TYPES`.
 
 pub mod flusher;
+pub mod discard;
 pub mod http;
 pub mod local;
+
+use std::future::Future;
+use std::pin::Pin;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,16 +100,47 @@ impl RetryConfig {
     }
 }
 
-pub enum SinkKind {
-    Http(Box<http::HttpSink>),
-    Stdout,
-    File(local::FileSink),
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a leaf output does: deliver one request body of records.
+pub trait Output: Send + Sync {
+    /// Its `type:` and where it delivers to (secrets left out), for
+    /// `/status`.
+    fn describe(&self) -> (&'static str, Option<String>);
+    /// How records are joined into a request body.
+    fn format(&self) -> RequestFormat {
+        RequestFormat::Ndjson
+    }
+    /// Delivers one body; the flusher retries, splits or dead-letters by
+    /// the answer.
+    fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt>;
 }
+
+/// An output's parsed settings. `build` runs when a pipeline is prepared
+/// (client, TLS, directories), while a previous pipeline may still run.
+pub trait OutputSettings: Send {
+    fn build(self: Box<Self>, id: &str) -> anyhow::Result<Box<dyn Output>>;
+    /// Whether the receiver can refuse records for good (and so a
+    /// dead-letter directory is needed).
+    fn can_reject(&self) -> bool {
+        false
+    }
+}
+
+type ParseSettings = fn(&mut Fields) -> ConfigResult<Box<dyn OutputSettings>>;
+
+/// Every leaf output `type:`, and the function that reads its settings.
+const TYPES: &[(&str, ParseSettings)] = &[
+    ("http", http::settings),
+    ("stdout", local::stdout_settings),
+    ("file", local::file_settings),
+    ("discard", discard::settings),
+];
 
 /// A leaf output with its buffer.
 pub struct Sink {
     pub id: String,
-    pub kind: SinkKind,
+    pub output: Box<dyn Output>,
     pub buffer: Arc<Buffer>,
     pub metrics: Arc<PluginMetrics>,
     /// Its entry in `/status`, kept current by the flushers.
@@ -121,7 +159,7 @@ pub struct OutputConfig {
 
 pub struct SinkConfig {
     pub id: String,
-    pub kind: SinkKindConfig,
+    pub settings: Box<dyn OutputSettings>,
     pub buffer: BufferConfig,
     pub retry: RetryConfig,
     pub max_request_bytes: usize,
@@ -129,27 +167,21 @@ pub struct SinkConfig {
     pub dead_letter_dir: Option<PathBuf>,
 }
 
-pub enum SinkKindConfig {
-    Http(http::HttpConfig),
-    Stdout,
-    File(local::FileConfig),
-}
-
 impl SinkConfig {
     /// Parses one leaf output (`type` already read). `id` names it in
     /// metrics and logs.
     pub fn from_config(kind: &str, id: String, f: &mut Fields) -> ConfigResult<SinkConfig> {
-        let sink = match kind {
-            "http" => SinkKindConfig::Http(http::HttpConfig::from_config(f)?),
-            "stdout" => SinkKindConfig::Stdout,
-            "file" => SinkKindConfig::File(local::FileConfig::from_config(f)?),
-            other => {
-                return error(
-                    f.node(),
-                    format!("unknown output type `{other}` (expected http, stdout, file or copy)"),
-                )
-            }
+        let Some((_, parse)) = TYPES.iter().find(|(name, _)| *name == kind) else {
+            let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
+            return error(
+                f.node(),
+                format!(
+                    "unknown output type `{kind}` (expected {} or copy)",
+                    names.join(", ")
+                ),
+            );
         };
+        let settings = parse(f)?;
         let buffer = match f.take("buffer") {
             Some(node) => {
                 let mut b = Fields::new(node, "buffer")?;
@@ -175,15 +207,15 @@ impl SinkConfig {
                 Storage::Memory => None,
             },
         };
-        if matches!(sink, SinkKindConfig::Http(_)) && dead_letter_dir.is_none() {
+        if settings.can_reject() && dead_letter_dir.is_none() {
             return error(
                 f.node(),
-                "http output with a memory buffer needs `dead_letter_dir` (where rejected requests are kept)",
+                format!("{kind} output with a memory buffer needs `dead_letter_dir` (where rejected requests are kept)"),
             );
         }
         Ok(SinkConfig {
             id,
-            kind: sink,
+            settings,
             buffer,
             retry,
             max_request_bytes,
@@ -204,31 +236,31 @@ impl SinkConfig {
         if let Some(dir) = &self.dead_letter_dir {
             writable::ensure_dir(dir, &format!("output {id}: dead_letter_dir"))?;
         }
-        let kind = match self.kind {
-            SinkKindConfig::Http(c) => SinkKind::Http(Box::new(
-                http::HttpSink::new(c).map_err(|e| anyhow::anyhow!("output {id}: {e:#}"))?,
-            )),
-            SinkKindConfig::Stdout => SinkKind::Stdout,
-            SinkKindConfig::File(c) => {
-                writable::ensure_parent(&c.path, &format!("output {id}: the directory of path"))?;
-                SinkKind::File(local::FileSink::new(c))
-            }
-        };
+        let output = self.settings.build(&id)?;
         Ok(PreparedSink {
             config: SinkConfig {
-                kind: SinkKindConfig::Stdout,
+                settings: Box::new(Spent),
                 ..self
             },
-            kind,
+            output,
         })
     }
 }
 
 /// A sink ready to open its buffer (see `SinkConfig::prepare`).
 pub struct PreparedSink {
-    /// The sink's settings; its `kind` is spent (built into `kind` below).
+    /// The sink's settings; `settings` is spent (built into `output`).
     config: SinkConfig,
-    kind: SinkKind,
+    output: Box<dyn Output>,
+}
+
+/// What is left of settings once built.
+struct Spent;
+
+impl OutputSettings for Spent {
+    fn build(self: Box<Self>, id: &str) -> anyhow::Result<Box<dyn Output>> {
+        anyhow::bail!("output {id}: built twice")
+    }
 }
 
 impl PreparedSink {
@@ -236,15 +268,11 @@ impl PreparedSink {
     /// once the previous pipeline has stopped, as both may use one buffer
     /// directory.
     pub fn open(self, registry: &Registry) -> anyhow::Result<(Sink, Vec<String>)> {
-        let PreparedSink { config, kind } = self;
+        let PreparedSink { config, output } = self;
         let metrics = registry.register("output", &config.id);
         let (buffer, notes) = Buffer::open(config.buffer, metrics.clone())
             .map_err(|e| anyhow::anyhow!("output {}: cannot open its buffer: {e}", config.id))?;
-        let (type_name, endpoint) = match &kind {
-            SinkKind::Http(h) => ("http", Some(h.endpoint_without_secrets())),
-            SinkKind::Stdout => ("stdout", None),
-            SinkKind::File(f) => ("file", Some(f.path().display().to_string())),
-        };
+        let (type_name, endpoint) = output.describe();
         let buffer = Arc::new(buffer);
         let status = Arc::new(OutputStatus::new(
             config.id.clone(),
@@ -255,7 +283,7 @@ impl PreparedSink {
         Ok((
             Sink {
                 id: config.id,
-                kind,
+                output,
                 buffer,
                 metrics,
                 status,
