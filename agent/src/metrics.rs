@@ -7,11 +7,19 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Default)]
 pub struct PluginMetrics {
     pub records_in: AtomicU64,
+    /// Each record once, when the receiver accepted it.
     pub records_out: AtomicU64,
+    /// Records in attempts that failed and are sent again: the receiver
+    /// may hold them twice.
+    pub records_retried: AtomicU64,
     pub retries: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub dropped: AtomicU64,
     pub buffer_bytes: AtomicU64,
+    /// Failed writes of buffer chunks or delivery progress (a full disk).
+    pub buffer_write_errors: AtomicU64,
+    /// Chunks that could not be read, moved to the buffer's quarantine.
+    pub chunks_quarantined: AtomicU64,
     pub errors: AtomicU64,
     /// Lines split because they exceeded max_line_size.
     pub lines_split: AtomicU64,
@@ -68,7 +76,7 @@ impl Registry {
             &'static str,
             fn(&PluginMetrics) -> &AtomicU64,
         );
-        let series: [Series; 9] = [
+        let series: [Series; 12] = [
             (
                 "records_in_total",
                 "counter",
@@ -80,6 +88,12 @@ impl Registry {
                 "counter",
                 "Records delivered by the plugin",
                 |m| &m.records_out,
+            ),
+            (
+                "records_retried_total",
+                "counter",
+                "Records in delivery attempts that failed and are sent again",
+                |m| &m.records_retried,
             ),
             (
                 "retries_total",
@@ -104,6 +118,18 @@ impl Registry {
                 "gauge",
                 "Bytes held in the plugin's buffer",
                 |m| &m.buffer_bytes,
+            ),
+            (
+                "buffer_write_errors_total",
+                "counter",
+                "Failed writes of buffer chunks or delivery progress, e.g. on a full disk",
+                |m| &m.buffer_write_errors,
+            ),
+            (
+                "chunks_quarantined_total",
+                "counter",
+                "Buffer chunks that could not be read, moved to the quarantine directory",
+                |m| &m.chunks_quarantined,
             ),
             (
                 "errors_total",

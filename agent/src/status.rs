@@ -145,6 +145,10 @@ pub trait BufferGauge: Send + Sync {
     /// How long the oldest record not yet delivered has waited; None when
     /// nothing waits.
     fn oldest_unsent(&self) -> Option<Duration>;
+    /// Why records cannot be written to the buffer now (a full disk).
+    fn write_error(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A moment, on the wall clock (for people) and the monotonic one (for
@@ -241,11 +245,12 @@ impl OutputStatus {
 
     fn render(&self) -> Value {
         let d = self.delivery.lock().unwrap();
+        let buffer_error = self.buffer.write_error();
         json!({
             "id": self.id,
             "type": self.kind,
             "endpoint": self.endpoint,
-            "ok": !d.failing,
+            "ok": !d.failing && buffer_error.is_none(),
             "last_success_unix": d.last_success.map(|s| s.unix()),
             "last_success_age_seconds": d.last_success.map(|s| s.age()),
             "last_error": d.last_error.as_ref().map(|(_, m)| m),
@@ -254,6 +259,7 @@ impl OutputStatus {
             "retrying": d.retries > 0,
             "retries": d.retries,
             "buffer_bytes": self.buffer.bytes(),
+            "buffer_error": buffer_error,
             "oldest_unsent_age_seconds": self.buffer.oldest_unsent().map(seconds),
         })
     }

@@ -1,4 +1,5 @@
-//! Chunk framing: each record is `[len: u32 LE][crc32: u32 LE][payload]`.
+//! Chunk framing, the one place that knows it: each record is
+//! `[len: u32 LE][crc32: u32 LE][payload]`.
 //!
 //! Chunks are append-only. After a crash a chunk may end in a torn frame
 //! (short header, short payload or bad checksum); everything before it is
@@ -6,7 +7,12 @@
 
 use std::ops::Range;
 
-pub const HEADER: usize = 8;
+const HEADER: usize = 8;
+
+/// The size of a frame holding `payload_len` bytes.
+pub const fn framed_len(payload_len: usize) -> usize {
+    HEADER + payload_len
+}
 
 #[cfg(test)]
 pub fn encode_into(out: &mut Vec<u8>, payload: &[u8]) {
@@ -22,6 +28,26 @@ pub fn encode_in_place(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     let (len, crc) = (payload.len() as u32, crc32fast::hash(payload));
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The sizes of the whole frames in `frames`, which this process encoded
+/// (so they are not checked again), in order.
+pub fn frame_sizes(frames: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let header = frames.get(pos..pos + HEADER)?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let size = framed_len(len);
+        pos += size;
+        Some(size)
+    })
+}
+
+/// The checksum stored in the header of the frame whose payload is
+/// `record` (a range `decode` returned): it identifies the frame.
+pub fn frame_crc(bytes: &[u8], record: &Range<usize>) -> u32 {
+    let at = record.start - 4;
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
 /// The records of a chunk's bytes and where the last good frame ends.
@@ -67,6 +93,11 @@ mod tests {
         assert_eq!(d.records.len(), 3);
         assert_eq!(&bytes[d.records[2].clone()], b"{\"b\":2}");
         assert_eq!(d.valid_len, bytes.len());
+        assert_eq!(frame_sizes(&bytes).collect::<Vec<_>>(), [15, 8, 15]);
+        assert_eq!(
+            frame_crc(&bytes, &d.records[2]),
+            crc32fast::hash(b"{\"b\":2}")
+        );
 
         let good = d.valid_len;
         // Every possible tear of a fourth frame keeps exactly the first three.

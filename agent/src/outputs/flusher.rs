@@ -1,8 +1,10 @@
 //! The delivery loop every sink runs (`flush_thread_count` of them): take a
 //! due chunk, send it in requests of at most `max_request_bytes` /
-//! `max_request_records`, retry transient failures with backoff, move
-//! rejected requests to the dead-letter directory, delete the chunk once
-//! every record is accounted for.
+//! `max_request_records` from where its delivery had got to, record the
+//! progress after each request, retry transient failures with backoff,
+//! move rejected requests to the dead-letter directory, delete the chunk
+//! once every record is accounted for. A chunk that cannot be read is
+//! quarantined and the loop goes on.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -58,23 +60,88 @@ pub async fn run(sink: Arc<Sink>, mut stop: watch::Receiver<Option<Instant>>) {
     }
 }
 
-/// Delivers a chunk. Err gives the chunk back when a stop deadline passed
-/// while it was still being retried.
+/// Reading a chunk is tried this often, a second apart, before it is
+/// quarantined: an I/O error may pass.
+const READ_ATTEMPTS: u32 = 3;
+
+/// The chunk's records; None when it could not be read and was quarantined.
+/// Err gives the chunk back when a stop deadline passed meanwhile.
+async fn read_or_quarantine(
+    sink: &Sink,
+    chunk: Chunk,
+    stop: &mut watch::Receiver<Option<Instant>>,
+) -> Result<Option<(Chunk, ChunkRecords)>, Chunk> {
+    let mut attempt = 1;
+    let why = loop {
+        let e = match chunk.read() {
+            Ok(r) => return Ok(Some((chunk, r))),
+            Err(e) => e,
+        };
+        // A damaged chunk stays damaged; a file gone stays gone.
+        let lasting = matches!(
+            e.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::NotFound
+        );
+        if lasting || attempt >= READ_ATTEMPTS {
+            break format!("cannot read it ({attempt} attempts): {e}");
+        }
+        log::warn(&format!(
+            "output {}: cannot read {}: {e}; trying again",
+            sink.id,
+            chunk.describe()
+        ));
+        attempt += 1;
+        let until = Instant::now() + Duration::from_secs(1);
+        if sleep_unless_stopped(until, stop).await.is_err() {
+            return Err(chunk);
+        }
+    };
+    let records = chunk.records - chunk.delivered() as u64;
+    let message = sink.buffer.quarantine(chunk, &why);
+    sink.status
+        .failed(&format!("{records} records quarantined: {message}"));
+    log::error(&format!(
+        "output {}: chunk quarantined, {records} records not sent: {message}",
+        sink.id
+    ));
+    Ok(None)
+}
+
+/// Sleeps until `until`; Err when a stop deadline passes first (or falls
+/// before `until`).
+async fn sleep_unless_stopped(
+    until: Instant,
+    stop: &mut watch::Receiver<Option<Instant>>,
+) -> Result<(), ()> {
+    loop {
+        if let Some(d) = *stop.borrow() {
+            if Instant::now() >= d || d <= until {
+                return Err(());
+            }
+        }
+        let now = Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(until - now) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Delivers a chunk from where its delivery had got to, recording the
+/// progress after each request but the last. Err gives the chunk back
+/// when a stop deadline passed while it was still being retried.
 async fn deliver(
     sink: &Sink,
     chunk: Chunk,
     stop: &mut watch::Receiver<Option<Instant>>,
 ) -> Result<(), Chunk> {
-    let records = match chunk.read() {
-        Ok(r) => r,
-        Err(e) => {
-            let message = format!("cannot read chunk {}: {e}; it stays queued", chunk.id);
-            log::error(&format!("output {}: {message}", sink.id));
-            sink.status.failed(&message);
-            return Err(chunk);
-        }
+    let Some((mut chunk, records)) = read_or_quarantine(sink, chunk, stop).await? else {
+        return Ok(());
     };
-    let mut start = 0;
+    let mut start = chunk.delivered();
     let mut failures: u32 = 0;
     let mut first_failure: Option<Instant> = None;
     // Records per request; halved each time the receiver answers 413, so a
@@ -89,6 +156,10 @@ async fn deliver(
                 start = end;
                 failures = 0;
                 first_failure = None;
+                // The last request's progress is the chunk's deletion.
+                if start < records.len() {
+                    sink.buffer.acknowledge(&mut chunk, &records, start);
+                }
             }
             Attempt::Reject { status: 413, .. } if end - start > 1 => {
                 cap = (end - start) / 2;
@@ -104,6 +175,9 @@ async fn deliver(
                     .failed(&format!("{} records {reason}", end - start));
                 dead_letter(sink, &chunk, &records, start, end, &reason, Some(&body));
                 start = end;
+                if start < records.len() {
+                    sink.buffer.acknowledge(&mut chunk, &records, start);
+                }
             }
             Attempt::Retry { reason, after } => {
                 let since = *first_failure.get_or_insert_with(Instant::now);
@@ -124,6 +198,7 @@ async fn deliver(
                 let wait = after.map_or_else(|| r.backoff(failures), |a| a.min(r.max_interval));
                 failures += 1;
                 PluginMetrics::add(&sink.metrics.retries, 1);
+                PluginMetrics::add(&sink.metrics.records_retried, (end - start) as u64);
                 sink.status.retrying(&reason);
                 log::warn(&format!(
                     "output {}: {reason}; retry {failures} in {:.1?} ({} records waiting)",
@@ -131,21 +206,11 @@ async fn deliver(
                     wait,
                     records.len() - start
                 ));
-                let sleep_until = Instant::now() + wait;
-                loop {
-                    if let Some(d) = *stop.borrow() {
-                        if Instant::now() >= d || d <= sleep_until {
-                            return Err(chunk);
-                        }
-                    }
-                    let now = Instant::now();
-                    if now >= sleep_until {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(sleep_until - now) => {}
-                        _ = stop.changed() => {}
-                    }
+                if sleep_unless_stopped(Instant::now() + wait, stop)
+                    .await
+                    .is_err()
+                {
+                    return Err(chunk);
                 }
             }
         }
