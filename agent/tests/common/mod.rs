@@ -30,6 +30,12 @@ pub struct RequestInfo {
     pub bytes: usize,
     pub content_type: String,
     pub status: u16,
+    /// When its body had been read, before any `delay_ms`.
+    pub received: Instant,
+    /// Lines (ndjson records) in its body.
+    pub records: usize,
+    /// When its answer was written; None if that failed.
+    pub answered: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -43,6 +49,10 @@ pub struct SinkState {
     pub connections: AtomicU64,
     /// Bodies larger than this are answered 413 (0: no limit).
     pub max_body: AtomicU64,
+    /// A slow collector: each request is answered this many milliseconds
+    /// after its body arrived. Its records are kept even if the client is
+    /// gone by then, as a real collector that has read the body would.
+    pub delay_ms: AtomicU64,
 }
 
 pub struct Sink {
@@ -180,6 +190,11 @@ fn serve(stream: impl Read + Write, state: Arc<SinkState>) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
+        let received = Instant::now();
+        let delay = state.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            thread::sleep(Duration::from_millis(delay));
+        }
         let mode = state.mode.load(Ordering::SeqCst);
         if mode == Mode::Close as u8 {
             return;
@@ -201,12 +216,19 @@ fn serve(stream: impl Read + Write, state: Arc<SinkState>) {
         } else {
             200
         };
-        state.requests.lock().unwrap().push(RequestInfo {
-            at: Instant::now(),
-            bytes: body.len(),
-            content_type: headers.get("content-type").cloned().unwrap_or_default(),
-            status,
-        });
+        let index = {
+            let mut requests = state.requests.lock().unwrap();
+            requests.push(RequestInfo {
+                at: Instant::now(),
+                bytes: body.len(),
+                content_type: headers.get("content-type").cloned().unwrap_or_default(),
+                status,
+                received,
+                records: text.split('\n').filter(|l| !l.is_empty()).count(),
+                answered: None,
+            });
+            requests.len() - 1
+        };
         if status == 200 {
             let mut parsed = Vec::new();
             for l in text.split('\n').filter(|l| !l.is_empty()) {
@@ -227,6 +249,7 @@ fn serve(stream: impl Read + Write, state: Arc<SinkState>) {
         if writer.write_all(answer.as_bytes()).is_err() || writer.flush().is_err() {
             return;
         }
+        state.requests.lock().unwrap()[index].answered = Some(Instant::now());
     }
 }
 
