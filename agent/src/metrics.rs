@@ -25,6 +25,9 @@ pub struct PluginMetrics {
     pub lines_split: AtomicU64,
     /// Lines with invalid UTF-8, replaced with U+FFFD.
     pub invalid_utf8: AtomicU64,
+    /// A file source's files, and how many of them hold a descriptor now.
+    pub watched_files: AtomicU64,
+    pub open_files: AtomicU64,
     /// A source's errors by reason (`not_found`, `permission_denied`, ...),
     /// also counted in `errors`.
     errors_by_reason: Mutex<Vec<(&'static str, u64)>>,
@@ -162,12 +165,38 @@ impl Registry {
                 );
             }
         }
+        type SourceGauge = (&'static str, &'static str, fn(&PluginMetrics) -> &AtomicU64);
+        let gauges: [SourceGauge; 2] = [
+            (
+                "source_files",
+                "Files a source follows (or waits to open)",
+                |m| &m.watched_files,
+            ),
+            (
+                "source_open_files",
+                "Descriptors a source holds (at most its max_open_files, but for rotated files with unread data)",
+                |m| &m.open_files,
+            ),
+        ];
+        let sources = || plugins.iter().filter(|(kind, _, _)| kind == "source");
+        for (name, help, get) in gauges {
+            let _ = writeln!(out, "# HELP my_agent_{name} {help}.");
+            let _ = writeln!(out, "# TYPE my_agent_{name} gauge");
+            for (_, id, m) in sources() {
+                let _ = writeln!(
+                    out,
+                    "my_agent_{name}{{source=\"{}\"}} {}",
+                    label(id),
+                    get(m).load(Ordering::Relaxed)
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP my_agent_source_errors_total Errors finding, listing or opening a source's files, by reason."
         );
         let _ = writeln!(out, "# TYPE my_agent_source_errors_total counter");
-        for (_, id, m) in plugins.iter().filter(|(kind, _, _)| kind == "source") {
+        for (_, id, m) in sources() {
             for (reason, n) in m.errors_by_reason.lock().unwrap().iter() {
                 let _ = writeln!(
                     out,

@@ -59,6 +59,9 @@ pub struct FileStatus {
     /// The path no longer names this file (renamed or removed); it is read
     /// to its end before it is let go.
     pub rotated: bool,
+    /// Holds a descriptor: a source closes files read to their end when it
+    /// follows more than its `max_open_files`, and reopens them as they grow.
+    pub open: bool,
 }
 
 /// Something that keeps a source from reading what it was configured to.
@@ -119,9 +122,11 @@ impl SourceStatus {
                     "state": if f.rotated { "rotated" } else { "following" },
                     "position": f.position,
                     "size": f.size,
+                    "open": f.open,
                 })
             })
             .collect();
+        let open_files = s.files.iter().filter(|f| f.open).count();
         let problems: Vec<Value> = s
             .problems
             .iter()
@@ -134,6 +139,7 @@ impl SourceStatus {
             "ok": problems.is_empty(),
             "paths": self.paths,
             "files": files,
+            "open_files": open_files,
             "problems": problems,
         })
     }
@@ -312,6 +318,7 @@ mod tests {
             position: 5,
             size: 9,
             rotated: false,
+            open: false,
         }]);
         let v = board.render();
         assert_eq!(v["ok"], true, "{v}");

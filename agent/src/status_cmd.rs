@@ -379,6 +379,7 @@ mod tests {
             position: 10,
             size: 12,
             rotated: false,
+            open: true,
         }]);
         let slow = Arc::new(SourceStatus::new(
             "mysql_slow_query1".into(),

@@ -61,6 +61,14 @@ fn bad_configs_give_one_line_with_position() {
             "13:23: expected a duration like 1s, 30s, 5m or 72h, found `1 fortnight`",
         ),
         (
+            "max_open_files.yml",
+            GOOD.replace(
+                "    tag: mysql.error",
+                "    tag: mysql.error\n    max_open_files: 0",
+            ),
+            "6:21: tail: max_open_files must be at least 1",
+        ),
+        (
             "missing.yml",
             GOOD.replace("    path: /var/log/mysql/*.err\n", ""),
             "2:5: source: missing required key `path`",

@@ -1,6 +1,7 @@
 //! Sources, registered in one table: `type:` in the config picks one.
 
 pub mod file_discovery;
+pub mod file_identity;
 pub mod mysql_query;
 pub mod position;
 pub mod slow_log;

@@ -1,5 +1,5 @@
-//! Read positions of tailed files, keyed by (device, inode), written
-//! atomically (temporary file, fsync, rename, fsync of the directory) so a
+//! Read positions of tailed files, keyed by (device, inode) and checked
+//! against the head of the file they were taken of, written atomically (temporary file, fsync, rename, fsync of the directory) so a
 //! crash leaves either the old or the new positions, never a torn file.
 
 use std::collections::BTreeMap;
@@ -10,11 +10,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-}
+use super::file_identity::{FileId, Head};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Position {
@@ -28,6 +24,11 @@ pub struct Position {
     /// Slow logs: the database of the last `use` before `offset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<String>,
+    /// The file's fingerprint: a recycled inode with other content is
+    /// another file. Absent in pos files of older agents (then only the
+    /// checksum before `offset` is checked), and ignored by them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<Head>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -144,12 +145,21 @@ mod tests {
                 crc: 3,
                 window: 4,
                 db: Some("shop".into()),
+                head: Some(Head { len: 5, crc: 6 }),
             },
         );
         s.save().unwrap();
         let s2 = PositionStore::load(Some(path.clone()), "k").unwrap();
         assert!(s2.existed);
         assert_eq!(s2.entries, s.entries);
+        // An older agent's file (no head) still loads.
+        fs::write(
+            &path,
+            br#"{"version":1,"files":[[{"dev":1,"ino":2},{"path":"/x","offset":10,"crc":3,"window":4}]]}"#,
+        )
+        .unwrap();
+        let old = PositionStore::load(Some(path.clone()), "k").unwrap();
+        assert_eq!(old.entries[&FileId { dev: 1, ino: 2 }].head, None);
         fs::write(&path, b"{garbage").unwrap();
         let s3 = PositionStore::load(Some(path), "k").unwrap();
         assert!(s3.entries.is_empty());
@@ -169,6 +179,7 @@ mod tests {
                 crc: 0,
                 window: 0,
                 db: None,
+                head: None,
             },
         );
         s.save().unwrap();

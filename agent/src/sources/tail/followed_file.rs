@@ -1,0 +1,511 @@
+//! One followed file: where it is read up to, what is durable, and the
+//! reading itself, with truncation (copytruncate) and in-place replacement
+//! detected and the unread rest of the old content recovered from the
+//! rotated copy. Its descriptor may be closed while it is idle and reopened
+//! by path when it grows (see `watch_list`); everything else stays in
+//! memory, so a closed file resumes exactly where it stopped.
+
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::config::TailConfig;
+use super::framing::{entry_event, frame};
+use crate::event::Event;
+use crate::log;
+use crate::metrics::PluginMetrics;
+use crate::sources::file_identity::{FileId, Head};
+use crate::sources::position::Position;
+use crate::sources::slow_log::SlowLogParser;
+use crate::sources::Downstream;
+use crate::status::FileStatus;
+
+/// How many bytes before the position the truncation checksum covers.
+const WINDOW: usize = 1024;
+
+/// Where a newly followed file starts.
+pub(super) enum Start<'a> {
+    /// From its saved position, if that still fits the file.
+    Saved(Option<&'a Position>),
+    /// From this offset (its size when first seen): files present at the
+    /// very first start, unless `read_from_head`.
+    At(u64),
+}
+
+pub(super) struct FollowedFile {
+    pub id: FileId,
+    /// The configured path it was found under (for messages, `/status`, and
+    /// the successor that a rotation puts there).
+    pub path: PathBuf,
+    tag: Arc<str>,
+    /// None while closed to spare descriptors.
+    file: Option<File>,
+    head: Head,
+    /// Bytes before this are durable downstream: the resume point.
+    offset: u64,
+    /// Bytes before this were handed to the framing (equal to `offset` for
+    /// lines; for slow logs the entry being assembled lies in between).
+    consumed: u64,
+    /// Read past `consumed`: an incomplete last line waiting for its newline.
+    pending: Vec<u8>,
+    parser: Option<SlowLogParser>,
+    /// The last bytes before `offset`, for the truncation checksum.
+    recent: Vec<u8>,
+    /// The size when last read.
+    last_size: u64,
+    /// The size its path showed when last looked at (while closed).
+    seen_size: u64,
+    /// The last read found nothing new.
+    at_eof: bool,
+    /// Reopened and found not to start with its head any more: rewritten
+    /// in place, or its inode recycled for another file.
+    replaced: bool,
+    /// Reopening failed (the file's permissions changed while it was
+    /// closed): tried again on the next full refresh, where the problem is
+    /// reported like any file that cannot be opened.
+    pub reopen_failed: bool,
+    /// When the path stopped pointing at this file (rename or delete).
+    pub rotated_at: Option<Instant>,
+    /// When data was last read (or the file was found or rotated): rotated
+    /// files are released, and closed files chosen, by it.
+    pub last_data: Instant,
+}
+
+impl FollowedFile {
+    /// Starts following `file`, found at `path`.
+    pub(super) fn start(
+        path: PathBuf,
+        id: FileId,
+        file: File,
+        cfg: &TailConfig,
+        start: Start,
+    ) -> FollowedFile {
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let head = Head::read(&file).unwrap_or_default();
+        let mut offset = 0;
+        let mut db = None;
+        match start {
+            Start::At(at) => offset = at.min(size),
+            Start::Saved(Some(pos))
+                if pos.offset <= size
+                    && pos.head.is_none_or(|h| h.matches(&file))
+                    && window_matches(&file, pos.offset, pos.crc, pos.window as usize) =>
+            {
+                offset = pos.offset;
+                db = pos.db.clone();
+            }
+            Start::Saved(Some(pos)) => log::warn(&format!(
+                "tail: {} changed while the agent was down (size {size}, position {}, or its first bytes differ); reading from the head",
+                path.display(),
+                pos.offset
+            )),
+            Start::Saved(None) => {}
+        }
+        log::info(&format!(
+            "tail: following {} from byte {offset}",
+            path.display()
+        ));
+        FollowedFile {
+            id,
+            tag: Arc::from(expand_tag(&cfg.tag, &path)),
+            path,
+            recent: read_window(&file, offset),
+            file: Some(file),
+            head,
+            offset,
+            consumed: offset,
+            pending: Vec::new(),
+            parser: cfg
+                .slow_log
+                .as_ref()
+                .map(|o| SlowLogParser::new(o.max_entry_bytes, db)),
+            last_size: size,
+            seen_size: size,
+            at_eof: false,
+            replaced: false,
+            reopen_failed: false,
+            rotated_at: None,
+            last_data: Instant::now(),
+        }
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Open, read to its end and not needed open: the path still names it
+    /// (so it can be reopened) and no slow-log entry waits for its timeout.
+    pub(super) fn closable(&self) -> bool {
+        self.file.is_some() && self.at_eof && self.rotated_at.is_none() && !self.assembling()
+    }
+
+    /// A slow-log entry is being assembled (its end may be a timeout away).
+    fn assembling(&self) -> bool {
+        self.parser
+            .as_ref()
+            .is_some_and(|p| p.pending_start().is_some())
+    }
+
+    pub(super) fn close(&mut self) {
+        self.file = None;
+        self.seen_size = self.last_size;
+    }
+
+    /// Where reading goes on from.
+    fn read_pos(&self) -> u64 {
+        self.consumed + self.pending.len() as u64
+    }
+
+    /// While closed: its path showed it with `size`.
+    pub(super) fn seen(&mut self, size: u64) {
+        self.seen_size = size;
+    }
+
+    /// Closed but with something to read (it grew, or shrank: truncated).
+    pub(super) fn wants_reading(&self) -> bool {
+        self.file.is_none() && self.seen_size != self.last_size && !self.reopen_failed
+    }
+
+    /// Bytes on disk past what was read, as far as known.
+    pub(super) fn unread(&self) -> u64 {
+        self.seen_size.saturating_sub(self.read_pos())
+    }
+
+    /// Opens the file again at `at` (its path, or where a rotation moved
+    /// it). False when `at` names another file now; a file that no longer
+    /// starts with its head is read again from there (see `replaced`).
+    pub(super) fn reopen(&mut self, at: &Path) -> std::io::Result<bool> {
+        let file = File::open(at)?;
+        if FileId::of(&file.metadata()?) != self.id {
+            return Ok(false);
+        }
+        self.replaced = !self.head.matches(&file);
+        self.file = Some(file);
+        self.at_eof = false;
+        Ok(true)
+    }
+
+    pub(super) fn mark_rotated(&mut self) {
+        log::info(&format!(
+            "tail: {} was rotated or removed; reading the old file to its end",
+            self.path.display()
+        ));
+        self.rotated_at = Some(Instant::now());
+        self.last_data = Instant::now();
+    }
+
+    /// Rotated, read to its end and idle for `wait`: done.
+    pub(super) fn releasable(&self, wait: Duration) -> bool {
+        self.rotated_at.is_some() && self.last_data.elapsed() >= wait
+    }
+
+    /// Bytes of an unterminated last line held in memory.
+    pub(super) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The resume point to save, with what identifies the file and checks
+    /// it on the next start.
+    pub(super) fn position(&self) -> Position {
+        Position {
+            path: self.path.clone(),
+            offset: self.offset,
+            crc: crc32fast::hash(&self.recent),
+            window: self.recent.len() as u32,
+            db: self.parser.as_ref().and_then(|p| p.db().map(String::from)),
+            head: Some(self.head),
+        }
+    }
+
+    pub(super) fn status(&self) -> FileStatus {
+        FileStatus {
+            path: self.path.clone(),
+            position: self.offset,
+            size: if self.file.is_some() {
+                self.last_size
+            } else {
+                self.seen_size
+            },
+            rotated: self.rotated_at.is_some(),
+            open: self.file.is_some(),
+        }
+    }
+
+    /// Reads new bytes (the file must be open) and hands complete lines (or
+    /// slow-log entries) on. Returns whether anything was read; `buf` is
+    /// the source's one read buffer, so a hundred idle files cost nothing.
+    pub(super) fn read(
+        &mut self,
+        cfg: &TailConfig,
+        metrics: &PluginMetrics,
+        router: &dyn Downstream,
+        buf: &mut Vec<u8>,
+    ) -> anyhow::Result<bool> {
+        let Some(file) = &self.file else {
+            return Ok(false);
+        };
+        let size = file.metadata().map(|m| m.len()).unwrap_or(self.last_size);
+        if size != self.last_size || self.replaced {
+            let read_pos = self.read_pos();
+            let truncated = self.replaced
+                || size < read_pos
+                || !window_matches(
+                    file,
+                    self.offset,
+                    crc32fast::hash(&self.recent),
+                    self.recent.len(),
+                );
+            if truncated {
+                let recovered = recover_from_copy(self);
+                log::warn(&format!(
+                    "tail: {} was {} (size {size}, position {read_pos}); {}reading from the head",
+                    self.path.display(),
+                    if size < read_pos {
+                        "truncated"
+                    } else if self.replaced {
+                        "replaced (its first bytes changed)"
+                    } else {
+                        "truncated (the content before the position changed)"
+                    },
+                    if recovered.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "recovered {} unread bytes from its rotated copy, ",
+                            recovered.len()
+                        )
+                    }
+                ));
+                let mut data = std::mem::take(&mut self.pending);
+                data.extend_from_slice(&recovered);
+                if !data.is_empty() {
+                    // The old content's last line (or entry) is complete now.
+                    data.push(b'\n');
+                }
+                let (events, _) = frame(
+                    &self.tag,
+                    self.parser.as_mut(),
+                    self.consumed,
+                    cfg,
+                    metrics,
+                    &data,
+                    true,
+                );
+                self.emit(router, metrics, events)?;
+                self.offset = 0;
+                self.consumed = 0;
+                self.pending.clear();
+                self.recent.clear();
+                self.replaced = false;
+                self.head = Head::default();
+                self.reset_parser(cfg);
+            }
+            if !self.head.is_full() {
+                // A young file: its fingerprint grows with it.
+                let file = self.file.as_ref().expect("checked open above");
+                self.head = Head::read(file).unwrap_or(self.head);
+            }
+            self.last_size = size;
+        }
+
+        let file = self.file.as_ref().expect("checked open above");
+        let read_pos = self.read_pos();
+        if buf.len() != cfg.read_bytes_limit {
+            buf.resize(cfg.read_bytes_limit, 0);
+        }
+        let n = match file.read_at(buf, read_pos) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn(&format!("tail: cannot read {}: {e}", self.path.display()));
+                return Ok(false);
+            }
+        };
+        if n == 0 {
+            // A slow-log entry at the end of a quiet file is complete.
+            let quiet = cfg
+                .slow_log
+                .as_ref()
+                .is_some_and(|o| self.last_data.elapsed() >= o.entry_timeout);
+            if quiet && self.assembling() && self.pending.is_empty() {
+                let mut entries = Vec::new();
+                self.parser
+                    .as_mut()
+                    .expect("slow log parser")
+                    .finish(&mut entries);
+                let events = entries
+                    .into_iter()
+                    .map(|e| entry_event(&self.tag, e))
+                    .collect();
+                self.emit(router, metrics, events)?;
+                self.offset = self.consumed;
+                self.recent = read_window(file, self.offset);
+                return Ok(true);
+            }
+            self.at_eof = true;
+            return Ok(false);
+        }
+        self.last_data = Instant::now();
+        // Usually no partial line is pending and lines are split straight
+        // out of the read buffer.
+        let pending = std::mem::take(&mut self.pending);
+        let joined: Vec<u8>;
+        let data: &[u8] = if pending.is_empty() {
+            &buf[..n]
+        } else {
+            let mut all = pending;
+            all.extend_from_slice(&buf[..n]);
+            joined = all;
+            &joined
+        };
+        let (events, consumed) = frame(
+            &self.tag,
+            self.parser.as_mut(),
+            self.consumed,
+            cfg,
+            metrics,
+            data,
+            false,
+        );
+        let rest = data[consumed..].to_vec();
+        if let Err(e) = self.emit(router, metrics, events) {
+            // Nothing advanced: re-read from the resume point next round.
+            self.consumed = self.offset;
+            self.reset_parser(cfg);
+            return Err(anyhow::anyhow!("{}: {e}", self.path.display()));
+        }
+        self.pending = rest;
+        self.consumed += consumed as u64;
+        // All there was: the file can give up its descriptor now rather
+        // than after one more read that finds nothing.
+        self.at_eof = self.read_pos() >= size;
+        let resume = self
+            .parser
+            .as_ref()
+            .and_then(|p| p.pending_start())
+            .unwrap_or(self.consumed);
+        if resume != self.offset {
+            self.offset = resume;
+            let file = self.file.as_ref().expect("checked open above");
+            self.recent = read_window(file, self.offset);
+        }
+        Ok(true)
+    }
+
+    /// A fresh parser that keeps the stream's database (`use`).
+    fn reset_parser(&mut self, cfg: &TailConfig) {
+        if let (Some(p), Some(o)) = (self.parser.as_mut(), &cfg.slow_log) {
+            *p = SlowLogParser::new(o.max_entry_bytes, p.db().map(String::from));
+        }
+    }
+
+    fn emit(
+        &self,
+        router: &dyn Downstream,
+        metrics: &PluginMetrics,
+        events: Vec<Event>,
+    ) -> anyhow::Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let n = events.len() as u64;
+        router.emit(&self.tag, events)?;
+        PluginMetrics::add(&metrics.records_in, n);
+        Ok(())
+    }
+}
+
+fn read_window(file: &File, offset: u64) -> Vec<u8> {
+    let len = (offset as usize).min(WINDOW);
+    let mut v = vec![0u8; len];
+    match file.read_exact_at(&mut v, offset - len as u64) {
+        Ok(()) => v,
+        Err(_) => Vec::new(),
+    }
+}
+
+fn window_matches(file: &File, offset: u64, crc: u32, window: usize) -> bool {
+    if window == 0 || offset < window as u64 {
+        return window == 0;
+    }
+    let mut v = vec![0u8; window];
+    file.read_exact_at(&mut v, offset - window as u64).is_ok() && crc32fast::hash(&v) == crc
+}
+
+/// After a copytruncate, the bytes between our position and the end of the
+/// old content live only in the copy logrotate made beside the file
+/// (`name.1`, `name-20240101`, ...). Finds the copy whose bytes before our
+/// position match what we read, and returns its unread rest.
+fn recover_from_copy(w: &FollowedFile) -> Vec<u8> {
+    let crc = crc32fast::hash(&w.recent);
+    let read_pos = w.read_pos();
+    for path in siblings(&w.path) {
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else { continue };
+        if meta.len() < read_pos || !window_matches(&file, w.offset, crc, w.recent.len()) {
+            continue;
+        }
+        let mut rest = vec![0u8; (meta.len() - read_pos) as usize];
+        if file.read_exact_at(&mut rest, read_pos).is_ok() {
+            return rest;
+        }
+    }
+    Vec::new()
+}
+
+/// Where logrotate puts a file's old content: beside it, under its name
+/// plus a suffix (`name.1`, `name-20240101`), compressed copies left out.
+fn siblings(path: &Path) -> Vec<PathBuf> {
+    let Some(dir) = path.parent() else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let listing: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    siblings_among(path, &listing).cloned().collect()
+}
+
+/// `siblings` of `path` among `listing`, the entries of its directory.
+pub(super) fn siblings_among<'a>(
+    path: &'a Path,
+    listing: &'a [PathBuf],
+) -> impl Iterator<Item = &'a PathBuf> {
+    let name = path.file_name().map(|n| n.to_string_lossy());
+    listing.iter().filter(move |other| {
+        let (Some(name), Some(other)) = (&name, other.file_name()) else {
+            return false;
+        };
+        let other = other.to_string_lossy();
+        other != *name && other.starts_with(&**name) && !other.ends_with(".gz")
+    })
+}
+
+/// fluentd's `*` in a tail tag: replaced by the path with `/` as `.`.
+fn expand_tag(tag: &str, path: &Path) -> String {
+    if !tag.contains('*') {
+        return tag.to_string();
+    }
+    let p = path
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .replace('/', ".");
+    tag.replacen('*', &p, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_star_expands_to_path() {
+        assert_eq!(
+            expand_tag("mysql.*", Path::new("/data/mysql/a.err")),
+            "mysql.data.mysql.a.err"
+        );
+        assert_eq!(expand_tag("mysql.error", Path::new("/x")), "mysql.error");
+    }
+}
