@@ -25,6 +25,10 @@ impl HttpServer {
     /// `app` in the background.
     pub async fn start(bind: SocketAddr, app: axum::Router) -> std::io::Result<HttpServer> {
         let listener = tokio::net::TcpListener::bind(bind).await?;
+        // On an accept error other than a dropped connection (EMFILE when
+        // descriptors run out) axum 0.8's serve loop sleeps a second and
+        // accepts again: the listener neither spins nor stops. The sources'
+        // max_open_files keep the agent from getting there.
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)

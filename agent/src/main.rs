@@ -14,6 +14,7 @@ mod mysql;
 mod outputs;
 mod pipeline;
 mod replay;
+mod rlimit;
 mod sources;
 mod status;
 mod status_cmd;
@@ -148,6 +149,7 @@ fn main() {
             std::process::exit(1);
         }
     }
+    rlimit::raise_nofile_limit(&config);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
