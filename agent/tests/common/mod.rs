@@ -284,20 +284,50 @@ impl Agent {
 
     /// `start` with extra environment variables.
     pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &Path)]) -> Agent {
+        Agent::spawn(dir, config, |cmd| {
+            cmd.envs(env.iter().copied());
+        })
+    }
+
+    /// `start` with RLIMIT_NOFILE set to `soft` and `hard` in the agent's
+    /// process, as a service's `LimitNOFILE=` (or `prlimit`) would.
+    pub fn start_with_nofile_limit(dir: &Path, config: &str, soft: u64, hard: u64) -> Agent {
+        Agent::spawn(dir, config, |cmd| {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: between fork and exec only setrlimit runs, which is
+            // async-signal-safe and allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        })
+    }
+
+    /// Writes `config` to `dir/agent.yml` and runs the agent on it, logging
+    /// to `dir/agent.log`; `adjust` adds to the command.
+    fn spawn(dir: &Path, config: &str, adjust: impl FnOnce(&mut Command)) -> Agent {
         let cfg = dir.join("agent.yml");
         std::fs::write(&cfg, config).unwrap();
         let log = dir.join("agent.log");
-        let child = Command::new(agent_binary())
-            .arg("--config")
+        let mut cmd = Command::new(agent_binary());
+        cmd.arg("--config")
             .arg(&cfg)
             .arg("--log")
             .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .envs(env.iter().copied())
-            .spawn()
-            .expect("my-agent starts");
+            .stderr(Stdio::inherit());
+        adjust(&mut cmd);
+        let child = cmd.spawn().expect("my-agent starts");
         Agent { child, log }
     }
 
