@@ -17,8 +17,8 @@ use crate::filters::Filter;
 use crate::log;
 use crate::metrics::{PluginMetrics, Registry};
 use crate::outputs::{flusher, PreparedSink, Sink};
-use crate::sources::{tail::TailSource, SourceConfig};
-use crate::status::{PipelineStatus, SourceStatus, StatusBoard};
+use crate::sources::SourceSettings;
+use crate::status::{PipelineStatus, StatusBoard};
 use crate::tag_pattern::TagPattern;
 
 /// How long a stop waits for collectors when every buffer is durable.
@@ -128,14 +128,11 @@ pub struct Pipeline {
 /// checked, with nothing opened that a running pipeline may be using
 /// (buffers, pos_files, source threads). See `Pipeline::prepare`.
 pub struct Prepared {
-    sources: Vec<SourceConfig>,
+    sources: Vec<Box<dyn SourceSettings>>,
     filters: Vec<(TagPattern, Filter)>,
     outputs: Vec<(TagPattern, Vec<PreparedSink>)>,
     shutdown_timeout: Duration,
 }
-
-/// A source built and ready to run on its own thread until told to stop.
-type Ready = Box<dyn FnOnce(Arc<Router>, Arc<AtomicBool>) + Send>;
 
 impl Pipeline {
     /// Does everything that can fail and can be done while another
@@ -206,42 +203,11 @@ impl Prepared {
         let mut ready = Vec::new();
         let mut statuses = Vec::new();
         for (i, source) in self.sources.into_iter().enumerate() {
-            match source {
-                SourceConfig::MysqlQuery(cfg) => {
-                    let id = format!("mysql_query{i}");
-                    let metrics = registry.register("source", &id);
-                    let status = Arc::new(SourceStatus::new(
-                        id.clone(),
-                        "mysql_query",
-                        cfg.tag.clone(),
-                        Vec::new(),
-                    ));
-                    statuses.push(status.clone());
-                    let source =
-                        crate::sources::mysql_query::MysqlQuerySource::new(cfg, metrics, status);
-                    let run: Ready = Box::new(move |router, stop| source.run(router, stop));
-                    ready.push((id, run));
-                }
-                SourceConfig::Tail(cfg) | SourceConfig::MysqlSlowQuery(cfg) => {
-                    let kind = if cfg.slow_log.is_some() {
-                        "mysql_slow_query"
-                    } else {
-                        "tail"
-                    };
-                    let id = format!("{kind}{i}");
-                    let metrics = registry.register("source", &id);
-                    let status = Arc::new(SourceStatus::new(
-                        id.clone(),
-                        kind,
-                        cfg.tag.clone(),
-                        cfg.paths.clone(),
-                    ));
-                    statuses.push(status.clone());
-                    let tail = TailSource::new(cfg, metrics, status)?;
-                    let run: Ready = Box::new(move |router, stop| tail.run(router, stop));
-                    ready.push((id, run));
-                }
-            }
+            let id = format!("{}{i}", source.kind());
+            let metrics = registry.register("source", &id);
+            let built = source.build(id.clone(), metrics)?;
+            statuses.push(built.status);
+            ready.push((id, built.run));
         }
 
         let (stop_flushers, stop_rx) = watch::channel(None);
@@ -261,7 +227,8 @@ impl Prepared {
             shutdown_timeout: self.shutdown_timeout,
         };
         for (id, source) in ready {
-            let (router, stop) = (pipeline.router.clone(), pipeline.stop_sources.clone());
+            let router: Arc<dyn crate::sources::Downstream> = pipeline.router.clone();
+            let stop = pipeline.stop_sources.clone();
             let spawned = std::thread::Builder::new()
                 .name(id.clone())
                 .spawn(move || source(router, stop));

@@ -10,7 +10,6 @@
 
 use crate::config::Config;
 use crate::log;
-use crate::sources::SourceConfig;
 
 /// Descriptors the agent needs besides its followed files: stdio and its
 /// log, the runtime's epoll, the listeners, each output's open chunk and
@@ -30,10 +29,7 @@ pub fn raise_nofile_limit(config: &Config) {
     let files: u64 = config
         .sources
         .iter()
-        .map(|s| match s {
-            SourceConfig::Tail(c) | SourceConfig::MysqlSlowQuery(c) => c.max_open_files as u64,
-            SourceConfig::MysqlQuery(_) => 0,
-        })
+        .map(|s| s.max_open_files())
         .sum();
     let need = files + RESERVED;
     let Some((mut soft, hard)) = get() else {

@@ -78,10 +78,11 @@ fn a_config_whose_buffer_cannot_open_brings_the_old_one_back() {
     sink.wait_for(Duration::from_secs(30), "10 lines", |r| r.len() >= 10);
 
     // The new buffer directory is writable (so the reload goes ahead) but
-    // holds a "chunk" that is a directory: opening the buffer fails only
-    // once the old pipeline has stopped.
+    // holds damage that opening the buffer cannot get past: a progress
+    // record without its chunk that cannot be removed (it is a directory).
+    // So the new pipeline fails only once the old one has stopped.
     let other = dir.path().join("other-buffer");
-    std::fs::create_dir_all(other.join("chunk-0000000000000001.buf")).unwrap();
+    std::fs::create_dir_all(other.join("chunk-0000000000000001.ack/x")).unwrap();
     let broken = good.replace(
         &format!("path: {}/buffer", dir.path().display()),
         &format!("path: {}", other.display()),

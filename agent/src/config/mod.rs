@@ -11,13 +11,13 @@ use fields::{error, Fields};
 
 use crate::filters::Filter;
 use crate::outputs::OutputConfig;
-use crate::sources::SourceConfig;
+use crate::sources::SourceSettings;
 use crate::tag_pattern::TagPattern;
 use crate::yaml::NodeKind;
 
 pub struct Config {
     pub system: SystemConfig,
-    pub sources: Vec<SourceConfig>,
+    pub sources: Vec<Box<dyn SourceSettings>>,
     pub filters: Vec<(TagPattern, Filter)>,
     pub outputs: Vec<OutputConfig>,
     /// The query exporter, from an `exporter:` section or `exporter_file:`.
@@ -76,7 +76,7 @@ impl Config {
         for item in list(top.take("sources"), "sources")? {
             let mut f = Fields::new(item, "source")?;
             let kind = f.required_string("type")?;
-            sources.push(SourceConfig::from_config(&kind, &mut f)?);
+            sources.push(crate::sources::from_config(&kind, &mut f)?);
             f.finish()?;
         }
         let mut filters = Vec::new();

@@ -7,11 +7,15 @@ pub mod position;
 pub mod slow_log;
 pub mod tail;
 
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::buffer::BufferError;
 use crate::config::fields::{error, Fields, Result};
 use crate::event::Event;
+use crate::metrics::PluginMetrics;
+use crate::status::SourceStatus;
 
 /// Where a source hands its events: the pipeline's router as seen from
 /// below, so that sources never depend on the pipeline that runs them.
@@ -24,56 +28,71 @@ pub trait Downstream: Send + Sync {
     fn sync(&self) -> std::io::Result<()>;
 }
 
-#[derive(Debug, Clone)]
-pub enum SourceConfig {
-    Tail(tail::TailConfig),
-    /// A slow query log: followed like `tail`, framed into entries.
-    MysqlSlowQuery(tail::TailConfig),
-    MysqlQuery(mysql_query::MysqlQueryConfig),
+/// How a built source runs: on its own thread, handing events downstream,
+/// until `stop`.
+pub type Run = Box<dyn FnOnce(Arc<dyn Downstream>, Arc<AtomicBool>) + Send>;
+
+/// A source built and ready to run.
+pub struct Built {
+    /// Its entry in `/status`, kept current by the source.
+    pub status: Arc<SourceStatus>,
+    pub run: Run,
 }
 
-impl SourceConfig {
-    /// What can be checked without touching a running pipeline (whose
-    /// sources may share this one's pos_file): the pos_file's directory
-    /// exists and is writable.
-    pub fn prepare(&self) -> anyhow::Result<()> {
-        match self {
-            SourceConfig::Tail(c) | SourceConfig::MysqlSlowQuery(c) => {
-                if let Some(pos) = &c.pos_file {
-                    crate::writable::ensure_parent(pos, "the directory of pos_file")?;
-                    // A pos_file that exists must be readable: the source
-                    // reads it when it starts, after the old one stopped.
-                    if pos.exists() {
-                        std::fs::File::open(pos)
-                            .and_then(|f| f.metadata())
-                            .and_then(|m| match m.is_file() {
-                                true => Ok(()),
-                                false => Err(std::io::Error::other("not a regular file")),
-                            })
-                            .map_err(|e| {
-                                anyhow::anyhow!("pos_file {} is unreadable: {e}", pos.display())
-                            })?;
-                    }
-                }
-                Ok(())
-            }
-            SourceConfig::MysqlQuery(_) => Ok(()),
+/// A source's parsed settings.
+pub trait SourceSettings: Send {
+    /// Its `type:`.
+    fn kind(&self) -> &'static str;
+    /// What can be checked while a previous pipeline, whose sources may
+    /// share this one's pos_file, still runs.
+    fn prepare(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Descriptors it may hold at once (for the RLIMIT_NOFILE check).
+    fn max_open_files(&self) -> u64 {
+        0
+    }
+    /// Opens what it needs (positions, ...) once the previous pipeline
+    /// has stopped.
+    fn build(self: Box<Self>, id: String, metrics: Arc<PluginMetrics>) -> anyhow::Result<Built>;
+}
+
+type ParseSettings = fn(&mut Fields) -> Result<Box<dyn SourceSettings>>;
+
+/// Every source `type:`, and the function that reads its settings.
+const TYPES: &[(&str, ParseSettings)] = &[
+    ("tail", tail::settings),
+    ("mysql_slow_query", tail::slow_query_settings),
+    ("mysql_query", mysql_query::settings),
+];
+
+/// Reads the settings of a source of type `kind`.
+pub fn from_config(kind: &str, f: &mut Fields) -> Result<Box<dyn SourceSettings>> {
+    match TYPES.iter().find(|(name, _)| *name == kind) {
+        Some((_, parse)) => parse(f),
+        None => {
+            let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
+            error(
+                f.node(),
+                format!("unknown source type `{kind}` (expected {})", names.join(", ")),
+            )
         }
     }
+}
 
-    pub fn from_config(kind: &str, f: &mut Fields) -> Result<SourceConfig> {
-        Ok(match kind {
-            "tail" => SourceConfig::Tail(tail::TailConfig::from_config(f, false)?),
-            "mysql_slow_query" => {
-                SourceConfig::MysqlSlowQuery(tail::TailConfig::from_config(f, true)?)
-            }
-            "mysql_query" => SourceConfig::MysqlQuery(mysql_query::MysqlQueryConfig::from_config(f)?),
-            other => {
-                return error(
-                    f.node(),
-                    format!("unknown source type `{other}` (expected tail, mysql_slow_query or mysql_query)"),
-                )
-            }
-        })
+/// The pos_file's directory is writable and an existing pos_file is a
+/// readable regular file: a source reads it when it starts, after the old
+/// pipeline stopped, too late to refuse a reload.
+pub fn check_pos_file(pos: &Path) -> anyhow::Result<()> {
+    crate::writable::ensure_parent(pos, "the directory of pos_file")?;
+    if pos.exists() {
+        std::fs::File::open(pos)
+            .and_then(|f| f.metadata())
+            .and_then(|m| match m.is_file() {
+                true => Ok(()),
+                false => Err(std::io::Error::other("not a regular file")),
+            })
+            .map_err(|e| anyhow::anyhow!("pos_file {} is unreadable: {e}", pos.display()))?;
     }
+    Ok(())
 }

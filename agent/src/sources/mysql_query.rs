@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use super::Downstream;
+use super::{Built, Downstream, SourceSettings};
 use crate::config::fields::{error, Fields, Result as ConfigResult};
 use crate::event::{now_nanos, Event};
 use crate::log;
@@ -156,6 +156,31 @@ pub fn shape(
                 }
             })
             .collect()
+    }
+}
+
+/// `type: mysql_query`'s entry in the sources table.
+pub fn settings(f: &mut Fields) -> ConfigResult<Box<dyn SourceSettings>> {
+    Ok(Box::new(MysqlQueryConfig::from_config(f)?))
+}
+
+impl SourceSettings for MysqlQueryConfig {
+    fn kind(&self) -> &'static str {
+        "mysql_query"
+    }
+
+    fn build(self: Box<Self>, id: String, metrics: Arc<PluginMetrics>) -> anyhow::Result<Built> {
+        let status = Arc::new(SourceStatus::new(
+            id,
+            "mysql_query",
+            self.tag.clone(),
+            Vec::new(),
+        ));
+        let source = MysqlQuerySource::new(*self, metrics, status.clone());
+        Ok(Built {
+            status,
+            run: Box::new(move |downstream, stop| source.run(downstream, stop)),
+        })
     }
 }
 

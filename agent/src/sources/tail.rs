@@ -33,7 +33,8 @@ pub use config::TailConfig;
 
 use super::file_discovery;
 use super::position::PositionStore;
-use super::Downstream;
+use super::{Built, Downstream, SourceSettings};
+use crate::config::fields::{Fields, Result as ConfigResult};
 use crate::log;
 use crate::metrics::PluginMetrics;
 use crate::status::{FileStatus, SourceProblem, SourceStatus};
@@ -46,6 +47,48 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// How often a busy source refreshes its entry in `/status`: often enough
 /// for a person, rarely enough to cost nothing next to the reading.
 const STATUS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// `type: tail`'s entry in the sources table.
+pub fn settings(f: &mut Fields) -> ConfigResult<Box<dyn SourceSettings>> {
+    Ok(Box::new(TailConfig::from_config(f, false)?))
+}
+
+/// `type: mysql_slow_query`: followed like `tail`, framed into slow-log
+/// entries (`framing`, `slow_log`).
+pub fn slow_query_settings(f: &mut Fields) -> ConfigResult<Box<dyn SourceSettings>> {
+    Ok(Box::new(TailConfig::from_config(f, true)?))
+}
+
+impl SourceSettings for TailConfig {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn prepare(&self) -> anyhow::Result<()> {
+        match &self.pos_file {
+            Some(pos) => super::check_pos_file(pos),
+            None => Ok(()),
+        }
+    }
+
+    fn max_open_files(&self) -> u64 {
+        self.max_open_files as u64
+    }
+
+    fn build(self: Box<Self>, id: String, metrics: Arc<PluginMetrics>) -> anyhow::Result<Built> {
+        let status = Arc::new(SourceStatus::new(
+            id,
+            self.kind,
+            self.tag.clone(),
+            self.paths.clone(),
+        ));
+        let tail = TailSource::new(*self, metrics, status.clone())?;
+        Ok(Built {
+            status,
+            run: Box::new(move |downstream, stop| tail.run(downstream, stop)),
+        })
+    }
+}
 
 pub struct TailSource {
     config: TailConfig,
