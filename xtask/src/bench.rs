@@ -9,171 +9,52 @@
 //! delivery alone. The agent's time is reported as a ratio to it.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-
-struct BenchSink {
-    url: String,
-    records: Arc<AtomicU64>,
-    bytes: Arc<AtomicU64>,
-}
-
-impl BenchSink {
-    fn start() -> Result<BenchSink> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let url = format!("http://{}/bulk", listener.local_addr()?);
-        let records = Arc::new(AtomicU64::new(0));
-        let bytes = Arc::new(AtomicU64::new(0));
-        let (r, b) = (records.clone(), bytes.clone());
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (r, b) = (r.clone(), b.clone());
-                thread::spawn(move || serve(stream, &r, &b));
-            }
-        });
-        Ok(BenchSink {
-            url,
-            records,
-            bytes,
-        })
-    }
-
-    fn reset(&self) {
-        self.records.store(0, Ordering::SeqCst);
-        self.bytes.store(0, Ordering::SeqCst);
-    }
-}
-
-fn serve(stream: TcpStream, records: &AtomicU64, bytes: &AtomicU64) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-    let mut writer = stream;
-    let mut body = Vec::new();
-    loop {
-        let mut len = 0usize;
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        body.resize(len, 0);
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let n = body.iter().filter(|&&c| c == b'\n').count() as u64;
-        bytes.fetch_add(len as u64, Ordering::Relaxed);
-        records.fetch_add(n, Ordering::SeqCst);
-        if writer
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}")
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// A MySQL 8 error log line of about 125 bytes.
-fn log_line(n: u64) -> String {
-    format!(
-        "2026-11-21T05:{:02}:{:02}.{:06}Z {} [Note] [MY-010914] [Server] Aborted connection {} to db: 'app' user: 'app' host: '10.0.{}.{}'",
-        n / 60_000 % 60,
-        n / 1000 % 60,
-        n % 1_000_000,
-        n % 97 + 8,
-        n + 1000,
-        n / 256 % 256,
-        n % 256
-    )
-}
-
-fn proc_field(pid: u32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th of the whole line.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    // `rest` starts at field 3 (state): utime is field 14, stime 15.
-    let field = |i: usize| f.get(i - 3).and_then(|x| x.parse::<u64>().ok());
-    match (field(14), field(15)) {
-        (Some(u), Some(s)) => (u + s) as f64 / ticks,
-        _ => 0.0,
-    }
-}
+use anyhow::{bail, Result};
+// The harness the agent's integration tests use too.
+use test_support::{error_log_line as log_line, Agent, Sink};
 
 /// A benchmarked agent that has delivered everything, still running.
 struct Delivered {
-    child: std::process::Child,
+    agent: Agent,
     /// From process start to the last record at the sink.
     elapsed: Duration,
     cpu: f64,
 }
 
-/// Starts the agent and waits until the sink holds `expected` records.
+/// Starts the agent at `binary` on `config` in `dir` and waits until the
+/// sink has counted `expected` records.
 fn run_until_delivered(
-    agent: &Path,
-    config: &Path,
-    log: &Path,
-    sink: &BenchSink,
+    binary: &Path,
+    dir: &Path,
+    config: &str,
+    sink: &Sink,
     expected: u64,
 ) -> Result<Delivered> {
     let t0 = Instant::now();
-    let mut child = Command::new(agent)
-        .arg("--config")
-        .arg(config)
-        .arg("--log")
-        .arg(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", agent.display()))?;
-    let pid = child.id();
+    let agent = Agent::start_binary(binary, dir, config);
     let mut cpu = 0.0;
-    while sink.records.load(Ordering::SeqCst) < expected {
+    while sink.counted() < expected {
         if t0.elapsed() > Duration::from_secs(900) {
-            let _ = child.kill();
             bail!(
                 "the agent delivered {} of {expected} records in 15 minutes",
-                sink.records.load(Ordering::SeqCst)
+                sink.counted()
             );
         }
         // Sampled while running: /proc is gone once the process exits.
-        cpu = cpu_seconds(pid);
+        cpu = agent.cpu_seconds();
         thread::sleep(Duration::from_millis(2));
     }
     let elapsed = t0.elapsed();
     Ok(Delivered {
-        cpu: cpu_seconds(pid).max(cpu),
+        cpu: agent.cpu_seconds().max(cpu),
         elapsed,
-        child,
+        agent,
     })
 }
 
@@ -200,7 +81,7 @@ pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<BenchResult> {
         }
     }
     let input_bytes = fs::metadata(&log)?.len();
-    let sink = BenchSink::start()?;
+    let sink = Sink::start_counting();
 
     // Baseline: the agent's output shape, posted directly.
     let host = String::from_utf8(Command::new("hostname").output()?.stdout)?
@@ -229,20 +110,14 @@ pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<BenchResult> {
         start = end;
     }
     let baseline = t0.elapsed();
-    if sink.records.load(Ordering::SeqCst) != lines {
-        bail!(
-            "baseline delivered {} of {lines} records",
-            sink.records.load(Ordering::SeqCst)
-        );
+    if sink.counted() != lines {
+        bail!("baseline delivered {} of {lines} records", sink.counted());
     }
     drop(payload);
-    sink.reset();
+    sink.reset_counted();
 
-    let config = work.join("bench.yml");
-    fs::write(
-        &config,
-        format!(
-            r#"sources:
+    let config = format!(
+        r#"sources:
   - type: tail
     path: {logs}/*.err
     pos_file: {work}/tail.pos
@@ -262,37 +137,29 @@ outputs:
       path: {work}/buffer
       flush_interval: 200ms
 "#,
-            logs = work.join("logs").display(),
-            work = work.display(),
-            url = sink.url
-        ),
-    )?;
+        logs = work.join("logs").display(),
+        work = work.display(),
+        url = sink.url
+    );
     eprintln!(
         "==> bench: running {} (tail -> record_transformer -> http, file buffer)",
         agent.display()
     );
-    let run = run_until_delivered(agent, &config, &work.join("agent.log"), &sink, lines)?;
-    let (elapsed, cpu, pid, mut child) = (run.elapsed, run.cpu, run.child.id(), run.child);
-    let peak_kib = proc_field(pid, "VmHWM");
+    let run = run_until_delivered(agent, work, &config, &sink, lines)?;
+    let (elapsed, cpu) = (run.elapsed, run.cpu);
+    let peak_kib = run.agent.peak_rss_kib();
     thread::sleep(Duration::from_secs(3));
-    let after_kib = proc_field(pid, "VmRSS");
-    let _ = child.kill();
-    let _ = child.wait();
+    let after_kib = run.agent.rss_kib();
+    drop(run);
 
     // Idle: a fresh agent with nothing to read.
     fs::remove_dir_all(work.join("buffer")).ok();
     fs::remove_file(work.join("tail.pos")).ok();
     fs::write(&log, b"")?;
-    let mut idle = Command::new(agent)
-        .arg("--config")
-        .arg(&config)
-        .arg("--log")
-        .arg(work.join("idle.log"))
-        .spawn()?;
+    let idle = Agent::start_binary(agent, work, &config);
     thread::sleep(Duration::from_secs(3));
-    let idle_kib = proc_field(idle.id(), "VmRSS");
-    let _ = idle.kill();
-    let _ = idle.wait();
+    let idle_kib = idle.rss_kib();
+    drop(idle);
 
     let secs = elapsed.as_secs_f64();
     println!(
@@ -307,7 +174,7 @@ outputs:
     );
     println!(
         "  sent MB             {:.1}",
-        sink.bytes.load(Ordering::SeqCst) as f64 / 1e6
+        sink.counted_bytes() as f64 / 1e6
     );
     println!(
         "  CPU seconds         {cpu:.2} ({:.2} per million records)",
@@ -424,11 +291,8 @@ pub fn run_slowlog(agent: &Path, work: &Path, megabytes: u64) -> Result<()> {
         }
     }
     let bytes = fs::metadata(&log)?.len();
-    let sink = BenchSink::start()?;
-    let config = work.join("slow.yml");
-    fs::write(
-        &config,
-        format!(
+    let sink = Sink::start_counting();
+    let config = format!(
             "sources:\n  - type: mysql_slow_query\n    path: {logs}/*-slow.log\n    pos_file: {work}/slow.pos\n    \
              tag: mysql.slow\n    read_from_head: true\n    entry_timeout: 200ms\noutputs:\n  - match: \"**\"\n    \
              type: http\n    endpoint: {url}\n    buffer:\n      type: file\n      path: {work}/buffer\n      \
@@ -436,22 +300,15 @@ pub fn run_slowlog(agent: &Path, work: &Path, megabytes: u64) -> Result<()> {
             logs = work.join("logs").display(),
             work = work.display(),
             url = sink.url
-        ),
-    )?;
+    );
     eprintln!(
         "==> bench: {entries} slow-log entries, {:.0} MB",
         bytes as f64 / 1e6
     );
-    let run = run_until_delivered(agent, &config, &work.join("agent.log"), &sink, entries)?;
-    let (elapsed, cpu, pid, mut child) = (
-        run.elapsed.as_secs_f64(),
-        run.cpu,
-        run.child.id(),
-        run.child,
-    );
-    let peak = proc_field(pid, "VmHWM");
-    let _ = child.kill();
-    let _ = child.wait();
+    let run = run_until_delivered(agent, work, &config, &sink, entries)?;
+    let (elapsed, cpu) = (run.elapsed.as_secs_f64(), run.cpu);
+    let peak = run.agent.peak_rss_kib();
+    drop(run);
     println!(
         "slow-log bench: {entries} entries, {:.1} MB",
         bytes as f64 / 1e6

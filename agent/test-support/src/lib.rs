@@ -1,0 +1,53 @@
+//! What the agent's integration tests and `cargo xtask bench` share: a
+//! real HTTP sink on loopback, the agent as a child process (with its CPU
+//! and memory from /proc), the log lines and configurations they feed it,
+//! a private MariaDB, and polling helpers.
+
+mod agent;
+mod configs;
+mod lines;
+mod mariadb;
+mod sink;
+
+pub use agent::*;
+pub use configs::*;
+pub use lines::*;
+pub use mariadb::*;
+pub use sink::*;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// GET /metrics from a running agent.
+pub fn get_metrics(port: u16) -> String {
+    try_get_metrics(port).unwrap()
+}
+
+/// The raw answer to `GET /metrics`, or the error of a port not (yet) served.
+pub fn try_get_metrics(port: u16) -> std::io::Result<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 50 ms for up to 30 s; panics naming `what`.
+pub fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
