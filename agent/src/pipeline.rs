@@ -112,6 +112,11 @@ impl crate::sources::Downstream for Router {
     fn sync(&self) -> std::io::Result<()> {
         Router::sync(self)
     }
+
+    fn survives_kill(&self) -> bool {
+        self.sinks()
+            .all(|s| matches!(s.buffer.config.storage, Storage::File(_)))
+    }
 }
 
 /// A running pipeline: source threads and flusher tasks.

@@ -4,6 +4,7 @@ pub mod file_discovery;
 pub mod file_identity;
 pub mod mysql_query;
 pub mod position;
+pub mod position_journal;
 pub mod slow_log;
 pub mod tail;
 
@@ -26,6 +27,11 @@ pub trait Downstream: Send + Sync {
     /// Makes everything emitted so far durable (a source saves its
     /// positions only after this).
     fn sync(&self) -> std::io::Result<()>;
+    /// Whether what `emit` returned from is kept if the process is killed
+    /// before `sync` (every buffer is a file; the page cache keeps it).
+    fn survives_kill(&self) -> bool {
+        false
+    }
 }
 
 /// How a built source runs: on its own thread, handing events downstream,

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::file_identity::{FileId, Head};
+use super::position_journal::Journal;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Position {
@@ -35,6 +36,10 @@ pub struct Position {
 struct PosFile {
     version: u32,
     files: Vec<(FileId, Position)>,
+    /// Counts commits; the journal's entries name the one they follow.
+    /// Absent in older agents' pos files, ignored by them.
+    #[serde(default)]
+    generation: u64,
 }
 
 /// Positions of sources without a pos_file, kept for the life of the process
@@ -50,6 +55,10 @@ pub struct PositionStore {
     /// True when a pos file existed: files that appeared while the agent was
     /// down are then read from their head.
     pub existed: bool,
+    /// The pos_file's commit count.
+    generation: u64,
+    /// Positions handed on since the last commit (see `position_journal`).
+    journal: Option<Journal>,
 }
 
 impl PositionStore {
@@ -61,6 +70,8 @@ impl PositionStore {
             memory_key: memory_key.to_string(),
             entries: BTreeMap::new(),
             existed: false,
+            generation: 0,
+            journal: path.as_deref().and_then(Journal::beside),
         };
         let Some(path) = path else {
             if let Some(entries) = IN_MEMORY.lock().unwrap().get(memory_key) {
@@ -73,7 +84,10 @@ impl PositionStore {
             Ok(bytes) => {
                 store.existed = true;
                 match serde_json::from_slice::<PosFile>(&bytes) {
-                    Ok(p) => store.entries = p.files.into_iter().collect(),
+                    Ok(p) => {
+                        store.entries = p.files.into_iter().collect();
+                        store.generation = p.generation;
+                    }
                     // Renames are atomic, so this is damage from outside;
                     // reading from the start again is the safe recovery.
                     Err(e) => crate::log::warn(&format!(
@@ -85,10 +99,30 @@ impl PositionStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => anyhow::bail!("cannot read pos_file {}: {e}", path.display()),
         }
+        if let Some(journal) = &store.journal {
+            let applied = journal.replay(store.generation, &mut store.entries);
+            if applied > 0 {
+                store.existed = true;
+                crate::log::info(&format!(
+                    "pos_file {}: {applied} positions from after the last commit (the agent was killed, the machine kept running)",
+                    path.display()
+                ));
+            }
+        }
         Ok(store)
     }
 
-    pub fn save(&self) -> std::io::Result<()> {
+    /// Notes, without an fsync, that `id` was handed on up to `position`
+    /// (the buffers hold the records: see `position_journal`). Sources
+    /// without a pos_file keep nothing across a kill anyway.
+    pub fn journal(&mut self, id: FileId, position: &Position) {
+        if let Some(j) = &mut self.journal {
+            j.append(self.generation, id, position);
+        }
+    }
+
+    /// Commits the positions (call only after the buffers are synced).
+    pub fn save(&mut self) -> std::io::Result<()> {
         let Some(path) = &self.path else {
             IN_MEMORY
                 .lock()
@@ -99,11 +133,17 @@ impl PositionStore {
         let file = PosFile {
             version: 1,
             files: self.entries.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            generation: self.generation + 1,
         };
         write_atomic(
             path,
             &serde_json::to_vec(&file).expect("positions serialize"),
-        )
+        )?;
+        self.generation += 1;
+        if let Some(j) = &mut self.journal {
+            j.clear();
+        }
+        Ok(())
     }
 }
 

@@ -148,6 +148,8 @@ impl TailSource {
     /// only after the buffers holding those records are synced.
     pub fn run(mut self, router: Arc<dyn Downstream>, stop: Arc<AtomicBool>) {
         let mut last_commit = Instant::now();
+        // With a memory buffer a kill loses what was handed on anyway.
+        let journal = router.survives_kill();
         while !stop.load(Ordering::Relaxed) {
             self.refresh();
             let mut progressed = false;
@@ -162,7 +164,15 @@ impl TailSource {
                     &*router,
                     &mut self.read_buf,
                 ) {
-                    Ok(read) => progressed |= read,
+                    Ok(read) => {
+                        progressed |= read;
+                        // What was just handed on is in the buffers' files
+                        // (page cache): a kill from here on re-reads none of it.
+                        let kept = read && journal;
+                        if let Some(f) = self.files.get(id).filter(|_| kept) {
+                            self.positions.journal(f.id, &f.position());
+                        }
+                    }
                     Err(ReadError::Emit(e)) => {
                         // Output refused (closed or full with overflow throw):
                         // nothing advanced; try again after a pause.

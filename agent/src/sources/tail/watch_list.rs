@@ -66,6 +66,10 @@ impl WatchList {
         self.files.values()
     }
 
+    pub(super) fn get(&self, id: FileId) -> Option<&FollowedFile> {
+        self.files.get(&id)
+    }
+
     pub(super) fn open_count(&self) -> usize {
         self.open
     }
