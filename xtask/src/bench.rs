@@ -320,5 +320,54 @@ pub fn run_slowlog(agent: &Path, work: &Path, megabytes: u64) -> Result<()> {
     );
     println!("  entries/s           {:.0}", entries as f64 / elapsed);
     println!("  peak RSS (VmHWM)    {:.1} MiB", peak as f64 / 1024.0);
+
+    // The source side alone: the same log to a `discard` output through a
+    // memory buffer, so the CPU is reading, framing, parsing and turning
+    // entries into JSON records, with no delivery and no fsync.
+    let (elapsed, cpu) =
+        run_slowlog_source(agent, &work.join("logs"), &work.join("discard"), entries)?;
+    println!(
+        "  parsing alone       {:.1} MB per CPU-second ({cpu:.2} CPU s, {elapsed:.2} s; slow-log source -> discard output)",
+        bytes as f64 / 1e6 / cpu
+    );
     Ok(())
+}
+
+/// Runs the slow-log source over `logs` into a `discard` output until
+/// `/metrics` counts `entries` records out; returns (seconds, CPU seconds).
+fn run_slowlog_source(agent: &Path, logs: &Path, dir: &Path, entries: u64) -> Result<(f64, f64)> {
+    fs::create_dir_all(dir)?;
+    let port = test_support::free_port();
+    let config = format!(
+        "system:\n  metrics:\n    bind: 127.0.0.1:{port}\nsources:\n  - type: mysql_slow_query\n    \
+         path: {logs}/*-slow.log\n    pos_file: {dir}/slow.pos\n    tag: mysql.slow\n    read_from_head: true\n    \
+         entry_timeout: 200ms\noutputs:\n  - match: \"**\"\n    type: discard\n    id: discard\n    buffer:\n      \
+         flush_interval: 50ms\n",
+        logs = logs.display(),
+        dir = dir.display(),
+    );
+    let series = "my_agent_records_out_total{plugin=\"output\",id=\"discard\"} ";
+    let out = |page: &str| -> u64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    let run = Agent::start_binary(agent, dir, &config);
+    let mut cpu = 0.0;
+    loop {
+        let page = test_support::try_get_metrics(port).unwrap_or_default();
+        if out(&page) >= entries {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "the discard run counted {} of {entries} records in 10 minutes",
+                out(&page)
+            );
+        }
+        cpu = run.cpu_seconds();
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok((t0.elapsed().as_secs_f64(), run.cpu_seconds().max(cpu)))
 }
