@@ -2,10 +2,87 @@
 //! with bounded memory. No I/O here: the source feeds lines and gets
 //! records; `pending_start` says where the entry being assembled began, the
 //! only safe place to resume after a restart.
+//!
+//! # What the servers write
+//!
+//! Each entry is written in one piece under the log's lock (`sql/log.cc`,
+//! `File_query_log::write_slow`, alike in all three servers):
+//!
+//! ```text
+//! # Time: 2024-05-15T17:02:39.123456Z          optional (5.x: once a second)
+//! # User@Host: app[app] @ web1 [10.0.0.5]  Id: 42   absent with --log-short-format
+//! # Thread_id: 8  Schema: crm  QC_hit: No       Percona, MariaDB: more `# Key: value` lines
+//! # Query_time: 1.5  Lock_time: 0.0001 Rows_sent: 10  Rows_examined: 20000   always
+//! use shop;                                     only when the database differs from the last one logged
+//! SET timestamp=1715792559;                     also last_insert_id=, insert_id=
+//! SELECT ... ;                                  the statement as received, then `;\n`
+//! ```
+//!
+//! An administrator command (`Quit`, `Init DB`) is the line `# administrator
+//! command: Quit;` in place of the statement. Opening the log (at start or
+//! `FLUSH LOGS`) writes a banner (`/usr/sbin/mysqld, Version: ... started
+//! with:`, `Tcp port: ...`, `Time  Id Command  Argument`) and forgets the
+//! last database logged.
+//!
+//! # How the parser reads it
+//!
+//! A state machine: between entries -> header (`#` lines) -> context (`use`,
+//! the server's `SET`) -> statement. The statement's text is opaque: the
+//! server escapes nothing, so its lines may look like anything, and a line
+//! of it is never a header, a `use` or a `SET`. The statement ends only
+//! where the next entry begins, which takes all of:
+//!
+//! 1. the statement's last line ends with `;` (after trailing whitespace),
+//!    as the server ends every statement;
+//! 2. the next line is a header line: `#` and a key (`# Time:`, `# User@Host:`,
+//!    `# Query_time:`; not `# a comment`), see `grammar::is_header_line`;
+//! 3. the block of `#` lines it begins contains `Query_time:`, which every
+//!    server writes in every entry. Until the block ends the previous entry
+//!    is held back; if the block has no `Query_time:`, its lines go back into
+//!    the previous statement as text.
+//!
+//! Rule 3, not the form of the first line, is what keeps a literal out:
+//! percona-toolkit's sample logs hold real entries with malformed `# Time:`
+//! and `User@Host` lines, and a literal made to look like an entry would
+//! have well-formed ones anyway. A banner also ends a statement, under
+//! rule 1.
+//!
+//! The format is ambiguous all the same: a string literal with a line
+//! ending in `;`, then `#` lines that include `Query_time:`, is byte for
+//! byte what the server writes for two entries, and is read as two: the
+//! statement cut after that line, the rest an entry with whatever the
+//! literal claims (pt-query-digest splits at any `;\n#`). A literal that
+//! lacks any of the three never makes an entry: its `# Time:`, `# User@Host:`,
+//! `use` and `SET timestamp` lines stay text and claim nothing.
+//!
+//! Also: a `# User@Host:` repeated on the next line is the same entry's
+//! (old Percona servers); an entry that never gets a statement is dropped,
+//! unless it has a `use` line, which was then the statement (`USE db` on
+//! servers that write no SET line); blank lines between entries are
+//! skipped. Memory is bounded by `max_entry_bytes`, for the statement and
+//! for the header lines (beyond it the entry is cut and flagged
+//! `truncated`), and by `MAX_CANDIDATE_BYTES`.
+//!
+//! # Fields
+//!
+//! `user`, `host`, `host_ip`, `thread_id`, then every header `Key: value`,
+//! lowercased and typed by `fields` (one type per field; a value that does
+//! not parse goes to `unparsed_fields`, keyed as written), `sql` (or
+//! `command`), `explain` (MariaDB), `truncated`, `timestamp` (from `SET
+//! timestamp`, else `# Time:`, else the last `# Time:` before it, as 5.x
+//! writes `# Time:` only when the second changes).
+//!
+//! `db` is the entry's `use`, else its `Schema:` (empty: no database),
+//! else the database of the entry before it: the server writes `use` only
+//! when the database changes, and pt-query-digest carries `db` the same way
+//! (`--inherit-attributes db`). A banner forgets it, as the server does.
+
+mod fields;
+mod grammar;
 
 use serde_json::{Map, Value};
 
-use crate::event::days_from_civil;
+use fields::Typed;
 
 /// A finished entry: its record, its time (nanoseconds) and the byte
 /// offset just past it.
@@ -16,27 +93,67 @@ pub struct SlowEntry {
     pub end: u64,
 }
 
+/// Header lines held while deciding whether they begin an entry (rule 3);
+/// real header blocks are a few hundred bytes.
+const MAX_CANDIDATE_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No entry: blank lines and banners are skipped.
+    Between,
+    /// The entry's `#` lines.
+    Header,
+    /// After the header, before the statement: `use db;`, `SET ...;`.
+    Context,
+    /// The statement's text.
+    Statement,
+}
+
 #[derive(Debug, Default)]
-struct Pending {
+struct Entry {
     start: u64,
     end: u64,
     record: Map<String, Value>,
+    unparsed: Map<String, Value>,
     sql: String,
-    explain: Vec<String>,
+    explain: String,
+    header_bytes: usize,
+    /// Opened by a `#` line (not a bare `use` or the rest of a statement).
+    has_header: bool,
+    has_time: bool,
     header_time: Option<i64>,
-    set_timestamp: Option<i64>,
     has_user: bool,
-    has_body: bool,
-    truncated: bool,
+    /// The last header line held the User@Host: old Percona servers repeat
+    /// it on the next line.
+    user_on_last_line: bool,
+    has_fields: bool,
+    has_query_time: bool,
     use_db: Option<String>,
+    use_line: Option<String>,
+    /// As written; "" is no database.
+    schema: Option<String>,
+    saw_set: bool,
+    set_timestamp: Option<i64>,
+    has_statement: bool,
+    /// The statement's last line ends with `;` (rule 1).
+    statement_ended: bool,
+    truncated: bool,
 }
 
 pub struct SlowLogParser {
     max_entry_bytes: usize,
-    /// The most recent `use db;` in the stream: the database of entries
-    /// that do not name one.
+    /// The database of the last entry (or the last bare `use db;`): the
+    /// database of entries that do not name one.
     db: Option<String>,
-    pending: Option<Pending>,
+    /// The last `# Time:`, for entries without one.
+    last_time: Option<i64>,
+    state: State,
+    /// The entry being read (unless `Between`).
+    entry: Entry,
+    /// The previous entry, while `entry`'s header may still be its text.
+    held: Option<Entry>,
+    /// `entry`'s raw lines while `held`, joined by '\n'.
+    candidate: String,
 }
 
 impl SlowLogParser {
@@ -44,298 +161,457 @@ impl SlowLogParser {
         SlowLogParser {
             max_entry_bytes,
             db,
-            pending: None,
+            last_time: None,
+            state: State::Between,
+            entry: Entry::default(),
+            held: None,
+            candidate: String::new(),
         }
     }
 
-    /// The database context to persist with a position.
+    /// The database context to persist with a position: that of the entries
+    /// finished so far, so that a restart at `pending_start` reads the
+    /// pending entry as it would have been read.
     pub fn db(&self) -> Option<&str> {
         self.db.as_deref()
     }
 
     /// Where the entry being assembled began, if one is.
     pub fn pending_start(&self) -> Option<u64> {
-        self.pending.as_ref().map(|p| p.start)
+        match (&self.held, self.state) {
+            (Some(held), _) => Some(held.start),
+            (None, State::Between) => None,
+            (None, _) => Some(self.entry.start),
+        }
     }
 
     /// Feeds one line (without its newline) that starts at byte `start` and
     /// ends (newline included) at `end`.
     pub fn push_line(&mut self, line: &str, start: u64, end: u64, out: &mut Vec<SlowEntry>) {
-        if is_banner(line) {
-            // A server restart banner ends whatever came before it.
-            self.finish(out);
+        match self.state {
+            State::Between => self.between(line, start, end, out),
+            State::Header => self.header(line, start, end, out),
+            State::Context => self.context(line, start, end, out),
+            State::Statement => self.statement(line, start, end, out),
+        }
+    }
+
+    /// Emits the entry being assembled (end of input, or the file has been
+    /// quiet long enough that it must be complete). An entry that never got
+    /// a statement is not a query and is dropped.
+    pub fn finish(&mut self, out: &mut Vec<SlowEntry>) {
+        if self.state == State::Between {
             return;
         }
-        if let Some(header) = line.strip_prefix('#') {
-            let header = header.trim_start();
-            let starts_entry = header.starts_with("Time:")
-                || (header.starts_with("User@Host:")
-                    && self
-                        .pending
-                        .as_ref()
-                        .is_some_and(|p| p.has_user || p.has_body))
-                || self.pending.as_ref().is_some_and(|p| p.has_body);
-            if starts_entry || self.pending.is_none() {
-                self.finish(out);
-                self.pending = Some(Pending {
-                    start,
-                    ..Pending::default()
-                });
-            }
-            let p = self.pending.as_mut().expect("pending entry");
-            p.end = end;
-            parse_header(header, p);
-            return;
-        }
-        let p = self.pending.get_or_insert_with(|| Pending {
+        self.resolve_candidate(out);
+        self.end_entry(out);
+    }
+
+    fn open(&mut self, start: u64, has_header: bool, state: State) {
+        self.entry = Entry {
             start,
-            ..Pending::default()
-        });
-        p.end = end;
-        let trimmed = line.trim();
-        if let Some(db) = use_statement(trimmed) {
-            self.db = Some(db.clone());
-            p.use_db = Some(db);
-            // A `use` alone is context, not the statement, when SQL follows.
+            end: start,
+            has_header,
+            // Room for a MySQL header's fields without growing the map.
+            record: Map::with_capacity(16),
+            ..Entry::default()
+        };
+        self.state = state;
+    }
+
+    fn between(&mut self, line: &str, start: u64, end: u64, out: &mut Vec<SlowEntry>) {
+        if line.trim().is_empty() {
             return;
         }
-        if let Some(ts) = set_timestamp(trimmed) {
-            p.set_timestamp = Some(ts);
+        if grammar::is_banner(line) {
+            self.server_restarted();
+        } else if line.starts_with('#') {
+            self.open(start, true, State::Header);
+            self.header(line, start, end, out);
+        } else {
+            // A bare `use db;`, the rest of an entry `finish` emitted early,
+            // or a file that begins mid-entry.
+            self.open(start, false, State::Context);
+            self.context(line, start, end, out);
+        }
+    }
+
+    fn server_restarted(&mut self) {
+        self.db = None;
+        self.last_time = None;
+    }
+
+    fn header(&mut self, line: &str, start: u64, end: u64, out: &mut Vec<SlowEntry>) {
+        let Some(body) = line.strip_prefix('#') else {
+            // The header block has ended.
+            if self.resolve_candidate(out) {
+                self.state = State::Context;
+                self.context(line, start, end, out);
+            } else {
+                self.statement(line, start, end, out);
+            }
+            return;
+        };
+        let body = body.trim_start();
+        if let Some(command) = body.strip_prefix("administrator command:") {
+            if self.resolve_candidate(out) {
+                self.admin_command(command, end);
+            } else {
+                self.statement(line, start, end, out);
+            }
             return;
         }
-        p.has_body = true;
-        if p.sql.len() + line.len() + 1 > self.max_entry_bytes {
-            p.truncated = true;
-            let room = self.max_entry_bytes.saturating_sub(p.sql.len() + 1);
+        let e = &self.entry;
+        let (time, user) = (body.starts_with("Time:"), body.starts_with("User@Host:"));
+        if user && e.user_on_last_line {
+            // The same User@Host again (old Percona servers).
+            if self.keep_candidate_line(line, out) {
+                self.entry.end = end;
+            } else {
+                self.statement(line, start, end, out);
+            }
+            return;
+        }
+        if (time && (e.has_time || e.has_user || e.has_fields)) || (user && e.has_user) {
+            // A new header: the entry so far never got a statement.
+            if !self.resolve_candidate(out) {
+                self.statement(line, start, end, out);
+                return;
+            }
+            self.end_entry(out);
+            self.open(start, true, State::Header);
+        }
+        if !self.keep_candidate_line(line, out) {
+            // The candidate went back into the previous statement.
+            self.statement(line, start, end, out);
+            return;
+        }
+        self.entry.end = end;
+        self.read_header(body);
+    }
+
+    /// Records a raw header line of a candidate entry (rule 3); false if
+    /// the candidate has grown past its bound and turned out to be text.
+    fn keep_candidate_line(&mut self, line: &str, out: &mut Vec<SlowEntry>) -> bool {
+        if self.held.is_none() {
+            return true;
+        }
+        if !self.candidate.is_empty() {
+            self.candidate.push('\n');
+        }
+        self.candidate.push_str(line);
+        if self.candidate.len() > MAX_CANDIDATE_BYTES {
+            self.candidate.truncate(self.candidate.len() - line.len());
+            self.candidate.pop();
+            return self.resolve_candidate(out);
+        }
+        true
+    }
+
+    /// Decides a candidate entry (rule 3) now that its header block is
+    /// over: with `Query_time:` it is an entry and the held one is emitted
+    /// (true); without, its lines are the held statement's text again and
+    /// the held entry is the one being read (false). True if nothing is held.
+    fn resolve_candidate(&mut self, out: &mut Vec<SlowEntry>) -> bool {
+        let Some(held) = self.held.take() else {
+            return true;
+        };
+        if self.entry.has_query_time {
+            self.candidate.clear();
+            self.finish_entry(held, out);
+            return true;
+        }
+        let end = self.entry.end;
+        self.entry = held;
+        let text = std::mem::take(&mut self.candidate);
+        for l in text.split('\n') {
+            self.append_statement(l);
+        }
+        self.entry.end = end;
+        self.entry.statement_ended = text.rsplit('\n').next().is_some_and(ends_statement);
+        // Keeps the buffer's capacity for the next candidate.
+        self.candidate = text;
+        self.candidate.clear();
+        self.state = State::Statement;
+        false
+    }
+
+    fn context(&mut self, line: &str, start: u64, end: u64, out: &mut Vec<SlowEntry>) {
+        // No statement begins like a banner: the server restarted with
+        // this entry half written.
+        if grammar::is_banner(line) {
+            self.end_entry(out);
+            self.server_restarted();
+            return;
+        }
+        let e = &mut self.entry;
+        if !e.saw_set {
+            if e.use_line.is_none() {
+                if let Some(db) = grammar::use_statement(line) {
+                    e.use_db = Some(db.to_string());
+                    e.use_line = Some(line.to_string());
+                    e.end = end;
+                    return;
+                }
+            }
+            if let Some(set) = grammar::set_line(line) {
+                e.saw_set = true;
+                e.set_timestamp = set.timestamp;
+                for (name, v) in [
+                    ("insert_id", set.insert_id),
+                    ("last_insert_id", set.last_insert_id),
+                ] {
+                    if let Some(v) = v {
+                        e.record.insert(name.into(), Value::from(v));
+                    }
+                }
+                e.end = end;
+                return;
+            }
+            if line.trim().is_empty() {
+                e.end = end;
+                return;
+            }
+            if line.starts_with('#') && grammar::is_header_line(line) {
+                // The next entry: this one had only context.
+                self.end_entry(out);
+                self.open(start, true, State::Header);
+                self.header(line, start, end, out);
+                return;
+            }
+        }
+        if let Some(command) = line.strip_prefix("# administrator command:") {
+            self.admin_command(command, end);
+            return;
+        }
+        self.state = State::Statement;
+        self.append_statement(line);
+        self.entry.end = end;
+        self.entry.statement_ended = ends_statement(line);
+    }
+
+    fn statement(&mut self, line: &str, start: u64, end: u64, out: &mut Vec<SlowEntry>) {
+        if self.entry.statement_ended {
+            if line.starts_with('#') && grammar::is_header_line(line) {
+                // Rules 1 and 2 hold: a new entry, unless its header block
+                // lacks Query_time (rule 3).
+                self.held = Some(std::mem::take(&mut self.entry));
+                self.open(start, true, State::Header);
+                self.header(line, start, end, out);
+                return;
+            }
+            if grammar::is_banner(line) {
+                self.end_entry(out);
+                self.server_restarted();
+                return;
+            }
+        }
+        self.append_statement(line);
+        self.entry.end = end;
+        self.entry.statement_ended = ends_statement(line);
+    }
+
+    fn admin_command(&mut self, command: &str, end: u64) {
+        let e = &mut self.entry;
+        let name = command.trim();
+        e.record.insert(
+            "command".into(),
+            Value::String(
+                name.strip_suffix(';')
+                    .unwrap_or(name)
+                    .trim_end()
+                    .to_string(),
+            ),
+        );
+        e.has_statement = true;
+        e.statement_ended = ends_statement(command);
+        e.end = end;
+        self.state = State::Statement;
+    }
+
+    fn append_statement(&mut self, line: &str) {
+        let e = &mut self.entry;
+        let first = !e.has_statement;
+        e.has_statement = true;
+        if e.truncated {
+            return;
+        }
+        let sep = usize::from(!first);
+        if e.sql.len() + sep + line.len() > self.max_entry_bytes {
+            e.truncated = true;
+            let room = self.max_entry_bytes.saturating_sub(e.sql.len() + sep);
             if room > 0 {
-                if !p.sql.is_empty() {
-                    p.sql.push('\n');
+                if !first {
+                    e.sql.push('\n');
                 }
                 let mut cut = room.min(line.len());
                 while !line.is_char_boundary(cut) {
                     cut -= 1;
                 }
-                p.sql.push_str(&line[..cut]);
+                e.sql.push_str(&line[..cut]);
             }
             return;
         }
-        if !p.sql.is_empty() {
-            p.sql.push('\n');
+        if first {
+            // Most statements span a few lines: one allocation, not one per
+            // doubling.
+            e.sql
+                .reserve((4 * line.len()).clamp(128, 4096).min(self.max_entry_bytes));
+        } else {
+            e.sql.push('\n');
         }
-        p.sql.push_str(line);
+        e.sql.push_str(line);
     }
 
-    /// Emits the entry being assembled (end of input, or the file has been
-    /// quiet long enough that it must be complete).
-    pub fn finish(&mut self, out: &mut Vec<SlowEntry>) {
-        let Some(mut p) = self.pending.take() else {
-            return;
-        };
-        if !p.has_body && !p.has_user && p.record.is_empty() {
+    /// One `#` line of the entry's header (after the `#`).
+    fn read_header(&mut self, body: &str) {
+        let max = self.max_entry_bytes;
+        let e = &mut self.entry;
+        e.user_on_last_line = false;
+        e.header_bytes += body.len();
+        if e.header_bytes > max {
+            e.truncated = true;
             return;
         }
-        if !p.record.contains_key("db") {
-            if let Some(db) = p.use_db.clone().or_else(|| self.db.clone()) {
-                p.record.insert("db".into(), Value::String(db));
+        if let Some(t) = grammar::time_line(body) {
+            e.has_time = true;
+            e.header_time = t.time;
+            if t.time.is_none() {
+                e.unparsed
+                    .insert("Time".into(), Value::String(t.text.to_string()));
+            }
+            if let Some(v) = t.user_host {
+                read_user_host(e, v);
+            }
+        } else if let Some(v) = body.strip_prefix("User@Host:") {
+            read_user_host(e, v);
+        } else if let Some(v) = body.strip_prefix("explain:") {
+            if !e.explain.is_empty() {
+                e.explain.push('\n');
+            }
+            e.explain.push_str(v.trim());
+        } else {
+            for (key, value) in grammar::pairs(body) {
+                read_field(e, key, value);
             }
         }
-        if !p.sql.is_empty() || !p.record.contains_key("command") {
-            p.record
-                .insert("sql".into(), Value::String(std::mem::take(&mut p.sql)));
+    }
+
+    fn end_entry(&mut self, out: &mut Vec<SlowEntry>) {
+        let e = std::mem::take(&mut self.entry);
+        self.state = State::Between;
+        self.finish_entry(e, out);
+    }
+
+    fn finish_entry(&mut self, mut e: Entry, out: &mut Vec<SlowEntry>) {
+        if !e.has_statement {
+            match e.use_line.take() {
+                // `USE db` itself, on a server that writes no SET line.
+                Some(line) if e.has_header => {
+                    e.sql = line;
+                    e.has_statement = true;
+                }
+                _ => {
+                    if let Some(db) = e.use_db {
+                        self.db = Some(db);
+                    }
+                    return;
+                }
+            }
         }
-        if !p.explain.is_empty() {
-            p.record
-                .insert("explain".into(), Value::String(p.explain.join("\n")));
+        let db = match (e.use_db, e.schema) {
+            (Some(db), _) => Some(db),
+            (None, Some(schema)) => (!schema.is_empty()).then_some(schema),
+            (None, None) => self.db.clone(),
+        };
+        self.db.clone_from(&db);
+        if let Some(db) = db {
+            e.record.insert("db".into(), Value::String(db));
         }
-        if p.truncated {
-            p.record.insert("truncated".into(), Value::Bool(true));
+        if !e.sql.is_empty() || !e.record.contains_key("command") {
+            e.record.insert("sql".into(), Value::String(e.sql));
         }
-        let time = p.set_timestamp.map(|s| s * 1_000_000_000).or(p.header_time);
+        if !e.explain.is_empty() {
+            e.record.insert("explain".into(), Value::String(e.explain));
+        }
+        if e.truncated {
+            e.record.insert("truncated".into(), Value::Bool(true));
+        }
+        if !e.unparsed.is_empty() {
+            e.record
+                .insert("unparsed_fields".into(), Value::Object(e.unparsed));
+        }
+        if e.has_time {
+            self.last_time = e.header_time;
+        }
+        let header_time = if e.has_time {
+            e.header_time
+        } else {
+            self.last_time
+        };
+        let time = e.set_timestamp.map(|s| s * 1_000_000_000).or(header_time);
         if let Some(t) = time {
-            p.record
+            e.record
                 .insert("timestamp".into(), Value::String(crate::event::iso8601(t)));
         }
         out.push(SlowEntry {
-            record: p.record,
+            record: e.record,
             time,
-            end: p.end,
+            end: e.end,
         });
     }
 }
 
-fn is_banner(line: &str) -> bool {
-    (line.contains(", Version: ") && line.trim_end().ends_with("started with:"))
-        || line.starts_with("Tcp port: ")
-        // MySQL pads this header with spaces, MariaDB with tabs.
-        || (line.starts_with("Time") && line.contains("Id") && line.contains("Command") && line.contains("Argument"))
+/// The server ends every statement with `;`.
+fn ends_statement(line: &str) -> bool {
+    line.trim_end().ends_with(';')
 }
 
-fn use_statement(line: &str) -> Option<String> {
-    let rest = line.get(..4).filter(|p| p.eq_ignore_ascii_case("use "))?;
-    let _ = rest;
-    let db = line[4..].trim().strip_suffix(';')?.trim().trim_matches('`');
-    (!db.is_empty() && !db.contains(char::is_whitespace)).then(|| db.to_string())
-}
-
-fn set_timestamp(line: &str) -> Option<i64> {
-    let lower = line.get(..14)?;
-    if !lower.eq_ignore_ascii_case("SET timestamp=") {
-        return None;
+fn read_user_host(e: &mut Entry, v: &str) {
+    let uh = grammar::user_host(v).unwrap_or_else(|| grammar::user_host_lenient(v));
+    e.has_user = true;
+    e.user_on_last_line = true;
+    e.record
+        .insert("user".into(), Value::String(uh.user.to_string()));
+    e.record
+        .insert("host".into(), Value::String(uh.host.to_string()));
+    e.record
+        .insert("host_ip".into(), Value::String(uh.ip.to_string()));
+    if let Some(id) = uh.id {
+        read_field(e, "Id", id);
     }
-    line[14..].trim().strip_suffix(';')?.trim().parse().ok()
 }
 
-/// One `#` line: possibly several segments (`# Time: ... # User@Host: ...`
-/// in old logs), each a `Time:`, `User@Host:`, `administrator command:`,
-/// `explain:` or a run of `Key: value` pairs.
-fn parse_header(header: &str, p: &mut Pending) {
-    for segment in header.split(" # ") {
-        let segment = segment.trim().trim_start_matches('#').trim();
-        if let Some(v) = segment.strip_prefix("Time:") {
-            p.header_time = parse_time(v.trim());
-        } else if let Some(v) = segment.strip_prefix("User@Host:") {
-            p.has_user = true;
-            parse_user_host(v, p);
-        } else if let Some(v) = segment.strip_prefix("administrator command:") {
-            let cmd = v.trim().trim_end_matches(';').trim();
-            p.record
-                .insert("command".into(), Value::String(cmd.to_string()));
-            p.has_body = true;
-        } else if let Some(v) = segment.strip_prefix("explain:") {
-            p.explain.push(v.trim().to_string());
-        } else {
-            parse_pairs(segment, p);
+fn read_field(e: &mut Entry, key: &str, value: &str) {
+    e.has_fields = true;
+    match key {
+        "Schema" => {
+            e.schema = Some(value.trim_matches('`').to_string());
+            return;
+        }
+        "Query_time" => e.has_query_time = true,
+        _ => {}
+    }
+    match fields::typed(key, value) {
+        Typed::Field(name, v) => {
+            e.record.insert(name, v);
+        }
+        Typed::Unparsed => {
+            e.unparsed
+                .insert(key.to_string(), Value::String(value.to_string()));
         }
     }
-}
-
-/// `root[root] @ localhost [127.0.0.1]  Id:     3`
-fn parse_user_host(v: &str, p: &mut Pending) {
-    let (who, rest) = v.split_once(" @ ").unwrap_or((v, ""));
-    let who = who.trim();
-    let user = match who.split_once('[') {
-        Some((before, _)) if !before.is_empty() => before.to_string(),
-        Some((_, inside)) => inside.trim_end_matches(']').to_string(),
-        None => who.to_string(),
-    };
-    p.record.insert("user".into(), Value::String(user));
-    let (host_part, tail) = match rest.find(']') {
-        Some(i) => (&rest[..=i], &rest[i + 1..]),
-        None => (rest, ""),
-    };
-    let (host, ip) = match host_part.split_once('[') {
-        Some((h, ip)) => (h.trim(), ip.trim_end_matches(']').trim()),
-        None => (host_part.trim(), ""),
-    };
-    p.record
-        .insert("host".into(), Value::String(host.to_string()));
-    p.record
-        .insert("host_ip".into(), Value::String(ip.to_string()));
-    parse_pairs(tail, p);
-}
-
-/// `Key: value  Key2: value2` with empty values allowed (`Schema: `).
-fn parse_pairs(s: &str, p: &mut Pending) {
-    let tokens: Vec<&str> = s.split_whitespace().collect();
-    let mut i = 0;
-    while i < tokens.len() {
-        let Some(key) = tokens[i].strip_suffix(':') else {
-            i += 1;
-            continue;
-        };
-        let value = tokens
-            .get(i + 1)
-            .filter(|t| !t.ends_with(':') || t.len() == 1)
-            .copied();
-        i += if value.is_some() { 2 } else { 1 };
-        let name = match key {
-            "Id" | "Thread_id" => "thread_id".to_string(),
-            "Schema" => {
-                if let Some(v) = value.filter(|v| !v.is_empty()) {
-                    p.record.insert("db".into(), Value::String(v.to_string()));
-                }
-                continue;
-            }
-            k => k.to_ascii_lowercase(),
-        };
-        p.record.insert(name, typed(value.unwrap_or("")));
-    }
-}
-
-fn typed(v: &str) -> Value {
-    if let Ok(i) = v.parse::<i64>() {
-        return Value::from(i);
-    }
-    if v.contains('.') && !v.contains(':') {
-        if let Ok(f) = v.parse::<f64>() {
-            return serde_json::Number::from_f64(f)
-                .map_or(Value::String(v.to_string()), Value::Number);
-        }
-    }
-    Value::String(v.to_string())
-}
-
-/// `2024-05-15T17:02:39.123456Z`, `...+02:00`, or `240515 17:02:39`
-/// (MariaDB and MySQL 5.x, server-local time, read as UTC).
-pub fn parse_time(v: &str) -> Option<i64> {
-    let v = v.trim();
-    if v.len() >= 19 && v.as_bytes()[4] == b'-' && v.as_bytes()[10] == b'T' {
-        let date = &v[..10];
-        let (y, m, d) = (
-            date[..4].parse().ok()?,
-            date[5..7].parse().ok()?,
-            date[8..10].parse().ok()?,
-        );
-        let rest = &v[11..];
-        let tz_at = rest.find(['Z', '+', '-']).unwrap_or(rest.len());
-        let (clock, tz) = rest.split_at(tz_at);
-        let secs = clock_secs(clock)?;
-        let offset = match tz {
-            "" | "Z" => 0,
-            tz => {
-                let sign = if tz.starts_with('-') { -1 } else { 1 };
-                let hm = tz[1..].replace(':', "");
-                let h: i64 = hm.get(..2)?.parse().ok()?;
-                let m: i64 = hm.get(2..4).unwrap_or("00").parse().ok()?;
-                sign * (h * 3600 + m * 60)
-            }
-        };
-        let day = days_from_civil(y, m, d);
-        return Some((day * 86_400 + secs.0 - offset) * 1_000_000_000 + secs.1);
-    }
-    // YYMMDD H:MM:SS
-    let mut parts = v.split_whitespace();
-    let date = parts.next()?;
-    let clock = parts.next()?;
-    if date.len() != 6 {
-        return None;
-    }
-    let y = 2000 + date[..2].parse::<i64>().ok()?;
-    let (m, d) = (date[2..4].parse().ok()?, date[4..6].parse().ok()?);
-    let secs = clock_secs(clock)?;
-    Some((days_from_civil(y, m, d) * 86_400 + secs.0) * 1_000_000_000 + secs.1)
-}
-
-/// `H:MM:SS[.ffffff]` -> (seconds of day, nanoseconds).
-fn clock_secs(clock: &str) -> Option<(i64, i64)> {
-    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut it = hms.split(':');
-    let h: i64 = it.next()?.trim().parse().ok()?;
-    let m: i64 = it.next()?.parse().ok()?;
-    let s: i64 = it.next()?.parse().ok()?;
-    let nanos = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().take(9).collect();
-        digits.parse::<i64>().ok()? * 10_i64.pow(9 - digits.len() as u32)
-    };
-    Some((h * 3600 + m * 60 + s, nanos))
 }
 
 /// Parses a whole text (tests).
 #[cfg(test)]
 pub fn parse_all(text: &str, max_entry_bytes: usize) -> Vec<SlowEntry> {
-    let mut parser = SlowLogParser::new(max_entry_bytes, None);
+    parse_all_with(text, max_entry_bytes, None)
+}
+
+#[cfg(test)]
+fn parse_all_with(text: &str, max_entry_bytes: usize, db: Option<String>) -> Vec<SlowEntry> {
+    let mut parser = SlowLogParser::new(max_entry_bytes, db);
     let mut out = Vec::new();
     let mut pos = 0u64;
     for line in text.split_inclusive('\n') {
@@ -354,6 +630,7 @@ pub fn parse_all(text: &str, max_entry_bytes: usize) -> Vec<SlowEntry> {
 
 #[cfg(test)]
 mod tests {
+    use super::grammar::parse_time;
     use super::*;
 
     const MYSQL80: &str = include_str!("../../tests/fixtures/mysql80.log");
@@ -389,11 +666,7 @@ mod tests {
         assert_eq!(q["user"], "root");
         assert_eq!(q["host"], "localhost");
         assert_eq!(q["host_ip"], "");
-        assert_eq!(q["db"], "shop", "the stream's last `use`");
-        assert_eq!(
-            parse_time("2024-05-15T19:02:40.000001+02:00"),
-            parse_time("2024-05-15T17:02:40.000001Z")
-        );
+        assert_eq!(q["db"], "shop", "the database of the entry before");
     }
 
     #[test]
@@ -437,12 +710,8 @@ mod tests {
         assert_eq!(r["bytes_sent"], 420);
         assert!(r["explain"].as_str().unwrap().starts_with("id select_type"));
         assert_eq!(e[0].time, Some(1_715_792_559_000_000_000));
-        assert_eq!(
-            parse_time("240515 17:02:39"),
-            Some(1_715_792_559_000_000_000)
-        );
         let r = &e[1].record;
-        assert_eq!(r["db"], "other", "empty Schema: falls back to use");
+        assert_eq!(r["db"], "other", "the entry's own use comes first");
         assert_eq!(r["sql"], "SELECT 2;");
     }
 
@@ -473,6 +742,233 @@ mod tests {
         assert_eq!(out[0].end, second);
         assert_eq!(p.pending_start(), Some(second));
     }
+
+    /// A header as MariaDB writes it, for `user`.
+    fn entry(user: &str, schema: &str, query_time: &str, sql: &str) -> String {
+        format!(
+            "# Time: 240515 17:02:39\n# User@Host: {user}[{user}] @ localhost []\n\
+             # Thread_id: 8  Schema: {schema}  QC_hit: No\n\
+             # Query_time: {query_time}  Lock_time: 0.000020  Rows_sent: 1  Rows_examined: 1\n\
+             SET timestamp=1715792559;\n{sql}\n"
+        )
+    }
+
+    fn sqls(e: &[SlowEntry]) -> Vec<&str> {
+        e.iter()
+            .map(|x| x.record["sql"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn header_lines_inside_a_statement_are_its_text() {
+        // Neither `# Time:` follows a line ending in `;`.
+        let sql = "SELECT 'a\n# Time: 2020-01-01T00:00:00.000000Z\n# User@Host: evil[evil] @ evil [6.6.6.6]  Id: 666\n\
+                   # Query_time: 999.0  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0\nb' AS x;";
+        let text = entry("app", "shop", "0.5", sql) + &entry("app", "shop", "0.25", "SELECT 2;");
+        let e = parse_all(&text, 1 << 20);
+        assert_eq!(sqls(&e), [sql, "SELECT 2;"]);
+        assert!(e.iter().all(|x| x.record["user"] == "app"));
+        assert_eq!(e[0].record["query_time"], 0.5);
+    }
+
+    #[test]
+    fn a_header_after_a_semicolon_needs_query_time_to_begin_an_entry() {
+        // `;` at the end of an inner line, then a well-formed header block
+        // without the `# Query_time:` every server writes.
+        let sql = "SELECT 'a;\n# Time: 2020-01-01T00:00:00.000000Z\n# User@Host: evil[evil] @ evil [6.6.6.6]  Id: 666\n\
+                   use evil;\nSET timestamp=1;\nb;\n# User@Host: root[root] @ localhost []\nc' AS x;";
+        let text = entry("app", "shop", "0.5", sql) + &entry("app", "shop", "0.25", "SELECT 2;");
+        let e = parse_all(&text, 1 << 20);
+        assert_eq!(sqls(&e), [sql, "SELECT 2;"]);
+        for x in &e {
+            assert_eq!(x.record["user"], "app");
+            assert_eq!(x.record["db"], "shop");
+            assert_eq!(x.record["timestamp"], "2024-05-15T17:02:39.000Z");
+        }
+    }
+
+    #[test]
+    fn a_complete_header_after_a_semicolon_is_an_entry_even_in_a_literal() {
+        // The documented limit: this is byte for byte what the server
+        // writes for two entries.
+        let sql = "SELECT 'a;\n# Time: 2020-01-01T00:00:00.000000Z\n# User@Host: evil[evil] @ evil [6.6.6.6]  Id: 666\n\
+                   # Query_time: 999.0  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0\nuse evil;\nSET timestamp=1;\nb' AS x;";
+        let e = parse_all(&entry("app", "shop", "0.5", sql), 1 << 20);
+        assert_eq!(sqls(&e), ["SELECT 'a;", "b' AS x;"]);
+        assert_eq!(e[1].record["user"], "evil");
+        assert_eq!(e[1].record["db"], "evil");
+        assert_eq!(e[1].record["query_time"], 999.0);
+    }
+
+    #[test]
+    fn use_and_set_inside_a_statement_are_its_text() {
+        let sql = "SELECT 'x\nuse evil;\nSET timestamp=1;\ny';";
+        let text = entry("app", "shop", "0.5", sql)
+            + "# Time: 240515 17:02:40\n# User@Host: app[app] @ localhost []\n\
+               # Query_time: 0.1  Lock_time: 0.0 Rows_sent: 1  Rows_examined: 1\nSET timestamp=1715792560;\nSELECT 2;\n";
+        let e = parse_all(&text, 1 << 20);
+        assert_eq!(sqls(&e), [sql, "SELECT 2;"]);
+        assert_eq!(e[0].record["db"], "shop");
+        assert_eq!(e[0].record["timestamp"], "2024-05-15T17:02:39.000Z");
+        assert_eq!(e[1].record["db"], "shop", "no Schema: the entry before's");
+    }
+
+    #[test]
+    fn use_as_the_statement() {
+        // `USE db2` itself: the context `use` comes before SET, the
+        // statement after it.
+        let text = "# Time: 240515 17:02:39\n# User@Host: app[app] @ localhost []\n\
+                    # Query_time: 0.1  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0\n\
+                    use db2;\nSET timestamp=1715792559;\nuse db2;\n";
+        let e = parse_all(text, 1 << 20);
+        assert_eq!(sqls(&e), ["use db2;"]);
+        assert_eq!(e[0].record["db"], "db2");
+    }
+
+    #[test]
+    fn server_set_line_with_insert_ids() {
+        let text = "# Query_time: 0.1  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0\n\
+                    SET last_insert_id=5,insert_id=6,timestamp=1715792559;\nINSERT INTO t VALUES (NULL);\n";
+        let e = parse_all(text, 1 << 20);
+        assert_eq!(sqls(&e), ["INSERT INTO t VALUES (NULL);"]);
+        assert_eq!(e[0].record["insert_id"], 6);
+        assert_eq!(e[0].record["last_insert_id"], 5);
+        assert_eq!(e[0].time, Some(1_715_792_559_000_000_000));
+    }
+
+    #[test]
+    fn init_db_after_use_and_set() {
+        // MySQL 8 for a client's COM_INIT_DB.
+        let text = "# Time: 2024-05-15T18:21:48.514842Z\n# User@Host: app[app] @ localhost []  Id:    11\n\
+                    # Query_time: 0.000060  Lock_time: 0.000000 Rows_sent: 1  Rows_examined: 1\n\
+                    use test_jfg1;\nSET timestamp=1715797308;\n# administrator command: Init DB;\n\
+                    # Time: 2024-05-15T18:21:48.517127Z\n# User@Host: app[app] @ localhost []  Id:    11\n\
+                    # Query_time: 0.000650  Lock_time: 0.000004 Rows_sent: 7  Rows_examined: 29\n\
+                    SET timestamp=1715797308;\nshow databases;\n";
+        let e = parse_all(text, 1 << 20);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].record["command"], "Init DB");
+        assert_eq!(e[0].record["db"], "test_jfg1");
+        assert_eq!(e[1].record["sql"], "show databases;");
+        assert_eq!(e[1].record["db"], "test_jfg1");
+    }
+
+    #[test]
+    fn blank_lines_and_banners_are_not_entries() {
+        let text = "\n\nD:\\MySQL\\bin\\mysqld, Version: 5.1.30-community-log (MySQL Community Server (GPL)). started with:\n\
+                    TCP Port: 3306, Named Pipe: (null)\nTime                 Id Command    Argument\n"
+            .to_string()
+            + &entry("app", "shop", "0.5", "SELECT 1;");
+        let e = parse_all(&text, 1 << 20);
+        assert_eq!(sqls(&e), ["SELECT 1;"]);
+    }
+
+    #[test]
+    fn a_banner_forgets_the_database() {
+        let text = "# Query_time: 0.1  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0\nuse shop;\nSELECT 1;\n\
+                    /usr/sbin/mysqld, Version: 8.0.36 (MySQL Community Server - GPL). started with:\n\
+                    Tcp port: 3306  Unix socket: /tmp/mysql.sock\nTime                 Id Command    Argument\n\
+                    # Query_time: 0.1  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0\nSELECT 2;\n";
+        let e = parse_all(text, 1 << 20);
+        assert_eq!(sqls(&e), ["SELECT 1;", "SELECT 2;"]);
+        assert_eq!(e[0].record["db"], "shop");
+        assert!(e[1].record.get("db").is_none(), "{:?}", e[1].record);
+    }
+
+    #[test]
+    fn a_banner_ends_a_half_written_entry() {
+        let text = "# Time: 240515 17:02:39\n# User@Host: app[app] @ localhost []\n\
+                    /usr/sbin/mariadbd, Version: 10.11.6-MariaDB-log (Debian 12). started with:\n\
+                    Tcp port: 3306  Unix socket: /run/mysqld/mysqld.sock\nTime\t\t    Id Command\tArgument\n"
+            .to_string()
+            + &entry("app", "shop", "0.5", "SELECT 1;");
+        let e = parse_all(&text, 1 << 20);
+        assert_eq!(sqls(&e), ["SELECT 1;"]);
+        assert_eq!(e[0].record["query_time"], 0.5);
+    }
+
+    #[test]
+    fn a_repeated_user_host_is_the_same_entry() {
+        let text = "# Time: 071218 11:48:27 # User@Host: [SQL_SLAVE] @  []\n# User@Host: [SQL_SLAVE] @  []\n\
+                    # Thread_id: 0\n# Query_time: 0.000000  Lock_time: 0.000000  Rows_sent: 0  Rows_examined: 0\n\
+                    INSERT INTO db.v (m, b) VALUES ('', 'Exact');\n";
+        let e = parse_all(text, 1 << 20);
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert_eq!(e[0].time, parse_time("071218 11:48:27"));
+        assert_eq!(e[0].record["user"], "SQL_SLAVE");
+    }
+
+    #[test]
+    fn database_from_schema_carried_and_emptied() {
+        let text = entry("a", "db1", "0.1", "SELECT 1;")
+            + "# Query_time: 0.2  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0\nSELECT 2;\n"
+            + &entry("a", "", "0.3", "SELECT 3;")
+            + "# Query_time: 0.4  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0\nSELECT 4;\n";
+        let e = parse_all(&text, 1 << 20);
+        let dbs: Vec<_> = e.iter().map(|x| x.record.get("db").cloned()).collect();
+        assert_eq!(
+            dbs,
+            [Some("db1".into()), Some("db1".into()), None, None],
+            "Schema: carries on; an empty Schema: is no database"
+        );
+    }
+
+    #[test]
+    fn numbers_keep_their_type_and_bad_values_are_set_aside() {
+        let text = "# Time: 081116 15:07:11 # User@Host: user[user] @ host [10.1.65.120]\n\
+                    # Query_time: 18446744073708.796870.000036  Lock_time: 0.000036  Rows_sent: 1  Rows_examined: 127\n\
+                    SELECT 1;\n# Query_time: 2  Lock_time: 0  Rows_sent: 1  Rows_examined: 1\nSELECT 2;\n";
+        let e = parse_all(text, 1 << 20);
+        assert_eq!(e.len(), 2);
+        assert!(e[0].record.get("query_time").is_none());
+        assert_eq!(
+            e[0].record["unparsed_fields"],
+            serde_json::json!({"Query_time": "18446744073708.796870.000036"})
+        );
+        assert_eq!(e[0].record["rows_examined"], 127);
+        assert!(e[1].record["query_time"].is_f64());
+        assert!(e[1].record["lock_time"].is_f64());
+    }
+
+    #[test]
+    fn an_entry_without_a_statement_is_not_a_query() {
+        let text = "# Time: 081114 13:04:02\n# User@Host: truncated";
+        assert_eq!(parse_all(text, 1 << 20), []);
+    }
+
+    #[test]
+    fn a_held_entry_is_still_the_resume_point() {
+        let first = entry("app", "shop", "0.5", "SELECT 1;");
+        let text =
+            first.clone() + "# Time: 240515 17:02:40\n# User@Host: app[app] @ localhost []\n";
+        let mut p = SlowLogParser::new(1 << 20, None);
+        let mut out = Vec::new();
+        let mut pos = 0u64;
+        for line in text.split_inclusive('\n') {
+            let end = pos + line.len() as u64;
+            p.push_line(line.trim_end_matches('\n'), pos, end, &mut out);
+            pos = end;
+        }
+        assert_eq!(
+            out,
+            [],
+            "the first entry waits for the next header's Query_time"
+        );
+        assert_eq!(p.pending_start(), Some(0));
+        p.finish(&mut out);
+        assert_eq!(
+            sqls(&out),
+            ["SELECT 1;\n# Time: 240515 17:02:40\n# User@Host: app[app] @ localhost []"]
+        );
+        assert_eq!(out[0].end, text.len() as u64);
+    }
+
+    #[test]
+    fn db_given_to_a_new_parser_is_the_context() {
+        let text = "# Query_time: 0.1  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0\nSELECT 1;\n";
+        let e = parse_all_with(text, 1 << 20, Some("shop".into()));
+        assert_eq!(e[0].record["db"], "shop");
+    }
 }
 
 /// The parser on the 72 real slow logs from percona-toolkit in
@@ -483,7 +979,8 @@ mod shared_logs {
     use std::io::Read;
     use std::path::PathBuf;
 
-    use super::{parse_all, parse_time};
+    use super::grammar::parse_time;
+    use super::parse_all;
 
     fn dir() -> PathBuf {
         PathBuf::from(concat!(
@@ -578,5 +1075,40 @@ mod shared_logs {
         let e = parse_all(&read("slow033.txt"), 1 << 20);
         assert_eq!(e[0].record["db"], "db1");
         assert_eq!(e[3].record["db"], "db2");
+
+        // slow022.txt: a time that is not one, kept as written.
+        let e = parse_all(&read("slow022.txt"), 1 << 20);
+        assert_eq!(e.len(), 6);
+        assert_eq!(
+            e[0].record["unparsed_fields"],
+            serde_json::json!({"Time": "margdl 11:48:27"})
+        );
+        assert_eq!(e[0].record["user"], "SQL_SLAVE");
+        assert_eq!(e[0].time, None);
+        let dbs: Vec<_> = e.iter().map(|x| x.record["db"].as_str().unwrap()).collect();
+        assert_eq!(dbs, ["foo", "foo", "bar", "bar", "bar", "foo"]);
+
+        // slow031.txt: the Windows banner is no entry.
+        let e = parse_all(&read("slow031.txt"), 1 << 20);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].record["db"], "myplace");
+        assert_eq!(e[0].record["sql"], "SELECT * FROM cottages;");
+
+        // slow034.txt: entries of `# Query_time:` alone take the last
+        // `Schema:` and `# Time:`.
+        let e = parse_all(&read("slow034.txt"), 1 << 20);
+        assert_eq!(e.len(), 9);
+        assert_eq!(e[1].record["db"], "db1");
+        assert_eq!(e[1].time, parse_time("090805 11:00:27"));
+        assert_eq!(e[8].record["db"], "db3");
+        assert_eq!(e[8].record["rows_sent"], 7);
+
+        // slow017.txt: a Query_time that is not a number.
+        let e = parse_all(&read("slow017.txt"), 1 << 20);
+        assert_eq!(
+            e[0].record["unparsed_fields"]["Query_time"],
+            "18446744073708.796870.000036"
+        );
+        assert_eq!(e[0].record["db"], "mydb");
     }
 }
