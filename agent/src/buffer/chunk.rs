@@ -3,8 +3,10 @@
 //!
 //! Chunks are append-only. After a crash a chunk may end in a torn frame
 //! (short header, short payload or bad checksum); everything before it is
-//! intact and is kept, the tail is cut off.
+//! intact and is kept, the tail is cut off. Both stores hold these bytes
+//! as they are; `ChunkRecords` is a chunk read back for delivery.
 
+use std::io;
 use std::ops::Range;
 
 const HEADER: usize = 8;
@@ -76,6 +78,54 @@ pub fn decode(bytes: &[u8]) -> Decoded {
     Decoded {
         records,
         valid_len: pos,
+    }
+}
+
+/// A chunk's records, read back for delivery.
+pub struct ChunkRecords {
+    bytes: Vec<u8>,
+    ranges: Vec<Range<usize>>,
+}
+
+impl ChunkRecords {
+    /// The first `records` records of a chunk's `bytes`. A chunk holding
+    /// fewer intact records than were written to it (damaged on disk) is an
+    /// `InvalidData` error.
+    pub fn decode(bytes: Vec<u8>, records: u64) -> io::Result<ChunkRecords> {
+        let mut decoded = decode(&bytes);
+        if (decoded.records.len() as u64) < records {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} intact records of {}: the frame at byte {} is damaged",
+                    decoded.records.len(),
+                    records,
+                    decoded.valid_len
+                ),
+            ));
+        }
+        // Bytes after them are a write that failed and could not be taken
+        // back; they were never counted as records.
+        decoded.records.truncate(records as usize);
+        Ok(ChunkRecords {
+            bytes,
+            ranges: decoded.records,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn get(&self, i: usize) -> &[u8] {
+        &self.bytes[self.ranges[i].clone()]
+    }
+
+    /// Where record `i`'s frame ends in the chunk, and its checksum: what
+    /// identifies delivery progress up to it.
+    pub fn frame_end(&self, i: usize) -> (u64, u32) {
+        let record = &self.ranges[i];
+        (record.end as u64, frame_crc(&self.bytes, record))
     }
 }
 

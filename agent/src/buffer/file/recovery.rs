@@ -8,9 +8,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::chunk::{self, Decoded};
 use super::progress::{self, Acked};
 use super::quarantine;
+use crate::buffer::chunk::{self, Decoded};
 
 pub struct Recovered {
     pub id: u64,

@@ -18,7 +18,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::chunk;
+use crate::buffer::chunk;
 
 const PAYLOAD: usize = 28;
 const SLOT: usize = chunk::framed_len(PAYLOAD);
