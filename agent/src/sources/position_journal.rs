@@ -19,21 +19,22 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::file_identity::FileId;
-use super::position::Position;
 
 /// A journal larger than this is ignored on load (the pos_file is used
 /// alone): it is truncated at every commit, so it never gets near it.
 const MAX_REPLAY_BYTES: u64 = 64 << 20;
 
+/// One line: a file's position (whatever the position store keeps).
 #[derive(Serialize, Deserialize)]
-struct Entry {
+struct Entry<P> {
     boot: String,
     generation: u64,
     id: FileId,
-    position: Position,
+    position: P,
 }
 
 pub struct Journal {
@@ -68,14 +69,18 @@ impl Journal {
 
     /// Applies this boot's entries of `generation` to `entries`, in order;
     /// a torn last line is skipped. Returns how many were applied.
-    pub fn replay(&self, generation: u64, entries: &mut BTreeMap<FileId, Position>) -> usize {
+    pub fn replay<P: DeserializeOwned>(
+        &self,
+        generation: u64,
+        entries: &mut BTreeMap<FileId, P>,
+    ) -> usize {
         let fits = fs::metadata(&self.path).is_ok_and(|m| m.len() <= MAX_REPLAY_BYTES);
         let Some(text) = fits.then(|| fs::read(&self.path).ok()).flatten() else {
             return 0;
         };
         let mut applied = 0;
         for line in text.split(|&b| b == b'\n') {
-            let Ok(e) = serde_json::from_slice::<Entry>(line) else {
+            let Ok(e) = serde_json::from_slice::<Entry<P>>(line) else {
                 continue;
             };
             if e.boot == self.boot && e.generation == generation {
@@ -87,12 +92,12 @@ impl Journal {
     }
 
     /// Records that `id` has been handed on up to `position`.
-    pub fn append(&mut self, generation: u64, id: FileId, position: &Position) {
+    pub fn append<P: Serialize>(&mut self, generation: u64, id: FileId, position: &P) {
         let entry = Entry {
             boot: self.boot.clone(),
             generation,
             id,
-            position: position.clone(),
+            position,
         };
         let mut line = serde_json::to_vec(&entry).expect("positions serialize");
         line.push(b'\n');
@@ -141,6 +146,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::position::Position;
 
     fn position(offset: u64) -> Position {
         Position {
@@ -165,7 +171,7 @@ mod tests {
         j.append(3, a, &position(20));
         j.append(2, b, &position(99)); // before the last commit
         j.append(3, b, &position(5));
-        let mut entries = BTreeMap::new();
+        let mut entries: BTreeMap<FileId, Position> = BTreeMap::new();
         assert_eq!(j.replay(3, &mut entries), 3);
         assert_eq!(entries[&a].offset, 20, "the latest wins");
         assert_eq!(entries[&b].offset, 5, "older generations are ignored");
@@ -175,17 +181,17 @@ mod tests {
             boot: "another-boot".into(),
             ..Journal::beside(&pos).unwrap()
         };
-        let mut entries = BTreeMap::new();
+        let mut entries: BTreeMap<FileId, Position> = BTreeMap::new();
         assert_eq!(other.replay(3, &mut entries), 0);
         let mut text = fs::read(&j.path).unwrap();
         text.truncate(text.len() - 20);
         fs::write(&j.path, &text).unwrap();
-        let mut entries = BTreeMap::new();
+        let mut entries: BTreeMap<FileId, Position> = BTreeMap::new();
         assert_eq!(j.replay(3, &mut entries), 2);
         assert_eq!(entries[&a].offset, 20);
 
         j.clear();
-        let mut entries = BTreeMap::new();
+        let mut entries: BTreeMap<FileId, Position> = BTreeMap::new();
         assert_eq!(j.replay(3, &mut entries), 0);
     }
 }
