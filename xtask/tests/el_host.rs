@@ -203,13 +203,13 @@ fn on_an_el_mysql_host_the_default_config_ships_both_logs() {
         60,
         "20 error lines and 5 slow queries at the collector",
         || sink.count("el-host error line") >= 20 && sink.count("el_host_slow_") >= 5,
-        || format!("{}\n{:?}", log(), sink.lines.lock().unwrap()),
+        || format!("{}\n{:?}", log(), sink.lines()),
     );
     assert!(
         sink.count("before the agent") == 0,
         "history before the first start is not shipped"
     );
-    let lines = sink.lines.lock().unwrap().clone();
+    let lines = sink.lines();
     let slow: serde_json::Value =
         serde_json::from_str(lines.iter().find(|l| l.contains("el_host_slow_3")).unwrap()).unwrap();
     assert_eq!(slow["query_time"], 1.5, "{slow}");

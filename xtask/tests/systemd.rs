@@ -70,7 +70,7 @@ impl Drop for Container {
 /// `seq=N` of every accepted line, counted.
 fn seq_counts(sink: &NdjsonSink) -> HashMap<u64, usize> {
     let mut counts = HashMap::new();
-    for l in sink.lines.lock().unwrap().iter() {
+    for l in sink.lines().iter() {
         if let Some(rest) = l.split("upgrade-test seq=").nth(1) {
             let n: u64 = rest
                 .chars()

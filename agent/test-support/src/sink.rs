@@ -182,6 +182,22 @@ impl Sink {
         }
     }
 
+    /// 503 to everything while `down` (a collector outage), else accept.
+    pub fn set_down(&self, down: bool) {
+        self.set_mode(if down { Mode::Unavailable } else { Mode::Accept });
+    }
+
+    /// Every accepted record as a JSON line.
+    pub fn lines(&self) -> Vec<String> {
+        let records = self.state.records.lock().unwrap();
+        records.iter().map(|r| r.to_string()).collect()
+    }
+
+    /// Accepted records whose JSON text contains `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(needle)).count()
+    }
+
     /// Messages by their `seq` number (see `numbered_line`): how often each
     /// arrived.
     pub fn seq_counts(&self) -> HashMap<u64, usize> {

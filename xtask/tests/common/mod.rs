@@ -1,7 +1,7 @@
 //! Helpers shared by the xtask's integration tests: running the real xtask
 //! binary, a one-shot HTTP server on loopback, and small source tarballs.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::fs;
 use std::io::{Read, Write};
@@ -239,89 +239,9 @@ pub fn rpm_root(root: &Path) -> Command {
     c
 }
 
-/// A collector on loopback for installed agents: answers every POST with
-/// 200 (or 503 while `down`) and keeps each ndjson line it accepted.
-pub struct NdjsonSink {
-    pub url: String,
-    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    pub down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl NdjsonSink {
-    pub fn start() -> NdjsonSink {
-        use std::io::{BufRead, BufReader};
-        use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::{Arc, Mutex};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/bulk", listener.local_addr().unwrap());
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let down = Arc::new(AtomicBool::new(false));
-        let (l, d) = (lines.clone(), down.clone());
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let (lines, down) = (l.clone(), d.clone());
-                thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut writer = stream;
-                    loop {
-                        let mut length = 0usize;
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        loop {
-                            line.clear();
-                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let h = line.trim_end().to_ascii_lowercase();
-                            if h.is_empty() {
-                                break;
-                            }
-                            if let Some(v) = h.strip_prefix("content-length:") {
-                                length = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                        let mut body = vec![0u8; length];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        let status = if down.load(Ordering::SeqCst) {
-                            "503 Service Unavailable"
-                        } else {
-                            let text = String::from_utf8_lossy(&body);
-                            lines
-                                .lock()
-                                .unwrap()
-                                .extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
-                            "200 OK"
-                        };
-                        let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
-                        if writer.write_all(reply.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        NdjsonSink { url, lines, down }
-    }
-
-    /// Accepted lines whose text contains `needle`.
-    pub fn count(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    pub fn set_down(&self, down: bool) {
-        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
-    }
-}
+/// A collector on loopback for installed agents: the agent tests' sink
+/// (`agent/test-support`).
+pub use test_support::Sink as NdjsonSink;
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
