@@ -89,3 +89,37 @@ fn big_records_are_sent_alone_and_413_splits_requests() {
     assert!(reasons.contains("HTTP 413"), "{reasons}");
     assert!(agent.stop().success());
 }
+
+#[test]
+fn a_collector_taking_at_most_256_kib_receives_every_record_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    sink.state.max_body.store(256 << 10, Ordering::SeqCst);
+    let log = dir.path().join("mysqld.err");
+    let config = pipeline_config(dir.path(), &sink.url);
+    assert!(!config.contains("max_request"), "defaults: {config}");
+    // About 4 MB: the default 1 MiB requests are all refused at first.
+    append_lines(&log, (0..20_000).map(numbered_line));
+    let agent = Agent::start(dir.path(), &config);
+    sink.wait_for(Duration::from_secs(60), "20,000 records", |r| {
+        r.len() >= 20_000
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let counts = sink.seq_counts();
+    assert!(
+        (0..20_000).all(|n| counts.get(&n) == Some(&1)),
+        "every record once"
+    );
+    let requests = sink.state.requests.lock().unwrap().clone();
+    assert!(requests.iter().any(|r| r.status == 413), "refused at first");
+    assert!(requests
+        .iter()
+        .filter(|r| r.status == 200)
+        .all(|r| r.bytes <= 256 << 10));
+    let dead = dir.path().join("buffer/dead-letter");
+    assert!(
+        std::fs::read_dir(&dead).map_or(true, |mut d| d.next().is_none()),
+        "nothing dead-lettered"
+    );
+    assert!(agent.stop().success());
+}
