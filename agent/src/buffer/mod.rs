@@ -406,15 +406,27 @@ impl Buffer {
     pub fn sync(&self) -> io::Result<()> {
         let writes = {
             let mut state = self.state.lock().unwrap();
+            // First what can fail (a descriptor for the open chunk), so
+            // that a failure leaves the sealed chunks' list as it was.
+            let open: Vec<_> = match state.open.as_mut() {
+                Some(open) => open.data.unsynced()?.into_iter().collect(),
+                None => Vec::new(),
+            };
             let mut writes = std::mem::take(&mut state.unsynced);
-            if let Some(open) = state.open.as_mut() {
-                writes.extend(open.data.unsynced()?);
-            }
+            writes.extend(open);
             writes
         };
         // Outside the lock: flushers keep going while the disk catches up.
-        for w in writes {
-            w.sync()?;
+        // What is not synced stays listed: a later `sync` must not succeed
+        // (and let a source commit its position) over unsynced records.
+        let mut writes = writes.into_iter();
+        while let Some(w) = writes.next() {
+            if let Err(e) = w.sync() {
+                let mut state = self.state.lock().unwrap();
+                state.unsynced.push(w);
+                state.unsynced.extend(writes);
+                return Err(e);
+            }
         }
         Ok(())
     }

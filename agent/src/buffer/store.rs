@@ -67,7 +67,7 @@ impl Unsynced {
         Unsynced(file)
     }
 
-    pub fn sync(self) -> io::Result<()> {
+    pub fn sync(&self) -> io::Result<()> {
         self.0.sync_data()
     }
 }
