@@ -15,6 +15,7 @@ mod outputs;
 mod pipeline;
 mod replay;
 mod rlimit;
+mod slowlog_cmd;
 mod sources;
 mod status;
 mod status_cmd;
@@ -73,6 +74,16 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Read slow query logs as the mysql_slow_query source does and print
+    /// entries, total query_time and rows examined/sent, per file and per
+    /// database (compare with pt-query-digest before shipping)
+    Slowlog {
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+        /// One JSON document, with the CPU seconds the parsing took
+        #[arg(long)]
+        json: bool,
+    },
     /// Send the dead letters in DIR again through the output that wrote
     /// them (with --config), removing what is delivered: exit 0 when the
     /// directory is empty of them, 1 when some remain, 2 on a usage error.
@@ -118,6 +129,9 @@ fn main() {
                 output.as_deref(),
                 std::time::Duration::from_secs(timeout),
             ));
+        }
+        Some(Command::Slowlog { files, json }) => {
+            std::process::exit(slowlog_cmd::run(&files, json));
         }
         None => {}
     }

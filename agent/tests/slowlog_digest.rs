@@ -453,6 +453,30 @@ fn percona_toolkit_sample_logs_read_as_pt_query_digest_reads_them() {
             found.push((name.clone(), d));
         }
     }
+    // `my-agent slowlog` (the same parser, without the pipeline) gives
+    // each file's totals as the source shipped them.
+    let out = Command::new(agent_binary())
+        .arg("slowlog")
+        .arg("--json")
+        .args(&logs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (log, file) in logs.iter().zip(summary["files"].as_array().unwrap()) {
+        // The records as shipped (not normalised for pt-query-digest).
+        let shipped = &records[log];
+        let sum = |key: &str| -> f64 {
+            shipped.iter().filter_map(|r| r[key].as_f64()).fold(0.0, |a, b| a + b)
+        };
+        let name = log.display();
+        assert_eq!(file["entries"], shipped.len(), "{name}");
+        for key in ["query_time", "rows_examined", "rows_sent"] {
+            let got = file[key].as_f64().unwrap();
+            assert_eq!(format!("{got:.6}"), format!("{:.6}", sum(key)), "{name}: {key}");
+        }
+    }
+
     let documented: Vec<(String, String)> = SAMPLE_DIFFERENCES
         .iter()
         .map(|(f, d, _)| (f.to_string(), d.to_string()))

@@ -327,7 +327,24 @@ pub fn run_slowlog(agent: &Path, work: &Path, megabytes: u64) -> Result<()> {
     let (elapsed, cpu) =
         run_slowlog_source(agent, &work.join("logs"), &work.join("discard"), entries)?;
     println!(
-        "  parsing alone       {:.1} MB per CPU-second ({cpu:.2} CPU s, {elapsed:.2} s; slow-log source -> discard output)",
+        "  source side         {:.1} MB per CPU-second ({cpu:.2} CPU s, {elapsed:.2} s; slow-log source -> discard output)",
+        bytes as f64 / 1e6 / cpu
+    );
+    // The parser alone: `my-agent slowlog` reads the file and sums the
+    // entries, and reports its own CPU time.
+    let out = Command::new(agent)
+        .args(["slowlog", "--json"])
+        .arg(&log)
+        .output()?;
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("my-agent slowlog --json: {e}: {out:?}"))?;
+    let parsed = summary["files"][0]["entries"].as_u64().unwrap_or(0);
+    if parsed != entries {
+        bail!("my-agent slowlog counted {parsed} of {entries} entries");
+    }
+    let cpu = summary["cpu_seconds"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "  parsing alone       {:.1} MB per CPU-second ({cpu:.2} CPU s; my-agent slowlog)",
         bytes as f64 / 1e6 / cpu
     );
     Ok(())
