@@ -137,7 +137,7 @@ fn summarize(path: &Path) -> std::io::Result<FileSummary> {
         let mut start = 0;
         while start < buf.len() {
             let rest = &buf[start..];
-            let end = match rest.iter().position(|&b| b == b'\n') {
+            let end = match memchr::memchr(b'\n', rest) {
                 Some(i) => start + i + 1,
                 None if at_eof || rest.len() > MAX_ENTRY_BYTES => buf.len(),
                 None => break,
@@ -163,7 +163,10 @@ fn summarize(path: &Path) -> std::io::Result<FileSummary> {
         for e in entries.drain(..) {
             summary.all.add(&e);
             let db = e.record.get("db").and_then(Value::as_str).unwrap_or("");
-            summary.by_db.entry(db.to_string()).or_default().add(&e);
+            match summary.by_db.get_mut(db) {
+                Some(t) => t.add(&e),
+                None => summary.by_db.entry(db.to_string()).or_default().add(&e),
+            }
         }
         if at_eof {
             return Ok(summary);

@@ -104,7 +104,7 @@ fn split_lines(
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 /// The largest cut <= max that does not split a UTF-8 sequence (when the
