@@ -106,9 +106,19 @@ fn tail_of(text: &str, lines: usize) -> String {
 /// The files whose descriptor is closed now, by `/status` (which also
 /// counts the open ones).
 fn closed_files(port: u16) -> Vec<u64> {
-    let status = http_get(port, "/status").unwrap();
-    let body = &status[status.find("\r\n\r\n").unwrap() + 4..];
-    let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+    let status_doc = || -> serde_json::Value {
+        let status = http_get(port, "/status").unwrap();
+        let body = &status[status.find("\r\n\r\n").unwrap() + 4..];
+        serde_json::from_str(body).unwrap()
+    };
+    // A source republishes its /status entry at most every 200 ms, so the
+    // entry may trail the /metrics gauges by a round.
+    wait_until("/status lists every file", || {
+        status_doc()["sources"][0]["files"]
+            .as_array()
+            .is_some_and(|f| f.len() as u64 == FILES)
+    });
+    let doc = status_doc();
     let files = doc["sources"][0]["files"].as_array().unwrap();
     assert_eq!(files.len() as u64, FILES, "files in /status");
     let closed: Vec<u64> = files

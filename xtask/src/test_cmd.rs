@@ -48,7 +48,8 @@ pub fn run(
     env.push(("PATH".into(), path));
     // pip's --target puts the wheel's modules beside its scripts.
     env.push(("PYTHONPATH".into(), pip_dir.display().to_string()));
-    cmd!(sh, "cargo test --workspace {cargo_args...}")
+    // Every test binary runs even after one fails: CI shows all failures.
+    cmd!(sh, "cargo test --workspace --no-fail-fast {cargo_args...}")
         .envs(env)
         .run()?;
     Ok(())
