@@ -26,12 +26,22 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, e: &SlowEntry) {
+    /// One entry's figures, as a Totals of one.
+    fn of(e: &SlowEntry) -> Totals {
         let r = &e.record;
-        self.entries += 1;
-        self.query_time += r.get("query_time").and_then(Value::as_f64).unwrap_or(0.0);
-        self.rows_examined += r.get("rows_examined").and_then(Value::as_u64).unwrap_or(0);
-        self.rows_sent += r.get("rows_sent").and_then(Value::as_u64).unwrap_or(0);
+        Totals {
+            entries: 1,
+            query_time: r.get("query_time").and_then(Value::as_f64).unwrap_or(0.0),
+            rows_examined: r.get("rows_examined").and_then(Value::as_u64).unwrap_or(0),
+            rows_sent: r.get("rows_sent").and_then(Value::as_u64).unwrap_or(0),
+        }
+    }
+
+    fn add(&mut self, one: &Totals) {
+        self.entries += one.entries;
+        self.query_time += one.query_time;
+        self.rows_examined += one.rows_examined;
+        self.rows_sent += one.rows_sent;
     }
 
     fn json(&self) -> Value {
@@ -161,11 +171,12 @@ fn summarize(path: &Path) -> std::io::Result<FileSummary> {
             parser.finish(&mut entries);
         }
         for e in entries.drain(..) {
-            summary.all.add(&e);
+            let one = Totals::of(&e);
+            summary.all.add(&one);
             let db = e.record.get("db").and_then(Value::as_str).unwrap_or("");
             match summary.by_db.get_mut(db) {
-                Some(t) => t.add(&e),
-                None => summary.by_db.entry(db.to_string()).or_default().add(&e),
+                Some(t) => t.add(&one),
+                None => summary.by_db.entry(db.to_string()).or_default().add(&one),
             }
         }
         if at_eof {
