@@ -139,29 +139,36 @@ fn sink_config(config_path: &Path, id: Option<&str>) -> anyhow::Result<Option<Si
 /// The output named by the file's `.meta.json`.
 fn output_of(path: &Path) -> anyhow::Result<String> {
     let meta = path.with_extension("meta.json");
-    let text = read_regular(&meta)
-        .with_context(|| format!("no usable {} (name the output with --output)", meta.display()))?;
-    let value: serde_json::Value = serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not JSON", meta.display()))?;
+    let (text, _) = read_regular(&meta).with_context(|| {
+        format!(
+            "no usable {} (name the output with --output)",
+            meta.display()
+        )
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", meta.display()))?;
     value["output"]
         .as_str()
         .map(String::from)
         .with_context(|| format!("{} names no output", meta.display()))
 }
 
-/// Reads a regular file without following a symlink at its name.
-fn read_regular(path: &Path) -> anyhow::Result<Vec<u8>> {
+/// Reads a regular file without following a symlink at its name; returns
+/// its bytes and its owner (uid, gid).
+fn read_regular(path: &Path) -> anyhow::Result<(Vec<u8>, (u32, u32))> {
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .with_context(|| format!("cannot open {} (symlinks are not followed)", path.display()))?;
-    if !f.metadata()?.is_file() {
+    let meta = f.metadata()?;
+    if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
     }
     let mut data = Vec::new();
     f.read_to_end(&mut data)?;
-    Ok(data)
+    use std::os::unix::fs::MetadataExt;
+    Ok((data, (meta.uid(), meta.gid())))
 }
 
 async fn replay_file(
@@ -169,15 +176,14 @@ async fn replay_file(
     config: SinkConfig,
     timeout: Duration,
 ) -> anyhow::Result<Outcome> {
-    let data = read_regular(path)?;
+    let (data, owner) = read_regular(path)?;
     let lines: Vec<&[u8]> = data
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
     for (i, line) in lines.iter().enumerate() {
-        serde_json::from_slice::<serde_json::Value>(line).with_context(|| {
-            format!("{}:{}: not a JSON record", path.display(), i + 1)
-        })?;
+        serde_json::from_slice::<serde_json::Value>(line)
+            .with_context(|| format!("{}:{}: not a JSON record", path.display(), i + 1))?;
     }
     // The configured output, but on a memory buffer with one flusher (so
     // records go in file order) that retries until the deadline.
@@ -205,7 +211,8 @@ async fn replay_file(
     let task = tokio::spawn(flusher::run(sink.clone(), stop_rx));
     let n = lines.len() as u64;
     let done = |s: &crate::outputs::Sink| {
-        s.metrics.records_out.load(Ordering::Relaxed) + s.metrics.dead_lettered.load(Ordering::Relaxed)
+        s.metrics.records_out.load(Ordering::Relaxed)
+            + s.metrics.dead_lettered.load(Ordering::Relaxed)
             >= n
     };
     let deadline = Instant::now() + timeout;
@@ -217,6 +224,14 @@ async fn replay_file(
     let _ = task.await;
     let delivered = sink.metrics.records_out.load(Ordering::Relaxed);
     let refused = sink.metrics.dead_lettered.load(Ordering::Relaxed);
+    // Refused records that could not be written to a new dead-letter
+    // file (disk full, permissions) exist only here: keep the file whole.
+    if sink.metrics.errors.load(Ordering::Relaxed) > 0 {
+        bail!(
+            "{}: {refused} records refused again but not saved anew (see the errors above); the file is kept whole",
+            path.display()
+        );
+    }
     if delivered + refused >= n {
         fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
         let _ = fs::remove_file(path.with_extension("meta.json"));
@@ -226,15 +241,19 @@ async fn replay_file(
         });
     }
     // One flusher delivers in order: the first `delivered` records are
-    // done, the rest stay (written aside, then renamed over the file).
+    // done, the rest stay (written aside, then renamed over the file, with
+    // the owner it had: root may be running this for the service user).
     let handled = (delivered + refused) as usize;
-    let mut rest = Vec::new();
-    for line in &lines[handled..] {
-        rest.extend_from_slice(line);
-        rest.push(b'\n');
+    if handled > 0 {
+        let mut rest = Vec::new();
+        for line in &lines[handled..] {
+            rest.extend_from_slice(line);
+            rest.push(b'\n');
+        }
+        crate::writable::write_atomic(path, &rest)
+            .and_then(|()| std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1)))
+            .with_context(|| format!("rewriting {}", path.display()))?;
     }
-    crate::sources::position::write_atomic(path, &rest)
-        .with_context(|| format!("rewriting {}", path.display()))?;
     Ok(Outcome::Kept {
         delivered: handled,
         left: lines.len() - handled,

@@ -6,7 +6,6 @@
 //! once every record is accounted for. A chunk that cannot be read is
 //! quarantined and the loop goes on.
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use tokio::sync::watch;
 use crate::buffer::{Chunk, ChunkRecords};
 use crate::log;
 use crate::metrics::PluginMetrics;
+use crate::writable::write_atomic;
 
 use super::{Attempt, RequestFormat, Sink};
 
@@ -302,8 +302,6 @@ fn dead_letter(
             data.extend_from_slice(records.get(i));
             data.push(b'\n');
         }
-        let path = dir.join(format!("{base}.ndjson"));
-        write_synced(&path, &data)?;
         let meta = serde_json::json!({
             "output": sink.id,
             "reason": reason,
@@ -311,10 +309,14 @@ fn dead_letter(
             "records": n,
             "time": crate::event::iso8601(stamp),
         });
-        write_synced(
+        // The reason first, then the records, each appearing whole: a
+        // `replay` running meanwhile never sees a partial file.
+        write_atomic(
             &dir.join(format!("{base}.meta.json")),
             meta.to_string().as_bytes(),
         )?;
+        let path = dir.join(format!("{base}.ndjson"));
+        write_atomic(&path, &data)?;
         Ok(path)
     })();
     match result {
@@ -332,13 +334,6 @@ fn dead_letter(
             ))
         }
     }
-}
-
-fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }
 
 fn sanitize(id: &str) -> String {
