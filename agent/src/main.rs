@@ -186,7 +186,7 @@ async fn run(flags: Flags, config_path: PathBuf, config: Config, mut running: St
         }
     };
     let handle = tokio::runtime::Handle::current();
-    let mut pipeline = match Pipeline::start(config, &registry, &board, &handle) {
+    let mut pipeline = match Pipeline::start(config, &registry, &board, &handle).await {
         Ok(p) => p,
         Err(e) => {
             log::error(&format!("cannot start: {e:#}"));
@@ -246,9 +246,10 @@ struct Shared<'a> {
 /// directories proven writable) while the old pipeline keeps running; only
 /// then is the old one stopped and the new one started. A configuration
 /// that fails before that point is refused and the old one never notices.
-/// If the new one still fails to start (its buffer cannot be opened), the
-/// configuration that was running is started again from the text it was
-/// loaded from. Err only when neither can run.
+/// The running configuration is prepared again beforehand too (from the
+/// text it was loaded from), so that if the new one still fails to start
+/// (its buffer cannot be opened) the old one comes back without another
+/// fallible step. Err only when neither can run.
 async fn reload(
     config_path: &Path,
     running: &mut String,
@@ -281,36 +282,62 @@ async fn reload(
             return Ok(pipeline);
         }
     };
+    let fallback = Config::parse(running)
+        .map_err(|e| anyhow::anyhow!("{}:{e}", config_path.display()))
+        .and_then(|old| Ok((Listeners::of(&old), Pipeline::prepare(old)?)));
+    if let Err(e) = &fallback {
+        log::warn(&format!(
+            "SIGHUP: the running configuration could not be prepared again ({e:#}); there is no way back if the new one fails to start"
+        ));
+    }
     log::info("SIGHUP: reloading the configuration");
     pipeline.stop().await;
     for server in listeners.drain(..) {
         server.stop().await;
     }
-    *listeners = match wanted.start(registry, board).await {
-        Ok(l) => {
-            *serving = wanted;
-            l
-        }
-        Err(e) => {
-            log::error(&format!("SIGHUP: {e}; the previous listeners keep running"));
-            serving.start(registry, board).await?
-        }
-    };
-    match prepared.start(registry, board, handle) {
+    match prepared.start(registry, board, handle).await {
         Ok(p) => {
             *running = text;
+            *listeners = restart_listeners(wanted, serving, registry, board).await;
             Ok(p)
         }
         Err(e) => {
             log::error(&format!(
                 "SIGHUP: cannot start the new configuration: {e:#}; starting the previous one again"
             ));
-            // Parsed again from the text it was loaded from: the file now
-            // holds the new configuration.
-            let old = Config::parse(running)
-                .map_err(|e| format!("the previous configuration no longer parses: {e}"))?;
-            Pipeline::start(old, registry, board, handle)
-                .map_err(|e| format!("cannot start the previous configuration either: {e:#}"))
+            let (old_listeners, old) = fallback.map_err(|e| format!("{e:#}"))?;
+            let p = old
+                .start(registry, board, handle)
+                .await
+                .map_err(|e| format!("cannot start the previous configuration either: {e:#}"))?;
+            *listeners = restart_listeners(old_listeners, serving, registry, board).await;
+            Ok(p)
+        }
+    }
+}
+
+/// Serves what `wanted` asks for, else what was served before; without
+/// either the agent keeps shipping and says so (the listeners are how it
+/// is watched, not what it is for).
+async fn restart_listeners(
+    wanted: Listeners,
+    serving: &mut Listeners,
+    registry: &Arc<Registry>,
+    board: &Arc<StatusBoard>,
+) -> Vec<HttpServer> {
+    match wanted.start(registry, board).await {
+        Ok(l) => {
+            *serving = wanted;
+            l
+        }
+        Err(e) => {
+            log::error(&format!("SIGHUP: {e}; serving the previous listeners"));
+            serving.start(registry, board).await.unwrap_or_else(|e| {
+                log::error(&format!(
+                    "SIGHUP: {e}; /metrics and /status are not served until the next reload"
+                ));
+                Vec::new()
+            })
         }
     }
 }
@@ -394,5 +421,5 @@ fn daemonize(pidfile: &Path) -> std::io::Result<()> {
             libc::dup2(devnull, 2);
         }
     }
-    sources::position::write_atomic(pidfile, format!("{}\n", std::process::id()).as_bytes())
+    writable::write_atomic(pidfile, format!("{}\n", std::process::id()).as_bytes())
 }

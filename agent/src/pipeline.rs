@@ -165,13 +165,13 @@ impl Pipeline {
     }
 
     /// Prepares and starts `config` (the agent's first start).
-    pub fn start(
+    pub async fn start(
         config: Config,
         registry: &Registry,
         board: &StatusBoard,
         rt: &tokio::runtime::Handle,
     ) -> anyhow::Result<Pipeline> {
-        Pipeline::prepare(config)?.start(registry, board, rt)
+        Pipeline::prepare(config)?.start(registry, board, rt).await
     }
 }
 
@@ -180,7 +180,7 @@ impl Prepared {
     /// source threads, and publishes their entries on `board` (replacing a
     /// previous pipeline's). Whatever can fail comes before the first
     /// thread starts, so a failure leaves nothing running.
-    pub fn start(
+    pub async fn start(
         self,
         registry: &Registry,
         board: &StatusBoard,
@@ -242,7 +242,7 @@ impl Prepared {
                 Err(e) => {
                     // Out of threads: stop what started (it flushes what
                     // it read) rather than run half a configuration.
-                    drop(rt.spawn(pipeline.stop()));
+                    pipeline.stop().await;
                     anyhow::bail!("cannot start source {id}: {e}");
                 }
             }
@@ -282,10 +282,7 @@ impl Pipeline {
         // package upgrade's restart, a reload) gives an unreachable collector
         // a few seconds, not the whole shutdown_timeout, which would hold the
         // yum/dnf transaction on every host. Memory buffers get it all.
-        let durable = self
-            .router
-            .sinks()
-            .all(|s| matches!(s.buffer.config.storage, Storage::File(_)));
+        let durable = crate::sources::Downstream::survives_kill(&*self.router);
         let wait = if durable {
             self.shutdown_timeout.min(DURABLE_STOP_WAIT)
         } else {
