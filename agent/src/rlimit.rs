@@ -26,11 +26,7 @@ const CEILING: u64 = 1 << 20;
 /// the journal too) when the result is still below what `config` may
 /// need.
 pub fn raise_nofile_limit(config: &Config) {
-    let files: u64 = config
-        .sources
-        .iter()
-        .map(|s| s.max_open_files())
-        .sum();
+    let files: u64 = config.sources.iter().map(|s| s.max_open_files()).sum();
     let need = files + RESERVED;
     let Some((mut soft, hard)) = get() else {
         return;

@@ -162,7 +162,12 @@ fn summarize(path: &Path) -> std::io::Result<FileSummary> {
                     String::from_utf8_lossy(line)
                 }
             };
-            parser.push_line(&text, offset + start as u64, offset + end as u64, &mut entries);
+            parser.push_line(
+                &text,
+                offset + start as u64,
+                offset + end as u64,
+                &mut entries,
+            );
             start = end;
         }
         buf.drain(..start);

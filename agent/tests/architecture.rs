@@ -34,10 +34,7 @@ fn module_of(src: &Path, file: &Path) -> Vec<String> {
 fn modules(src: &Path) -> BTreeMap<Vec<String>, PathBuf> {
     let mut files = Vec::new();
     rust_files(src, &mut files);
-    files
-        .into_iter()
-        .map(|f| (module_of(src, &f), f))
-        .collect()
+    files.into_iter().map(|f| (module_of(src, &f), f)).collect()
 }
 
 /// The longest known module that `path` (module names) starts with.

@@ -467,13 +467,20 @@ fn percona_toolkit_sample_logs_read_as_pt_query_digest_reads_them() {
         // The records as shipped (not normalised for pt-query-digest).
         let shipped = &records[log];
         let sum = |key: &str| -> f64 {
-            shipped.iter().filter_map(|r| r[key].as_f64()).fold(0.0, |a, b| a + b)
+            shipped
+                .iter()
+                .filter_map(|r| r[key].as_f64())
+                .fold(0.0, |a, b| a + b)
         };
         let name = log.display();
         assert_eq!(file["entries"], shipped.len(), "{name}");
         for key in ["query_time", "rows_examined", "rows_sent"] {
             let got = file[key].as_f64().unwrap();
-            assert_eq!(format!("{got:.6}"), format!("{:.6}", sum(key)), "{name}: {key}");
+            assert_eq!(
+                format!("{got:.6}"),
+                format!("{:.6}", sum(key)),
+                "{name}: {key}"
+            );
         }
     }
 

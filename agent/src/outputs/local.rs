@@ -53,10 +53,7 @@ struct FileConfig {
 
 impl OutputSettings for FileConfig {
     fn build(self: Box<Self>, id: &str) -> anyhow::Result<Box<dyn Output>> {
-        crate::writable::ensure_parent(
-            &self.path,
-            &format!("output {id}: the directory of path"),
-        )?;
+        crate::writable::ensure_parent(&self.path, &format!("output {id}: the directory of path"))?;
         Ok(Box::new(FileSink { path: self.path }))
     }
 }
@@ -85,7 +82,10 @@ impl Output for FileSink {
     }
 
     fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt> {
-        Box::pin(std::future::ready(retry_on_error(self.write(&body))))
+        let result = self
+            .write(&body)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display())));
+        Box::pin(std::future::ready(retry_on_error(result)))
     }
 }
 

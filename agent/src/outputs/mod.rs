@@ -5,8 +5,8 @@
 //! they share: batching, retries, 413 splitting, dead letters). A new
 //! output is one module and one line in `TYPES`.
 
-pub mod flusher;
 pub mod discard;
+pub mod flusher;
 pub mod http;
 pub mod local;
 

@@ -80,7 +80,10 @@ pub fn from_config(kind: &str, f: &mut Fields) -> Result<Box<dyn SourceSettings>
             let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
             error(
                 f.node(),
-                format!("unknown source type `{kind}` (expected {})", names.join(", ")),
+                format!(
+                    "unknown source type `{kind}` (expected {})",
+                    names.join(", ")
+                ),
             )
         }
     }
@@ -92,12 +95,13 @@ pub fn from_config(kind: &str, f: &mut Fields) -> Result<Box<dyn SourceSettings>
 pub fn check_pos_file(pos: &Path) -> anyhow::Result<()> {
     crate::writable::ensure_parent(pos, "the directory of pos_file")?;
     if pos.exists() {
-        std::fs::File::open(pos)
-            .and_then(|f| f.metadata())
+        // The type first: opening a FIFO would block the reload.
+        std::fs::metadata(pos)
             .and_then(|m| match m.is_file() {
                 true => Ok(()),
                 false => Err(std::io::Error::other("not a regular file")),
             })
+            .and_then(|()| std::fs::File::open(pos).map(drop))
             .map_err(|e| anyhow::anyhow!("pos_file {} is unreadable: {e}", pos.display()))?;
     }
     Ok(())

@@ -44,6 +44,10 @@ pub struct Journal {
     /// Failing to write is not an error (the pos_file is still committed),
     /// but it is said once.
     warned: bool,
+    /// Bytes appended since the last `clear`: while commits fail the
+    /// journal stops at MAX_REPLAY_BYTES (more re-reading after a crash,
+    /// never a disk filled by it).
+    written: u64,
 }
 
 /// This boot's id: entries of another boot are never trusted.
@@ -64,6 +68,7 @@ impl Journal {
             boot: boot_id()?,
             file: None,
             warned: false,
+            written: 0,
         })
     }
 
@@ -101,6 +106,10 @@ impl Journal {
         };
         let mut line = serde_json::to_vec(&entry).expect("positions serialize");
         line.push(b'\n');
+        if self.written + line.len() as u64 > MAX_REPLAY_BYTES {
+            return;
+        }
+        self.written += line.len() as u64;
         let result = match &mut self.file {
             Some(f) => f.write_all(&line),
             None => OpenOptions::new()
@@ -128,6 +137,7 @@ impl Journal {
 
     /// After a commit: everything here is in the pos_file now.
     pub fn clear(&mut self) {
+        self.written = 0;
         let result = match &self.file {
             Some(f) => f.set_len(0),
             None => match fs::remove_file(&self.path) {

@@ -10,7 +10,7 @@ pub fn numbered_line(n: u64) -> String {
 
 pub fn seq_of(message: &str) -> Option<u64> {
     let i = message.find("seq=")?;
-    message[i + 4..i + 12].parse().ok()
+    message.get(i + 4..i + 12)?.parse().ok()
 }
 
 pub fn append_lines(path: &Path, lines: impl IntoIterator<Item = String>) {

@@ -184,7 +184,11 @@ impl Sink {
 
     /// 503 to everything while `down` (a collector outage), else accept.
     pub fn set_down(&self, down: bool) {
-        self.set_mode(if down { Mode::Unavailable } else { Mode::Accept });
+        self.set_mode(if down {
+            Mode::Unavailable
+        } else {
+            Mode::Accept
+        });
     }
 
     /// Every accepted record as a JSON line.
