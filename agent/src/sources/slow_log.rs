@@ -85,12 +85,20 @@ use serde_json::{Map, Value};
 use fields::Typed;
 
 /// A finished entry: its record, its time (nanoseconds) and the byte
-/// offset just past it.
+/// offsets where it starts and just past it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlowEntry {
     pub record: Map<String, Value>,
     pub time: Option<i64>,
+    pub start: u64,
     pub end: u64,
+}
+
+impl SlowEntry {
+    /// The record as it goes down the pipeline.
+    pub fn into_record(self) -> crate::event::Record {
+        self.record
+    }
 }
 
 /// Header lines held while deciding whether they begin an entry (rule 3);
@@ -557,6 +565,7 @@ impl SlowLogParser {
         out.push(SlowEntry {
             record: e.record,
             time,
+            start: e.start,
             end: e.end,
         });
     }

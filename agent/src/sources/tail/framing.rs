@@ -71,7 +71,7 @@ pub(super) fn entry_event(tag: &Arc<str>, e: SlowEntry) -> Event {
     Event {
         tag: tag.clone(),
         time: e.time.unwrap_or_else(now_nanos),
-        record: e.record,
+        record: e.into_record(),
     }
 }
 
