@@ -2,6 +2,7 @@
 
 pub mod file_discovery;
 pub mod file_identity;
+pub mod file_key;
 pub mod mysql_query;
 pub mod position;
 pub mod position_journal;

@@ -30,6 +30,11 @@ pub struct Position {
     /// checksum before `offset` is checked), and ignored by them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<Head>,
+    /// The file's key in record ids (see `file_key`): reused when reading
+    /// resumes here. Absent in older agents' pos files (a new key is
+    /// drawn), and ignored by them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -114,10 +119,13 @@ impl PositionStore {
 
     /// Notes, without an fsync, that `id` was handed on up to `position`
     /// (the buffers hold the records: see `position_journal`). Sources
-    /// without a pos_file keep nothing across a kill anyway.
-    pub fn journal(&mut self, id: FileId, position: &Position) {
-        if let Some(j) = &mut self.journal {
-            j.append(self.generation, id, position);
+    /// without a pos_file keep nothing across a kill anyway. False when
+    /// nothing was written (no journal, or it failed): only a commit then
+    /// makes `position` survive a kill.
+    pub fn journal(&mut self, id: FileId, position: &Position) -> bool {
+        match &mut self.journal {
+            Some(j) => j.append(self.generation, id, position),
+            None => false,
         }
     }
 
@@ -166,13 +174,19 @@ mod tests {
                 window: 4,
                 db: Some("shop".into()),
                 head: Some(Head { len: 5, crc: 6 }),
+                key: Some(0xfeed_f00d_dead_beef),
             },
         );
         s.save().unwrap();
         let s2 = PositionStore::load(Some(path.clone()), "k").unwrap();
         assert!(s2.existed);
         assert_eq!(s2.entries, s.entries);
-        // An older agent's file (no head) still loads.
+        assert_eq!(
+            s2.entries[&FileId { dev: 1, ino: 2 }].key,
+            Some(0xfeed_f00d_dead_beef),
+            "the file key survives a save and a load"
+        );
+        // An older agent's file (no head, no key) still loads.
         fs::write(
             &path,
             br#"{"version":1,"files":[[{"dev":1,"ino":2},{"path":"/x","offset":10,"crc":3,"window":4}]]}"#,
@@ -180,9 +194,35 @@ mod tests {
         .unwrap();
         let old = PositionStore::load(Some(path.clone()), "k").unwrap();
         assert_eq!(old.entries[&FileId { dev: 1, ino: 2 }].head, None);
+        assert_eq!(old.entries[&FileId { dev: 1, ino: 2 }].key, None);
         fs::write(&path, b"{garbage").unwrap();
         let s3 = PositionStore::load(Some(path), "k").unwrap();
         assert!(s3.entries.is_empty());
+    }
+
+    #[test]
+    fn a_journaled_key_is_there_after_a_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tail.pos");
+        let mut s = PositionStore::load(Some(path.clone()), "k").unwrap();
+        let id = FileId { dev: 3, ino: 4 };
+        let position = Position {
+            path: "/x".into(),
+            offset: 0,
+            crc: 0,
+            window: 0,
+            db: None,
+            head: None,
+            key: Some(7),
+        };
+        assert!(
+            s.journal(id, &position),
+            "journal written (it needs /proc's boot id)"
+        );
+        // No commit: the next start finds the key in the journal alone.
+        let after = PositionStore::load(Some(path), "k").unwrap();
+        assert!(after.existed);
+        assert_eq!(after.entries[&id].key, Some(7));
     }
 
     #[test]
@@ -200,6 +240,7 @@ mod tests {
                 window: 0,
                 db: None,
                 head: None,
+                key: Some(42),
             },
         );
         s.save().unwrap();
@@ -207,6 +248,7 @@ mod tests {
         let again = PositionStore::load(None, key).unwrap();
         assert!(again.existed);
         assert_eq!(again.entries[&id].offset, 77);
+        assert_eq!(again.entries[&id].key, Some(42));
         assert!(PositionStore::load(None, "another")
             .unwrap()
             .entries

@@ -96,8 +96,9 @@ impl Journal {
         applied
     }
 
-    /// Records that `id` has been handed on up to `position`.
-    pub fn append<P: Serialize>(&mut self, generation: u64, id: FileId, position: &P) {
+    /// Records that `id` has been handed on up to `position`. False when
+    /// the entry was not written (an error, or the journal is full).
+    pub fn append<P: Serialize>(&mut self, generation: u64, id: FileId, position: &P) -> bool {
         let entry = Entry {
             boot: self.boot.clone(),
             generation,
@@ -107,7 +108,7 @@ impl Journal {
         let mut line = serde_json::to_vec(&entry).expect("positions serialize");
         line.push(b'\n');
         if self.written + line.len() as u64 > MAX_REPLAY_BYTES {
-            return;
+            return false;
         }
         self.written += line.len() as u64;
         let result = match &mut self.file {
@@ -123,7 +124,7 @@ impl Journal {
                     Ok(())
                 }),
         };
-        if let Err(e) = result {
+        if let Err(e) = &result {
             self.file = None;
             if !self.warned {
                 self.warned = true;
@@ -133,6 +134,7 @@ impl Journal {
                 ));
             }
         }
+        result.is_ok()
     }
 
     /// After a commit: everything here is in the pos_file now.
@@ -166,6 +168,7 @@ mod tests {
             window: 0,
             db: None,
             head: None,
+            key: None,
         }
     }
 

@@ -13,6 +13,10 @@
 //! rotated copy beside the file when one matches, then the file is read from
 //! its head.
 //!
+//! Record ids (`id_key`): each file has a random key, saved with its
+//! position before any record carries it (`save_new_keys`); a record's id
+//! is that key and the offset where it starts (`sources::file_key`).
+//!
 //! The parts: `config` (the options), `watch_list` (which files are
 //! followed: discovery, rotation, the descriptors they may hold),
 //! `followed_file` (reading one file), `framing` (bytes to events) and
@@ -152,6 +156,7 @@ impl TailSource {
         let journal = router.survives_kill();
         while !stop.load(Ordering::Relaxed) {
             self.refresh();
+            self.save_new_keys(&*router);
             let mut progressed = false;
             for id in self.files.to_read() {
                 if stop.load(Ordering::Relaxed) {
@@ -264,6 +269,37 @@ impl TailSource {
         true
     }
 
+    /// Saves the keys of files that got one since the last round (newly
+    /// followed, or read again from their head as another file) before any
+    /// record carrying them is handed on; until then they are not read
+    /// (`FollowedFile::key_saved`). Otherwise a kill after their first
+    /// batch reached the buffers, but before that batch's journal entry,
+    /// would re-read the batch under a new key, and the collector would
+    /// store it twice. Their position at this point is where reading
+    /// starts, so it claims nothing read and is safe to note even where
+    /// batches are not journaled (memory buffers). A journal entry suffices:
+    /// it is in the page cache before the records are, and a kill keeps
+    /// both; without a journal (no boot id, or it failed) only a commit
+    /// does. Without a pos_file nothing survives a kill, and a reload
+    /// commits first.
+    fn save_new_keys(&mut self, router: &dyn Downstream) {
+        let new = self.files.unsaved_keys();
+        if new.is_empty() {
+            return;
+        }
+        let mut journaled = true;
+        for &id in &new {
+            let f = self.files.get(id).expect("listed above");
+            journaled &= self.positions.journal(id, &f.position());
+        }
+        if !journaled && self.config.pos_file.is_some() && !self.commit(router) {
+            return;
+        }
+        for id in new {
+            self.files.mark_key_saved(id);
+        }
+    }
+
     fn save_positions(&mut self) {
         for f in self.files.files() {
             self.positions.entries.insert(f.id, f.position());
@@ -338,5 +374,139 @@ impl TailSource {
             .find(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches_path(path)))
             .cloned()
             .unwrap_or_else(|| path.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::BufferError;
+    use crate::event::Event;
+    use std::collections::HashSet;
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    /// Takes records as a file buffer would (kept across a kill), and
+    /// checks at each batch that the file key in every record's id is
+    /// already where a restarted agent finds it: the pos_file or its
+    /// journal.
+    struct KeysMustBeSaved {
+        pos_file: PathBuf,
+        /// (message, _id) in arrival order.
+        got: Mutex<Vec<(String, String)>>,
+        /// Ids whose key a restart would not have found.
+        unsaved: Mutex<Vec<String>>,
+    }
+
+    impl Downstream for KeysMustBeSaved {
+        fn emit(&self, _: &Arc<str>, events: Vec<Event>) -> Result<(), BufferError> {
+            let saved: HashSet<u64> = PositionStore::load(Some(self.pos_file.clone()), "check")
+                .unwrap()
+                .entries
+                .values()
+                .filter_map(|p| p.key)
+                .collect();
+            for e in events {
+                let id = e.record["_id"].as_str().unwrap().to_string();
+                let key = u64::from_str_radix(&id[..16], 16).unwrap();
+                if !saved.contains(&key) {
+                    self.unsaved.lock().unwrap().push(id.clone());
+                }
+                let message = e.record["message"].as_str().unwrap().to_string();
+                self.got.lock().unwrap().push((message, id));
+            }
+            Ok(())
+        }
+        fn sync(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn survives_kill(&self) -> bool {
+            true
+        }
+    }
+
+    impl KeysMustBeSaved {
+        fn wait_for(&self, n: usize) -> Vec<(String, String)> {
+            let start = Instant::now();
+            loop {
+                let got = self.got.lock().unwrap().clone();
+                if got.len() >= n {
+                    return got;
+                }
+                assert!(start.elapsed() < Duration::from_secs(10), "got {got:?}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    fn start(
+        dir: &Path,
+        out: &Arc<KeysMustBeSaved>,
+    ) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let config = config::parse(
+            &format!(
+                "path: {0}/*.log\npos_file: {0}/tail.pos\ntag: t\nread_from_head: true\npoll_interval: 10ms\nid_key: _id\n",
+                dir.display()
+            ),
+            false,
+        )
+        .unwrap();
+        let status = Arc::new(SourceStatus::new(
+            "t".into(),
+            "tail",
+            "t".into(),
+            config.paths.clone(),
+        ));
+        let source = TailSource::new(config, Arc::default(), status).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (router, s): (Arc<dyn Downstream>, _) = (out.clone(), stop.clone());
+        (stop, std::thread::spawn(move || source.run(router, s)))
+    }
+
+    #[test]
+    fn a_key_is_saved_before_records_carry_it_and_outlives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        std::fs::write(&log, "1\n2\n3\n").unwrap();
+        let out = Arc::new(KeysMustBeSaved {
+            pos_file: dir.path().join("tail.pos"),
+            got: Mutex::default(),
+            unsaved: Mutex::default(),
+        });
+        let (stop, source) = start(dir.path(), &out);
+        let first = out.wait_for(3);
+        // Truncated and rewritten: another file from byte 0, another key.
+        std::fs::write(&log, "x\n").unwrap();
+        out.wait_for(4);
+        stop.store(true, Ordering::Relaxed);
+        source.join().unwrap();
+
+        // A restart resumes with the key the file had.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(b"y\n")
+            .unwrap();
+        let (stop, source) = start(dir.path(), &out);
+        let got = out.wait_for(5);
+        stop.store(true, Ordering::Relaxed);
+        source.join().unwrap();
+
+        assert_eq!(*out.unsaved.lock().unwrap(), Vec::<String>::new());
+        let key = |id: &str| id[..16].to_string();
+        let (k1, k2) = (key(&first[0].1), key(&got[3].1));
+        assert_ne!(k1, k2, "the rewritten file has a key of its own");
+        let want: Vec<(String, String)> = [
+            ("1", &k1, 0),
+            ("2", &k1, 2),
+            ("3", &k1, 4),
+            ("x", &k2, 0),
+            ("y", &k2, 2),
+        ]
+        .iter()
+        .map(|(m, k, at)| (m.to_string(), format!("{k}-{at}")))
+        .collect();
+        assert_eq!(got, want);
     }
 }

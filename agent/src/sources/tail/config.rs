@@ -40,6 +40,9 @@ pub struct TailConfig {
     /// Set for `mysql_slow_query`: lines are assembled into slow-log
     /// entries, and positions only ever point at entry boundaries.
     pub slow_log: Option<SlowLogOptions>,
+    /// The field that gets each record's id (`sources::file_key`), so a
+    /// collector can drop records sent again after a crash; None: no id.
+    pub id_key: Option<String>,
 }
 
 /// `path: auto`: the error log (`tail`) or the slow query log
@@ -134,8 +137,36 @@ impl TailConfig {
                 },
             },
             slow_log: None,
+            id_key: None,
         };
         let mut cfg = cfg;
+        if let Some(node) = f.take("id_key") {
+            let field = match &node.kind {
+                NodeKind::Scalar { value, .. } if !value.is_empty() => value.clone(),
+                NodeKind::Scalar { .. } => {
+                    return error(
+                        node,
+                        format!("{kind}: id_key must be a field name, not empty"),
+                    )
+                }
+                _ => {
+                    return error(
+                        node,
+                        format!(
+                            "{kind}: id_key: expected a field name, found {}",
+                            node.describe()
+                        ),
+                    )
+                }
+            };
+            if !slow_log && field == cfg.message_key {
+                return error(
+                    node,
+                    format!("{kind}: id_key `{field}` is the message_key; the id would replace the line"),
+                );
+            }
+            cfg.id_key = Some(field);
+        }
         if slow_log {
             // Half the http output's default max_request_bytes (1 MiB): a
             // cut entry, its header fields and JSON escaping still fit in
@@ -152,5 +183,48 @@ impl TailConfig {
             return error(f.node(), "tail: max_line_size must be at least 16 bytes");
         }
         Ok(cfg)
+    }
+}
+
+/// A source's options from the YAML of its section, for unit tests.
+#[cfg(test)]
+pub(super) fn parse(text: &str, slow_log: bool) -> ConfigResult<TailConfig> {
+    let root = crate::yaml::parse(text).unwrap().unwrap();
+    let mut f = Fields::new(&root, "source")?;
+    let cfg = TailConfig::from_config(&mut f, slow_log)?;
+    f.finish()?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_key_is_off_by_default_and_must_name_a_field() {
+        let base = "path: /var/log/mysql/*.err\ntag: t\n";
+        assert_eq!(parse(base, false).unwrap().id_key, None);
+        let on = parse(&format!("{base}id_key: _id\n"), false).unwrap();
+        assert_eq!(on.id_key.as_deref(), Some("_id"));
+        let slow = parse(&format!("{base}id_key: event_id\n"), true).unwrap();
+        assert_eq!(slow.id_key.as_deref(), Some("event_id"));
+
+        let err = |extra: &str| {
+            parse(&format!("{base}{extra}"), false)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("id_key: \"\"\n"),
+            "3:9: tail: id_key must be a field name, not empty"
+        );
+        assert_eq!(
+            err("id_key: [a, b]\n"),
+            "3:9: tail: id_key: expected a field name, found a list"
+        );
+        assert_eq!(
+            err("message_key: log\nid_key: log\n"),
+            "4:9: tail: id_key `log` is the message_key; the id would replace the line"
+        );
     }
 }

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::config::TailConfig;
-use super::framing::{entry_event, frame};
+use super::framing::{frame, identified_entry_event, Origin};
 use crate::event::Event;
 use crate::log;
 use crate::metrics::PluginMetrics;
 use crate::sources::file_identity::{FileId, Head};
+use crate::sources::file_key::new_file_key;
 use crate::sources::position::Position;
 use crate::sources::slow_log::SlowLogParser;
 use crate::sources::Downstream;
@@ -43,6 +44,14 @@ pub(super) struct FollowedFile {
     /// None while closed to spare descriptors.
     file: Option<File>,
     head: Head,
+    /// Its key in record ids (`file_key`): kept while it is this file,
+    /// drawn again when it is read from its head as another file.
+    key: u64,
+    /// The key is where a restart finds it (the journal or the pos_file),
+    /// or no record carries it (no `id_key`). Until then nothing is read:
+    /// records re-read after a kill would come with another key, and a
+    /// collector would store them twice.
+    key_saved: bool,
     /// Bytes before this are durable downstream: the resume point.
     offset: u64,
     /// Bytes before this were handed to the framing (equal to `offset` for
@@ -86,6 +95,7 @@ impl FollowedFile {
         let head = Head::read(&file).unwrap_or_default();
         let mut offset = 0;
         let mut db = None;
+        let mut key = None;
         match start {
             Start::At(at) => offset = at.min(size),
             Start::Saved(Some(pos))
@@ -95,6 +105,7 @@ impl FollowedFile {
             {
                 offset = pos.offset;
                 db = pos.db.clone();
+                key = pos.key;
             }
             Start::Saved(Some(pos)) => log::warn(&format!(
                 "tail: {} changed while the agent was down (size {size}, position {}, or its first bytes differ); reading from the head",
@@ -114,6 +125,9 @@ impl FollowedFile {
             recent: read_window(&file, offset),
             file: Some(file),
             head,
+            // A key read back from a saved position is durable already.
+            key_saved: key.is_some() || cfg.id_key.is_none(),
+            key: key.unwrap_or_else(new_file_key),
             offset,
             consumed: offset,
             pending: Vec::new(),
@@ -133,6 +147,16 @@ impl FollowedFile {
 
     pub(super) fn is_open(&self) -> bool {
         self.file.is_some()
+    }
+
+    /// See `key_saved`.
+    pub(super) fn key_saved(&self) -> bool {
+        self.key_saved
+    }
+
+    /// Its position (with the key) is in the journal or the pos_file now.
+    pub(super) fn mark_key_saved(&mut self) {
+        self.key_saved = true;
     }
 
     /// Open, read to its end and not needed open: the path still names it
@@ -216,6 +240,7 @@ impl FollowedFile {
             window: self.recent.len() as u32,
             db: self.parser.as_ref().and_then(|p| p.db().map(String::from)),
             head: Some(self.head),
+            key: Some(self.key),
         }
     }
 
@@ -246,6 +271,9 @@ impl FollowedFile {
         let Some(file) = &self.file else {
             return Ok(false);
         };
+        if !self.key_saved {
+            return Ok(false);
+        }
         let size = file.metadata().map(|m| m.len()).unwrap_or(self.last_size);
         if size != self.last_size || self.replaced {
             let read_pos = self.read_pos();
@@ -284,10 +312,14 @@ impl FollowedFile {
                     // The old content's last line (or entry) is complete now.
                     data.push(b'\n');
                 }
+                let from = Origin {
+                    key: self.key,
+                    offset: self.consumed,
+                };
                 let (events, _) = frame(
                     &self.tag,
                     self.parser.as_mut(),
-                    self.consumed,
+                    from,
                     cfg,
                     metrics,
                     &data,
@@ -301,6 +333,10 @@ impl FollowedFile {
                 self.replaced = false;
                 self.head = Head::default();
                 self.reset_parser(cfg);
+                // Its offsets start again at 0: the old key would give the
+                // new content the ids of the old.
+                self.key = new_file_key();
+                self.key_saved = cfg.id_key.is_none();
             }
             if !self.head.is_full() {
                 // A young file: its fingerprint grows with it.
@@ -308,6 +344,10 @@ impl FollowedFile {
                 self.head = Head::read(file).unwrap_or(self.head);
             }
             self.last_size = size;
+            if !self.key_saved {
+                // Read on once the source has saved the new key.
+                return Ok(true);
+            }
         }
 
         let file = self.file.as_ref().expect("checked open above");
@@ -336,7 +376,7 @@ impl FollowedFile {
                     .finish(&mut entries);
                 let events = entries
                     .into_iter()
-                    .map(|e| entry_event(&self.tag, e))
+                    .map(|e| identified_entry_event(&self.tag, e, cfg, self.key))
                     .collect();
                 self.emit(router, metrics, events)?;
                 self.offset = self.consumed;
@@ -359,10 +399,14 @@ impl FollowedFile {
             joined = all;
             &joined
         };
+        let from = Origin {
+            key: self.key,
+            offset: self.consumed,
+        };
         let (events, consumed) = frame(
             &self.tag,
             self.parser.as_mut(),
-            self.consumed,
+            from,
             cfg,
             metrics,
             data,

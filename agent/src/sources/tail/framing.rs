@@ -1,6 +1,7 @@
 //! Line framing: the bytes read from a file become events, one per line
 //! (without its newline, CRLF included), over-long lines cut into pieces
-//! of `max_line_size` at a character boundary, or one per slow-log entry.
+//! of `max_line_size` at a character boundary, or one per slow-log entry;
+//! with `id_key`, each with its id (`file_key`) from the offset it starts at.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,9 +11,19 @@ use serde_json::Value;
 use super::config::TailConfig;
 use crate::event::{now_nanos, Event, Record};
 use crate::metrics::PluginMetrics;
+use crate::sources::file_key::record_id;
 use crate::sources::slow_log::{SlowEntry, SlowLogParser};
 
-/// Turns `data`, the bytes of a file from offset `base` on, into events:
+/// Where bytes handed to `frame` come from.
+#[derive(Clone, Copy)]
+pub(super) struct Origin {
+    /// The file's key, for record ids.
+    pub key: u64,
+    /// The offset of the first byte in the file.
+    pub offset: u64,
+}
+
+/// Turns `data`, the bytes of a file from `from.offset` on, into events:
 /// one per line, or one per finished slow-log entry when a `parser` frames
 /// them. Returns the events and how many bytes were consumed; the rest is
 /// an incomplete line. `final_` also ends a slow-log entry still being
@@ -20,7 +31,7 @@ use crate::sources::slow_log::{SlowEntry, SlowLogParser};
 pub(super) fn frame(
     tag: &Arc<str>,
     parser: Option<&mut SlowLogParser>,
-    base: u64,
+    from: Origin,
     cfg: &TailConfig,
     metrics: &PluginMetrics,
     data: &[u8],
@@ -29,20 +40,21 @@ pub(super) fn frame(
     let time = now_nanos();
     let mut events = Vec::new();
     let consumed = match parser {
-        None => split_lines(data, cfg.max_line_size, metrics, |line, end| {
+        None => split_lines(data, cfg.max_line_size, metrics, |line, start, end| {
             // A CRLF line (a log written on or for Windows) ends at its
             // `\r\n`: the message is the text without either.
             let line = match line.strip_suffix(b"\r") {
                 Some(text) if data[end - 1] == b'\n' => text,
                 _ => line,
             };
-            events.push(make_event(tag, time, &cfg.message_key, line, metrics));
+            let mut event = make_event(tag, time, &cfg.message_key, line, metrics);
+            add_id(&mut event.record, cfg, from.key, from.offset + start as u64);
+            events.push(event);
         }),
         Some(parser) => {
             let mut entries = Vec::new();
-            let consumed = split_lines(data, cfg.max_line_size, metrics, |line, end| {
-                let newline = usize::from(data[end - 1] == b'\n');
-                let start = end - line.len() - newline;
+            let base = from.offset;
+            let consumed = split_lines(data, cfg.max_line_size, metrics, |line, start, end| {
                 let text = match std::str::from_utf8(line) {
                     Ok(t) => std::borrow::Cow::Borrowed(t),
                     Err(_) => {
@@ -60,11 +72,36 @@ pub(super) fn frame(
             if final_ {
                 parser.finish(&mut entries);
             }
-            events.extend(entries.into_iter().map(|e| entry_event(tag, e)));
+            events.extend(
+                entries
+                    .into_iter()
+                    .map(|e| identified_entry_event(tag, e, cfg, from.key)),
+            );
             consumed
         }
     };
     (events, consumed)
+}
+
+/// With `id_key`: the record's id, from the offset where it starts.
+fn add_id(record: &mut Record, cfg: &TailConfig, key: u64, offset: u64) {
+    if let Some(field) = &cfg.id_key {
+        record.insert(field.clone(), Value::String(record_id(key, offset)));
+    }
+}
+
+/// A slow-log entry's event, with its id (from the offset of the entry's
+/// first line) when `id_key` is set.
+pub(super) fn identified_entry_event(
+    tag: &Arc<str>,
+    e: SlowEntry,
+    cfg: &TailConfig,
+    key: u64,
+) -> Event {
+    let start = e.start;
+    let mut event = entry_event(tag, e);
+    add_id(&mut event.record, cfg, key, start);
+    event
 }
 
 pub(super) fn entry_event(tag: &Arc<str>, e: SlowEntry) -> Event {
@@ -76,25 +113,26 @@ pub(super) fn entry_event(tag: &Arc<str>, e: SlowEntry) -> Event {
 }
 
 /// Splits complete lines (without their newline) and pieces of over-long
-/// lines off the front of `data`; returns how many bytes were consumed. The
-/// rest is an incomplete line.
+/// lines off the front of `data`, handing each on with where it starts and
+/// ends (past its newline) in `data`; returns how many bytes were
+/// consumed. The rest is an incomplete line.
 fn split_lines(
     data: &[u8],
     max: usize,
     metrics: &PluginMetrics,
-    mut emit: impl FnMut(&[u8], usize),
+    mut emit: impl FnMut(&[u8], usize, usize),
 ) -> usize {
     let mut start = 0;
     loop {
         let rest = &data[start..];
         match memchr(b'\n', rest) {
             Some(i) if i <= max => {
-                emit(&rest[..i], start + i + 1);
+                emit(&rest[..i], start, start + i + 1);
                 start += i + 1;
             }
             _ if rest.len() > max => {
                 let cut = utf8_boundary(rest, max);
-                emit(&rest[..cut], start + cut);
+                emit(&rest[..cut], start, start + cut);
                 metrics.lines_split.fetch_add(1, Ordering::Relaxed);
                 start += cut;
             }
@@ -142,6 +180,7 @@ fn make_event(tag: &Arc<str>, time: i64, key: &str, line: &[u8], metrics: &Plugi
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::parse;
     use super::*;
 
     #[test]
@@ -150,7 +189,7 @@ mod tests {
         let long = format!("three{}", "e".repeat(45));
         let data = format!("one\ntwo\n{long}\npart").into_bytes();
         let mut out = Vec::new();
-        let consumed = split_lines(&data, 20, &m, |l, _| {
+        let consumed = split_lines(&data, 20, &m, |l, _, _| {
             out.push(String::from_utf8_lossy(l).into_owned())
         });
         assert_eq!(out[..2], ["one", "two"]);
@@ -168,7 +207,7 @@ mod tests {
         let m = PluginMetrics::default();
         let data = "aé".repeat(20).into_bytes();
         let mut out = Vec::new();
-        let consumed = split_lines(&data, 16, &m, |l, _| {
+        let consumed = split_lines(&data, 16, &m, |l, _, _| {
             out.push(std::str::from_utf8(l).unwrap().to_string())
         });
         assert!(out.iter().all(|p| p.len() <= 16));
@@ -176,6 +215,87 @@ mod tests {
             out.concat() + std::str::from_utf8(&data[consumed..]).unwrap(),
             "aé".repeat(20)
         );
+    }
+
+    fn ids(events: &[Event]) -> Vec<&str> {
+        events
+            .iter()
+            .map(|e| e.record["_id"].as_str().expect("an id"))
+            .collect()
+    }
+
+    #[test]
+    fn lines_and_pieces_of_long_lines_get_ids_from_where_they_start() {
+        let cfg = parse(
+            "path: /x/*.log\ntag: t\nmax_line_size: 16\nid_key: _id\n",
+            false,
+        )
+        .unwrap();
+        let m = PluginMetrics::default();
+        // Bytes 1000..1005, a 40-byte line cut in pieces of 16, 16 and 8
+        // from 1005, then 1046; the unterminated rest has no id yet.
+        let data = format!("one\r\n{}\ntwo\nthr", "x".repeat(40));
+        let from = Origin {
+            key: 0xab,
+            offset: 1000,
+        };
+        let t = Arc::from("t");
+        let (events, consumed) = frame(&t, None, from, &cfg, &m, data.as_bytes(), false);
+        assert_eq!(consumed, data.len() - 3);
+        assert_eq!(
+            ids(&events),
+            [
+                "00000000000000ab-1000",
+                "00000000000000ab-1005",
+                "00000000000000ab-1021",
+                "00000000000000ab-1037",
+                "00000000000000ab-1046",
+            ]
+        );
+        assert_eq!(events[0].record["message"], "one");
+        assert_eq!(events[3].record["message"], "x".repeat(8));
+
+        // Off by default: the record is the line alone.
+        let plain = parse("path: /x/*.log\ntag: t\n", false).unwrap();
+        let (events, _) = frame(&t, None, from, &plain, &m, b"one\n", false);
+        assert_eq!(events[0].record.len(), 1);
+    }
+
+    #[test]
+    fn slow_log_entries_get_ids_from_their_first_line() {
+        let cfg = parse("path: /x/*.log\ntag: t\nid_key: _id\n", true).unwrap();
+        let m = PluginMetrics::default();
+        let entry = |n: u32| {
+            format!(
+                "# Time: 2024-05-15T17:02:0{n}.000000Z\n# User@Host: app[app] @ web1 [10.0.0.5]  Id: {n}\n\
+                 # Query_time: 0.5  Lock_time: 0.0 Rows_sent: 1  Rows_examined: 1\nSET timestamp=1715792559;\nSELECT {n};\n"
+            )
+        };
+        let banner = "/usr/sbin/mysqld, Version: 8.0.36. started with:\nTcp port: 3306  Unix socket: /tmp/s\nTime                 Id Command    Argument\n";
+        let data = format!("{banner}{}{}", entry(1), entry(2));
+        let starts: Vec<usize> = data.match_indices("# Time:").map(|(i, _)| i).collect();
+        let base = 500;
+        let max = cfg.slow_log.as_ref().unwrap().max_entry_bytes;
+        let mut parser = SlowLogParser::new(max, None);
+        let from = Origin {
+            key: 7,
+            offset: base,
+        };
+        let (events, _) = frame(
+            &Arc::from("t"),
+            Some(&mut parser),
+            from,
+            &cfg,
+            &m,
+            data.as_bytes(),
+            true,
+        );
+        let want: Vec<String> = starts
+            .iter()
+            .map(|s| format!("0000000000000007-{}", base + *s as u64))
+            .collect();
+        assert_eq!(ids(&events), want);
+        assert_eq!(events[1].record["sql"], "SELECT 2;");
     }
 
     #[test]

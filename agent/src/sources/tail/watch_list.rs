@@ -70,6 +70,21 @@ impl WatchList {
         self.files.get(&id)
     }
 
+    /// Files with a key not saved yet (see `FollowedFile::key_saved`).
+    pub(super) fn unsaved_keys(&self) -> Vec<FileId> {
+        self.files
+            .values()
+            .filter(|f| !f.key_saved())
+            .map(|f| f.id)
+            .collect()
+    }
+
+    pub(super) fn mark_key_saved(&mut self, id: FileId) {
+        if let Some(f) = self.files.get_mut(&id) {
+            f.mark_key_saved();
+        }
+    }
+
     pub(super) fn open_count(&self) -> usize {
         self.open
     }
@@ -499,6 +514,7 @@ mod tests {
             read_bytes_limit: 1 << 16,
             max_open_files,
             slow_log: None,
+            id_key: None,
         }
     }
 
@@ -638,6 +654,7 @@ mod tests {
                 window: 0,
                 db: None,
                 head: Some(old_head),
+                key: Some(1),
             },
         );
         let mut list = WatchList::new(4);
