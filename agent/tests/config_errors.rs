@@ -69,6 +69,14 @@ fn bad_configs_give_one_line_with_position() {
             "6:21: tail: max_open_files must be at least 1",
         ),
         (
+            "id_key.yml",
+            GOOD.replace(
+                "    tag: mysql.error",
+                "    tag: mysql.error\n    id_key: \"\"",
+            ),
+            "6:13: tail: id_key must be a field name, not empty",
+        ),
+        (
             "missing.yml",
             GOOD.replace("    path: /var/log/mysql/*.err\n", ""),
             "2:5: source: missing required key `path`",

@@ -8,9 +8,15 @@
 //! the collector, and the agent cannot know it: those records come again.
 //! So the duplicates have a floor of about `kills x 0.5 s` of delivery;
 //! what this test holds the agent to is that nothing beyond it comes again.
+//!
+//! Those re-sent records come with the id they had the first time
+//! (`id_key`), so a collector that deduplicates by it stores each line
+//! once: ids are checked to be stable across the kills and never reused
+//! for another line.
 
 mod common;
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +44,7 @@ fn config(dir: &Path, url: &str) -> String {
     tag: mysql.error
     read_from_head: true
     poll_interval: 50ms
+    id_key: _id
 outputs:
   - match: "mysql.**"
     type: http
@@ -148,11 +155,50 @@ fn duplicates_after_sigkills_are_bounded_by_requests_in_flight() {
         })
         .sum();
     let bound = KILLS * MAX_REQUEST_RECORDS * FLUSH_THREADS;
+
+    // A collector deduplicating by _id: an id always names the same line,
+    // a line always comes with the same id, and each line is stored once.
+    let by_id = sink.by_field("_id");
+    assert_eq!(
+        by_id.values().map(Vec::len).sum::<usize>(),
+        sink.record_count(),
+        "every record has an _id"
+    );
+    let mut ids_of_line: HashMap<String, HashSet<&str>> = HashMap::new();
+    for (id, records) in &by_id {
+        let line = records[0]["message"].as_str().unwrap();
+        let other = records.iter().find(|r| r["message"] != line);
+        assert!(other.is_none(), "_id {id} came with `{line}` and {other:?}");
+        ids_of_line
+            .entry(line.to_string())
+            .or_default()
+            .insert(id.as_str());
+    }
+    let unstable: Vec<_> = ids_of_line
+        .iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .collect();
+    assert!(
+        unstable.is_empty(),
+        "{} lines came with more than one _id across the kills, e.g. {:?}",
+        unstable.len(),
+        unstable.first()
+    );
+    let stored = sink.stored_seq_counts("_id");
+    assert_eq!(
+        stored.len() as u64,
+        written,
+        "the collector keeps every line"
+    );
+    let stored_twice: usize = stored.values().map(|c| c - 1).sum();
+
     println!(
         "{written} lines, {KILLS} SIGKILLs, collector {COLLECTOR_DELAY_MS} ms per request: \
-         0 lost, {dups} duplicates ({:.2}%); records in flight at the kills: {in_flight} \
+         0 lost, {dups} re-sent ({:.2}%), stored twice when deduplicated by _id: \
+         {stored_twice} ({:.2}%); records in flight at the kills: {in_flight} \
          ({:.2}%); bound {KILLS} x {MAX_REQUEST_RECORDS} x {FLUSH_THREADS} = {bound}",
         dups as f64 * 100.0 / written as f64,
+        stored_twice as f64 * 100.0 / written as f64,
         in_flight as f64 * 100.0 / written as f64,
     );
     assert!(
@@ -160,4 +206,8 @@ fn duplicates_after_sigkills_are_bounded_by_requests_in_flight() {
         "{dups} duplicates, more than the {in_flight} records in flight at the kills"
     );
     assert!(dups <= bound, "{dups} duplicates, over {bound}");
+    assert!(
+        stored_twice * 50 < written as usize,
+        "{stored_twice} of {written} lines stored twice by a collector deduplicating by _id (2% or more)"
+    );
 }

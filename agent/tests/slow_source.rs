@@ -9,23 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn entry(n: u64, use_db: Option<&str>) -> String {
-    let mut s = format!(
-        "# Time: 2024-05-15T17:02:{:02}.000000Z\n# User@Host: app[app] @ web1 [10.0.0.5]  Id:    {n}\n\
-         # Query_time: 0.{n:06}  Lock_time: 0.000010 Rows_sent: {n}  Rows_examined: {}\n",
-        n % 60,
-        n * 10
-    );
-    if let Some(db) = use_db {
-        s.push_str(&format!("use {db};\n"));
-    }
-    s.push_str(&format!(
-        "SET timestamp={};\nSELECT {n}\n  FROM t\n WHERE id = {n};\n",
-        1_715_792_559 + n
-    ));
-    s
-}
-
 fn config(dir: &std::path::Path, url: &str) -> String {
     slow_query_config(dir, &format!("{}/*-slow.log", dir.display()), url)
 }
@@ -46,14 +29,10 @@ fn slow_log_entries_and_restart_after_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start();
     let log = dir.path().join("db1-slow.log");
-    append(
-        &log,
-        "/usr/sbin/mysqld, Version: 8.0.36 (MySQL Community Server - GPL). started with:\n",
-    );
-    append(&log, "Tcp port: 3306  Unix socket: /var/run/mysqld/mysqld.sock\nTime                 Id Command    Argument\n");
+    append(&log, SLOW_LOG_BANNER);
     let mut text = String::new();
     for n in 1..=50 {
-        text.push_str(&entry(n, if n == 1 { Some("shop") } else { None }));
+        text.push_str(&slow_log_entry(n, if n == 1 { Some("shop") } else { None }));
     }
     append(&log, &text);
 
@@ -84,7 +63,7 @@ fn slow_log_entries_and_restart_after_sigkill() {
 
     let mut more = String::new();
     for n in 51..=60 {
-        more.push_str(&entry(n, None));
+        more.push_str(&slow_log_entry(n, None));
     }
     append(&log, &more);
     let agent = Agent::start(dir.path(), &config(dir.path(), &sink.url));

@@ -40,3 +40,28 @@ pub fn error_log_line(n: u64) -> String {
         n % 256
     )
 }
+
+/// What a MySQL 8 server writes at the head of its slow log.
+pub const SLOW_LOG_BANNER: &str =
+    "/usr/sbin/mysqld, Version: 8.0.36 (MySQL Community Server - GPL). started with:\n\
+    Tcp port: 3306  Unix socket: /var/run/mysqld/mysqld.sock\n\
+    Time                 Id Command    Argument\n";
+
+/// Slow-log entry `n` (thread id, rows sent and the query's literal are
+/// `n`), with `use db;` before its statement when `use_db` is given.
+pub fn slow_log_entry(n: u64, use_db: Option<&str>) -> String {
+    let mut s = format!(
+        "# Time: 2024-05-15T17:02:{:02}.000000Z\n# User@Host: app[app] @ web1 [10.0.0.5]  Id:    {n}\n\
+         # Query_time: 0.{n:06}  Lock_time: 0.000010 Rows_sent: {n}  Rows_examined: {}\n",
+        n % 60,
+        n * 10
+    );
+    if let Some(db) = use_db {
+        s.push_str(&format!("use {db};\n"));
+    }
+    s.push_str(&format!(
+        "SET timestamp={};\nSELECT {n}\n  FROM t\n WHERE id = {n};\n",
+        1_715_792_559 + n
+    ));
+    s
+}

@@ -205,14 +205,53 @@ impl Sink {
     /// Messages by their `seq` number (see `numbered_line`): how often each
     /// arrived.
     pub fn seq_counts(&self) -> HashMap<u64, usize> {
-        let mut counts = HashMap::new();
+        seq_counts_of(&self.state.records.lock().unwrap())
+    }
+
+    /// Accepted records grouped by the string value of their `field`, each
+    /// group in arrival order; records without it are left out.
+    pub fn by_field(&self, field: &str) -> HashMap<String, Vec<serde_json::Value>> {
+        let mut groups: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
         for r in self.state.records.lock().unwrap().iter() {
-            if let Some(seq) = r["message"].as_str().and_then(seq_of) {
-                *counts.entry(seq).or_insert(0) += 1;
+            if let Some(key) = r[field].as_str() {
+                groups.entry(key.to_string()).or_default().push(r.clone());
             }
         }
-        counts
+        groups
     }
+
+    /// What a collector that deduplicates by `field` (an Elasticsearch
+    /// `_id`, a ClickHouse ReplacingMergeTree key) keeps: the first record
+    /// of each value, in arrival order, and every record without one.
+    pub fn stored_by(&self, field: &str) -> Vec<serde_json::Value> {
+        let mut seen = std::collections::HashSet::new();
+        let records = self.state.records.lock().unwrap();
+        records
+            .iter()
+            .filter(|r| {
+                r[field]
+                    .as_str()
+                    .is_none_or(|key| seen.insert(key.to_string()))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// `seq_counts` of what a collector deduplicating by `field` keeps.
+    pub fn stored_seq_counts(&self, field: &str) -> HashMap<u64, usize> {
+        seq_counts_of(&self.stored_by(field))
+    }
+}
+
+/// How often each `seq` number (see `numbered_line`) is among `records`.
+fn seq_counts_of(records: &[serde_json::Value]) -> HashMap<u64, usize> {
+    let mut counts = HashMap::new();
+    for r in records {
+        if let Some(seq) = r["message"].as_str().and_then(seq_of) {
+            *counts.entry(seq).or_insert(0) += 1;
+        }
+    }
+    counts
 }
 
 impl Drop for Sink {
