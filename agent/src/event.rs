@@ -25,12 +25,35 @@ pub fn iso8601(nanos: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    // i64 nanoseconds span the years 1677 to 2262: always four digits.
+    // Written digit by digit: every slow-log entry and every line without
+    // a time of its own gets one, and `format!` cost more than the date.
+    let mut out = [0u8; 24];
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, y as u64);
+    put(5, 2, m.into());
+    put(8, 2, d.into());
+    put(11, 2, (rem / 3600) as u64);
+    put(14, 2, (rem % 3600 / 60) as u64);
+    put(17, 2, (rem % 60) as u64);
+    put(20, 3, millis as u64);
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        out[i] = c;
+    }
+    String::from_utf8(out.to_vec()).expect("ASCII digits and separators")
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
@@ -82,6 +105,9 @@ mod tests {
             "2024-05-15T17:02:39.123Z"
         );
         assert_eq!(iso8601(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(iso8601(i64::MIN), "1677-09-21T00:12:43.145Z");
+        assert_eq!(iso8601(i64::MAX), "2262-04-11T23:47:16.854Z");
         for days in [-1000, 0, 11_016, 19_858, 60_000] {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);

@@ -130,20 +130,29 @@ pub fn run(files: &[PathBuf], as_json: bool) -> i32 {
 /// Feeds the file to the parser line by line, as the source does, with
 /// bounded memory: 1 MiB reads, a line longer than an entry may be cut.
 fn summarize(path: &Path) -> std::io::Result<FileSummary> {
+    const READ: usize = 1 << 20;
     let mut file = File::open(path)?;
     let mut parser = SlowLogParser::new(MAX_ENTRY_BYTES, None);
     let mut summary = FileSummary::default();
     let mut entries = Vec::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    let mut chunk = vec![0u8; 1 << 20];
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * READ);
     let mut offset = 0u64; // of buf[0] in the file
     loop {
-        let n = file.read(&mut chunk)?;
-        if n > 0 {
-            buf.extend_from_slice(&chunk[..n]);
-            summary.bytes += n as u64;
-        }
+        // Read straight onto the end of what is left of the last read.
+        let filled = buf.len();
+        buf.resize(filled + READ, 0);
+        let n = file.read(&mut buf[filled..])?;
+        buf.truncate(filled + n);
+        summary.bytes += n as u64;
         let at_eof = n == 0;
+        // The complete lines are checked as UTF-8 in one pass: per line, the
+        // check cost more than finding the line.
+        let complete = if at_eof {
+            buf.len()
+        } else {
+            memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1)
+        };
+        let valid = std::str::from_utf8(&buf[..complete]).is_ok();
         let mut start = 0;
         while start < buf.len() {
             let rest = &buf[start..];
@@ -155,12 +164,17 @@ fn summarize(path: &Path) -> std::io::Result<FileSummary> {
             let mut line = &buf[start..end];
             line = line.strip_suffix(b"\n").unwrap_or(line);
             line = line.strip_suffix(b"\r").unwrap_or(line);
-            let text = match std::str::from_utf8(line) {
-                Ok(t) => std::borrow::Cow::Borrowed(t),
-                Err(_) => {
-                    summary.invalid_utf8_lines += 1;
-                    String::from_utf8_lossy(line)
-                }
+            let text = match valid && end <= complete {
+                // SAFETY: a whole line of a range just checked as UTF-8 (it
+                // ends at a newline, which is never inside a character).
+                true => std::borrow::Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(line) }),
+                false => match std::str::from_utf8(line) {
+                    Ok(t) => std::borrow::Cow::Borrowed(t),
+                    Err(_) => {
+                        summary.invalid_utf8_lines += 1;
+                        String::from_utf8_lossy(line)
+                    }
+                },
             };
             parser.push_line(
                 &text,
@@ -231,5 +245,31 @@ mod tests {
         assert_eq!(s.by_db["shop"].entries, 2);
         assert_eq!(s.by_db["shop"].rows_examined, 15);
         assert_eq!(s.by_db["crm"].rows_sent, 1);
+    }
+
+    #[test]
+    fn invalid_utf8_is_counted_per_line_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("slow.log");
+        let mut text = Vec::new();
+        for i in 0..3 {
+            text.extend_from_slice(
+                format!(
+                    "# Time: 2026-11-29T10:00:00.000000Z\n# User@Host: app[app] @ localhost []  Id: 7\n\
+                     # Query_time: 1.0  Lock_time: 0.0  Rows_sent: 1  Rows_examined: 2\n\
+                     SET timestamp=1764410400;\nSELECT '{i}"
+                )
+                .as_bytes(),
+            );
+            if i == 1 {
+                text.extend_from_slice(b"\xff\xfe");
+            }
+            text.extend_from_slice(b"';\n");
+        }
+        std::fs::write(&log, text).unwrap();
+        let s = summarize(&log).unwrap();
+        assert_eq!(s.all.entries, 3);
+        assert_eq!(s.invalid_utf8_lines, 1);
+        assert_eq!(s.all.rows_examined, 6);
     }
 }

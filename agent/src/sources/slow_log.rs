@@ -79,16 +79,18 @@
 
 mod fields;
 mod grammar;
+mod record;
 
 use serde_json::{Map, Value};
 
 use fields::Typed;
+pub use record::SlowRecord;
 
 /// A finished entry: its record, its time (nanoseconds) and the byte
 /// offsets where it starts and just past it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlowEntry {
-    pub record: Map<String, Value>,
+    pub record: SlowRecord,
     pub time: Option<i64>,
     pub start: u64,
     pub end: u64,
@@ -97,7 +99,7 @@ pub struct SlowEntry {
 impl SlowEntry {
     /// The record as it goes down the pipeline.
     pub fn into_record(self) -> crate::event::Record {
-        self.record
+        self.record.into_map()
     }
 }
 
@@ -121,7 +123,7 @@ enum State {
 struct Entry {
     start: u64,
     end: u64,
-    record: Map<String, Value>,
+    record: SlowRecord,
     unparsed: Map<String, Value>,
     sql: String,
     explain: String,
@@ -221,7 +223,7 @@ impl SlowLogParser {
             end: start,
             has_header,
             // Room for a MySQL header's fields without growing the map.
-            record: Map::with_capacity(16),
+            record: SlowRecord::with_capacity(16),
             ..Entry::default()
         };
         self.state = state;
@@ -370,7 +372,7 @@ impl SlowLogParser {
                     ("last_insert_id", set.last_insert_id),
                 ] {
                     if let Some(v) = v {
-                        e.record.insert(name.into(), Value::from(v));
+                        e.record.insert(name, Value::from(v));
                     }
                 }
                 e.end = end;
@@ -423,7 +425,7 @@ impl SlowLogParser {
         let e = &mut self.entry;
         let name = command.trim();
         e.record.insert(
-            "command".into(),
+            "command",
             Value::String(
                 name.strip_suffix(';')
                     .unwrap_or(name)
@@ -534,20 +536,20 @@ impl SlowLogParser {
         };
         self.db.clone_from(&db);
         if let Some(db) = db {
-            e.record.insert("db".into(), Value::String(db));
+            e.record.insert("db", Value::String(db));
         }
         if !e.sql.is_empty() || !e.record.contains_key("command") {
-            e.record.insert("sql".into(), Value::String(e.sql));
+            e.record.insert("sql", Value::String(e.sql));
         }
         if !e.explain.is_empty() {
-            e.record.insert("explain".into(), Value::String(e.explain));
+            e.record.insert("explain", Value::String(e.explain));
         }
         if e.truncated {
-            e.record.insert("truncated".into(), Value::Bool(true));
+            e.record.insert("truncated", Value::Bool(true));
         }
         if !e.unparsed.is_empty() {
             e.record
-                .insert("unparsed_fields".into(), Value::Object(e.unparsed));
+                .insert("unparsed_fields", Value::Object(e.unparsed));
         }
         if e.has_time {
             self.last_time = e.header_time;
@@ -560,7 +562,7 @@ impl SlowLogParser {
         let time = e.set_timestamp.map(|s| s * 1_000_000_000).or(header_time);
         if let Some(t) = time {
             e.record
-                .insert("timestamp".into(), Value::String(crate::event::iso8601(t)));
+                .insert("timestamp", Value::String(crate::event::iso8601(t)));
         }
         out.push(SlowEntry {
             record: e.record,
@@ -580,12 +582,9 @@ fn read_user_host(e: &mut Entry, v: &str) {
     let uh = grammar::user_host(v).unwrap_or_else(|| grammar::user_host_lenient(v));
     e.has_user = true;
     e.user_on_last_line = true;
-    e.record
-        .insert("user".into(), Value::String(uh.user.to_string()));
-    e.record
-        .insert("host".into(), Value::String(uh.host.to_string()));
-    e.record
-        .insert("host_ip".into(), Value::String(uh.ip.to_string()));
+    e.record.insert("user", Value::String(uh.user.to_string()));
+    e.record.insert("host", Value::String(uh.host.to_string()));
+    e.record.insert("host_ip", Value::String(uh.ip.to_string()));
     if let Some(id) = uh.id {
         read_field(e, "Id", id);
     }

@@ -9,6 +9,8 @@
 
 use serde_json::Value;
 
+use super::record::Key;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Seconds,
@@ -87,7 +89,7 @@ fn known(key: &str) -> Option<(&'static str, Kind)> {
 /// A header field as it goes into the record.
 pub enum Typed {
     /// Record key and value.
-    Field(String, Value),
+    Field(Key, Value),
     /// The value does not parse as the field's type: keep the raw text
     /// under `unparsed_fields`.
     Unparsed,
@@ -95,7 +97,7 @@ pub enum Typed {
 
 pub fn typed(key: &str, raw: &str) -> Typed {
     let Some((name, kind)) = known(key) else {
-        return Typed::Field(key.to_ascii_lowercase(), inferred(raw));
+        return Typed::Field(Key::Owned(key.to_ascii_lowercase()), inferred(raw));
     };
     let value = match kind {
         Kind::Text => Some(Value::String(raw.to_string())),
@@ -107,7 +109,7 @@ pub fn typed(key: &str, raw: &str) -> Typed {
         Kind::Seconds => seconds(raw),
     };
     match value {
-        Some(v) => Typed::Field(name.to_string(), v),
+        Some(v) => Typed::Field(Key::Borrowed(name), v),
         None => Typed::Unparsed,
     }
 }
@@ -142,7 +144,7 @@ mod tests {
 
     fn field(key: &str, raw: &str) -> Option<(String, Value)> {
         match typed(key, raw) {
-            Typed::Field(k, v) => Some((k, v)),
+            Typed::Field(k, v) => Some((k.into_owned(), v)),
             Typed::Unparsed => None,
         }
     }
