@@ -173,6 +173,14 @@ fn main() {
 }
 
 async fn run(flags: Flags, config_path: PathBuf, config: Config, mut running: String) -> i32 {
+    // Before anything that takes time: a signal that arrives while the
+    // pipeline starts (a SIGHUP from logrotate, a SIGTERM from systemd) is
+    // handled once it has started, not by the default action, which for
+    // SIGHUP is to die.
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
     let registry = Arc::new(Registry::default());
     // Outlives reloads like the registry: each pipeline publishes its
     // entries here, and the listener (restarted or not) reads them.
@@ -198,10 +206,6 @@ async fn run(flags: Flags, config_path: PathBuf, config: Config, mut running: St
         env!("CARGO_PKG_VERSION"),
         config_path.display()
     ));
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -291,10 +291,13 @@ fn raises_the_soft_limit_and_warns_when_the_hard_one_is_too_low() {
     );
     assert!(config.contains("max_open_files: 2000"));
     let agent = Agent::start_with_nofile_limit(dir.path(), &config, 512, LIMIT);
-    wait_until("the limit warning", || {
-        agent.log_text().contains(
+    // Then the start: the warning comes before the signal handlers exist,
+    // and stopping the agent before them would kill it.
+    wait_until("the limit warning, then the start", || {
+        let log = agent.log_text();
+        log.contains(
             "the open files limit is 1024 (hard 1024), below the 2064 this configuration may need",
-        )
+        ) && log.contains("started with")
     });
     let log = agent.log_text();
     assert!(
