@@ -79,6 +79,8 @@ pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<BenchResult> {
         for n in 0..lines {
             writeln!(f, "{}", log_line(n))?;
         }
+        // On disk before anything is timed, so writeback does not compete.
+        f.into_inner()?.sync_all()?;
     }
     let input_bytes = fs::metadata(&log)?.len();
     let sink = Sink::start_counting();
@@ -196,23 +198,39 @@ outputs:
     })
 }
 
-/// The el7 agent (zig, glibc 2.17) against the host build on the same
-/// bench, alternating so that both see the same machine: ratios el7/host.
-pub fn run_targets(host: &Path, el7: &Path, work: &Path, lines: u64, rounds: usize) -> Result<()> {
+/// Two builds of the agent on the same bench, e.g. the el7 build (zig,
+/// glibc 2.17) against the host build, or this version against a previous
+/// one; `other`'s figures are reported as ratios to `base`'s.
+pub struct Pair<'a> {
+    pub base: (&'a str, &'a Path),
+    pub other: (&'a str, &'a Path),
+}
+
+/// Runs the agent bench on both builds of `pair`, alternating for `rounds`
+/// so that both see the same machine (a shared machine's speed drifts by a
+/// quarter within minutes), and prints the ratios round by round and their
+/// medians.
+pub fn run_pair(pair: &Pair, work: &Path, lines: u64, rounds: usize) -> Result<()> {
+    let ((b, base), (o, other)) = (pair.base, pair.other);
     let mut pairs = Vec::new();
     for round in 0..rounds {
-        let h = run(host, &work.join("host"), lines)?;
-        let e = run(el7, &work.join("el7"), lines)?;
-        eprintln!("==> bench targets: round {} of {rounds} done", round + 1);
+        let h = run(base, &work.join(b), lines)?;
+        let e = run(other, &work.join(o), lines)?;
+        eprintln!("==> bench {o} vs {b}: round {} of {rounds} done", round + 1);
         pairs.push((h, e));
     }
-    println!("el7 (zig, glibc 2.17) vs host build, {lines} lines, {rounds} rounds:");
     println!(
-        "  round  host s  el7 s  time el7/host  CPU el7/host  peak RSS el7/host  idle RSS el7/host"
+        "{o} ({}) vs {b} ({}), {lines} lines, {rounds} rounds:",
+        other.display(),
+        base.display()
+    );
+    let r = format!("{o}/{b}");
+    println!(
+        "  round  {b:>8} s  {o:>8} s  time {r:>13}  CPU {r:>13}  peak RSS {r:>13}  idle RSS {r:>13}"
     );
     for (i, (h, e)) in pairs.iter().enumerate() {
         println!(
-            "  {:>5}  {:>6.2}  {:>5.2}  {:>13.3}  {:>12.3}  {:>17.3}  {:>17.3}",
+            "  {:>5}  {:>10.2}  {:>10.2}  {:>18.3}  {:>17.3}  {:>22.3}  {:>22.3}",
             i + 1,
             h.secs,
             e.secs,
@@ -228,7 +246,7 @@ pub fn run_targets(host: &Path, el7: &Path, work: &Path, lines: u64, rounds: usi
         v[v.len() / 2]
     };
     println!(
-        "  median: time {:.3}x, CPU {:.3}x, peak RSS {:.3}x, idle RSS {:.3}x",
+        "  median {r}: time {:.3}x, CPU {:.3}x, peak RSS {:.3}x, idle RSS {:.3}x",
         median(&|(h, e)| e.secs / h.secs),
         median(&|(h, e)| e.cpu / h.cpu),
         median(&|(h, e)| e.peak_kib as f64 / h.peak_kib as f64),

@@ -88,6 +88,11 @@ pub struct BenchFlags {
     /// zig build against the host build, three rounds; not part of the default run)
     #[arg(long, value_name = "BENCH")]
     pub run: Option<String>,
+    /// Also run the agent bench with another build of the agent (a previous
+    /// version's `bin/my-agent`), alternating three rounds, and report this
+    /// build's figures as ratios to it
+    #[arg(long, value_name = "BINARY")]
+    pub against: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

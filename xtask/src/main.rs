@@ -76,7 +76,21 @@ fn run(flags: Xtask) -> Result<()> {
             }
             if only.as_deref() == Some("targets") {
                 let el7 = package_cmd::build_zig_agent(&sh, &product, &layout, jobs, "el7")?;
-                bench::run_targets(&agent, &el7, &layout.work.join("bench-targets"), b.lines, 3)?;
+                let pair = bench::Pair {
+                    base: ("host", &agent),
+                    other: ("el7", &el7),
+                };
+                bench::run_pair(&pair, &layout.work.join("bench-targets"), b.lines, 3)?;
+            }
+            if let Some(previous) = &b.against {
+                if !previous.is_file() {
+                    anyhow::bail!("--against {}: no such file", previous.display());
+                }
+                let pair = bench::Pair {
+                    base: ("against", previous),
+                    other: ("this", &agent),
+                };
+                bench::run_pair(&pair, &layout.work.join("bench-against"), b.lines, 3)?;
             }
             if wants("slowlog") {
                 bench::run_slowlog(&agent, &layout.work.join("bench-slowlog"), 200)?;
