@@ -15,6 +15,7 @@ mod outputs;
 mod pipeline;
 mod replay;
 mod rlimit;
+mod signal_mask;
 mod slowlog_cmd;
 mod sources;
 mod status;
@@ -135,6 +136,8 @@ fn main() {
         }
         None => {}
     }
+    // Until run() has installed the handlers (see signal_mask).
+    signal_mask::hold();
     let config_path = flags
         .config
         .take()
@@ -176,11 +179,12 @@ async fn run(flags: Flags, config_path: PathBuf, config: Config, mut running: St
     // Before anything that takes time: a signal that arrives while the
     // pipeline starts (a SIGHUP from logrotate, a SIGTERM from systemd) is
     // handled once it has started, not by the default action, which for
-    // SIGHUP is to die.
+    // SIGHUP is to die. Held pending since main (signal_mask) until now.
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+    signal_mask::release();
     let registry = Arc::new(Registry::default());
     // Outlives reloads like the registry: each pipeline publishes its
     // entries here, and the listener (restarted or not) reads them.

@@ -134,3 +134,69 @@ fn positions_without_a_pos_file_survive_a_reload() {
     assert_eq!(sink.record_count(), 70);
     assert!(agent.stop().success());
 }
+
+/// Whether `sig` is in the mask of process `pid`'s field `field` of
+/// /proc/PID/status (`SigBlk`: blocked, `SigCgt`: has a handler).
+fn in_signal_mask(pid: u32, field: &str, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+}
+
+/// A SIGHUP that arrives while the agent is still starting (a logrotate
+/// postrotate racing a restart) is held until the handlers exist and then
+/// reloads; it used to kill the agent by SIGHUP's default action. The
+/// signal is sent at a moment the agent is seen holding it (SigBlk), which
+/// is between main's first steps and the handlers; an attempt that misses
+/// that moment (the start was quicker than the look) starts again.
+#[test]
+fn a_sighup_during_start_waits_for_the_start_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let log = dir.path().join("mysqld.err");
+    append_lines(&log, (0..10).map(numbered_line));
+    let config = pipeline_config(dir.path(), &sink.url);
+    let mut agent = None;
+    for _ in 0..20 {
+        let candidate = Agent::start(dir.path(), &config);
+        let pid = candidate.child.id();
+        let t0 = std::time::Instant::now();
+        let held = loop {
+            if in_signal_mask(pid, "SigBlk", libc::SIGHUP) {
+                break true;
+            }
+            if in_signal_mask(pid, "SigCgt", libc::SIGHUP) || t0.elapsed() > Duration::from_secs(10)
+            {
+                break false;
+            }
+        };
+        if held {
+            candidate.signal(libc::SIGHUP);
+            agent = Some(candidate);
+            break;
+        }
+        assert!(candidate.stop().success());
+    }
+    let mut agent = agent.expect("in 20 starts, never saw the agent holding SIGHUP");
+    wait_until("the start, then the held SIGHUP's reload", || {
+        let text = agent.log_text();
+        text.contains("started with") && text.contains("SIGHUP: reloading")
+    });
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "still running: {}",
+        agent.log_text()
+    );
+    append_lines(&log, (10..20).map(numbered_line));
+    sink.wait_for(Duration::from_secs(30), "20 lines", |r| r.len() >= 20);
+    std::thread::sleep(Duration::from_millis(300));
+    let counts = sink.seq_counts();
+    assert!(
+        (0..20).all(|n| counts.get(&n) == Some(&1)),
+        "each line once: {counts:?}"
+    );
+    assert!(agent.stop().success());
+}
