@@ -272,27 +272,21 @@ impl TailSource {
     /// Saves the keys of files that got one since the last round (newly
     /// followed, or read again from their head as another file) before any
     /// record carrying them is handed on; until then they are not read
-    /// (`FollowedFile::key_saved`). Otherwise a kill after their first
-    /// batch reached the buffers, but before that batch's journal entry,
-    /// would re-read the batch under a new key, and the collector would
-    /// store it twice. Their position at this point is where reading
-    /// starts, so it claims nothing read and is safe to note even where
-    /// batches are not journaled (memory buffers). A journal entry suffices:
-    /// it is in the page cache before the records are, and a kill keeps
-    /// both; without a journal (no boot id, or it failed) only a commit
-    /// does. Without a pos_file nothing survives a kill, and a reload
-    /// commits first.
+    /// (`FollowedFile::key_saved`). Otherwise a crash after their first
+    /// batch reached the buffers, but before a commit, would re-read the
+    /// batch under a new key, and the collector would store it twice.
+    /// Their position at this point is where reading starts, so it claims
+    /// nothing read. A commit, not a journal entry: the journal is ignored
+    /// after a reboot, and the buffers' fsynced records would then be read
+    /// again under a new key. New keys come with new files (a start, a
+    /// rotation), so this is one fsync now and then. Without a pos_file
+    /// nothing survives a restart, and a reload commits first.
     fn save_new_keys(&mut self, router: &dyn Downstream) {
         let new = self.files.unsaved_keys();
         if new.is_empty() {
             return;
         }
-        let mut journaled = true;
-        for &id in &new {
-            let f = self.files.get(id).expect("listed above");
-            journaled &= self.positions.journal(id, &f.position());
-        }
-        if !journaled && self.config.pos_file.is_some() && !self.commit(router) {
+        if self.config.pos_file.is_some() && !self.commit(router) {
             return;
         }
         for id in new {
