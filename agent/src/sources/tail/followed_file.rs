@@ -308,7 +308,7 @@ impl FollowedFile {
                 ));
                 let mut data = std::mem::take(&mut self.pending);
                 data.extend_from_slice(&recovered);
-                if !data.is_empty() {
+                if !data.is_empty() && !data.ends_with(b"\n") {
                     // The old content's last line (or entry) is complete now.
                     data.push(b'\n');
                 }
@@ -389,6 +389,7 @@ impl FollowedFile {
         self.last_data = Instant::now();
         // Usually no partial line is pending and lines are split straight
         // out of the read buffer.
+        let data_start = self.consumed;
         let pending = std::mem::take(&mut self.pending);
         let joined: Vec<u8>;
         let data: &[u8] = if pending.is_empty() {
@@ -430,9 +431,20 @@ impl FollowedFile {
             .and_then(|p| p.pending_start())
             .unwrap_or(self.consumed);
         if resume != self.offset {
+            // From the bytes just read where they reach: read again from
+            // the file, they may already be another file's (a copytruncate
+            // between the two reads), and a window of the wrong bytes hides
+            // the truncation or picks the wrong rotated copy.
+            let known = Known {
+                start: data_start,
+                data,
+                before: (self.offset == data_start).then_some(&self.recent[..]),
+            };
+            self.recent = match known.window_before(resume) {
+                Some(w) => w,
+                None => read_window(self.file.as_ref().expect("checked open above"), resume),
+            };
             self.offset = resume;
-            let file = self.file.as_ref().expect("checked open above");
-            self.recent = read_window(file, self.offset);
         }
         Ok(true)
     }
@@ -460,6 +472,34 @@ impl FollowedFile {
     }
 }
 
+/// Bytes of the file known without reading it again: `data` from offset
+/// `start`, and the window `before` it when that is known.
+struct Known<'a> {
+    start: u64,
+    data: &'a [u8],
+    before: Option<&'a [u8]>,
+}
+
+impl Known<'_> {
+    /// The WINDOW bytes before `offset` (fewer at the file's head), if
+    /// they are all known.
+    fn window_before(&self, offset: u64) -> Option<Vec<u8>> {
+        let upto = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        let in_data = self.data.get(..upto)?;
+        if in_data.len() >= WINDOW {
+            return Some(in_data[in_data.len() - WINDOW..].to_vec());
+        }
+        let need = (offset as usize).min(WINDOW) - in_data.len();
+        let before = self.before?;
+        if before.len() < need {
+            return None;
+        }
+        let mut w = before[before.len() - need..].to_vec();
+        w.extend_from_slice(in_data);
+        Some(w)
+    }
+}
+
 fn read_window(file: &File, offset: u64) -> Vec<u8> {
     let len = (offset as usize).min(WINDOW);
     let mut v = vec![0u8; len];
@@ -484,6 +524,11 @@ fn window_matches(file: &File, offset: u64, crc: u32, window: usize) -> bool {
 fn recover_from_copy(w: &FollowedFile) -> Vec<u8> {
     let crc = crc32fast::hash(&w.recent);
     let read_pos = w.read_pos();
+    if w.recent.is_empty() && w.offset > 0 {
+        // Nothing to tell the copies apart by: taking one at random could
+        // send old content twice and leave the right copy unread.
+        return Vec::new();
+    }
     for path in siblings(&w.path) {
         let Ok(file) = File::open(&path) else {
             continue;
@@ -543,6 +588,77 @@ fn expand_tag(tag: &str, path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_comes_from_the_bytes_read() {
+        let file: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let window = |at: usize| file[at.saturating_sub(WINDOW)..at].to_vec();
+        // All in what was just read.
+        let k = Known {
+            start: 1000,
+            data: &file[1000..4000],
+            before: None,
+        };
+        assert_eq!(k.window_before(3000), Some(window(3000)));
+        // Partly before it: from the window kept at its start.
+        let before = window(3000);
+        let k = Known {
+            start: 3000,
+            data: &file[3000..3500],
+            before: Some(&before),
+        };
+        assert_eq!(k.window_before(3200), Some(window(3200)));
+        // At the file's head, shorter.
+        let k = Known {
+            start: 0,
+            data: &file[..300],
+            before: Some(&[]),
+        };
+        assert_eq!(k.window_before(200), Some(window(200)));
+        let k = Known {
+            start: 100,
+            data: &file[100..300],
+            before: Some(&file[..100]),
+        };
+        assert_eq!(k.window_before(250), Some(window(250)));
+        // Not known: before the bytes read (a slow-log entry begun in an
+        // earlier read), or no window at their start.
+        let k = Known {
+            start: 3000,
+            data: &file[3000..3500],
+            before: None,
+        };
+        assert_eq!(k.window_before(3200), None);
+        assert_eq!(k.window_before(2900), None);
+    }
+
+    /// A copytruncate between reading a file and taking the window before
+    /// the new position used to leave the window empty (the file was
+    /// shorter than the position by then), and an empty window matched
+    /// any rotated copy: the oldest copy's tail was sent again and the
+    /// right copy's was lost.
+    #[test]
+    fn no_window_no_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mysqld.err");
+        std::fs::write(&path, "").unwrap();
+        std::fs::write(dir.path().join("mysqld.err.0"), "x\n".repeat(1000)).unwrap();
+        let cfg =
+            super::super::config::parse(&format!("path: {}\ntag: t\n", path.display()), false)
+                .unwrap();
+        let file = File::open(&path).unwrap();
+        let id = FileId::of(&file.metadata().unwrap());
+        let mut f = FollowedFile::start(path.clone(), id, file, &cfg, Start::At(0));
+        f.offset = 500;
+        f.consumed = 500;
+        assert!(recover_from_copy(&f).is_empty());
+        f.recent = b"x\n".repeat(10);
+        assert_eq!(
+            recover_from_copy(&f).len(),
+            1500,
+            "with a window, the copy that matches"
+        );
+    }
 
     #[test]
     fn tag_star_expands_to_path() {
