@@ -104,6 +104,17 @@ fn run(rotate: impl Fn(&std::path::Path, &std::path::Path)) {
             .collect();
         if missing.is_empty() {
             assert!(counts.values().all(|&c| c == 1), "no duplicates");
+            let records = sink.record_count();
+            assert_eq!(
+                records,
+                counts.len(),
+                "every record is one of the lines, none empty: {:?}",
+                sink.lines()
+                    .iter()
+                    .filter(|l| !l.contains("seq="))
+                    .take(3)
+                    .collect::<Vec<_>>()
+            );
             break;
         }
         if std::time::Instant::now() > deadline {
