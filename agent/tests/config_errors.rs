@@ -143,12 +143,29 @@ fn hostile_configs_are_errors_and_do_not_hurt_a_running_agent() {
     for (name, bytes, expected) in &cases {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
+        let before = children_usage();
         let out = Command::new(env!("CARGO_BIN_EXE_my-agent"))
             .arg("--config")
             .arg(&path)
             .arg("--dry-run")
             .output()
             .unwrap();
+        let after = children_usage();
+        // Not a speed target: a bomb that is expanded takes minutes and
+        // gigabytes; refused, it takes milliseconds and a few MiB. The
+        // children waited for so far are this test's dry runs and the
+        // other test's, all small: the peak is this one's or below it.
+        let cpu = after.cpu - before.cpu;
+        eprintln!(
+            "{name}: {cpu:.3} CPU s, peak RSS of dry runs so far {} KiB",
+            after.max_rss_kib
+        );
+        assert!(cpu < 1.0, "{name}: {cpu} CPU seconds");
+        assert!(
+            after.max_rss_kib < 50 << 10,
+            "{name}: {} KiB",
+            after.max_rss_kib
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
         assert!(
@@ -190,5 +207,28 @@ fn hostile_configs_are_errors_and_do_not_hurt_a_running_agent() {
         cases.len(),
         "{text}"
     );
+    let peak = agent.peak_rss_kib();
+    assert!(peak < 50 << 10, "the agent peaked at {peak} KiB");
     assert!(agent.stop().success());
+}
+
+struct Usage {
+    cpu: f64,
+    max_rss_kib: i64,
+}
+
+/// CPU seconds of the children waited for so far, and the largest peak
+/// RSS among them.
+fn children_usage() -> Usage {
+    // SAFETY: getrusage fills the struct it is given.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Usage {
+        cpu: secs(u.ru_utime) + secs(u.ru_stime),
+        max_rss_kib: u.ru_maxrss,
+    }
 }
