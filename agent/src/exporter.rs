@@ -105,6 +105,7 @@ impl ExporterConfig {
         }
         if let Some(ca) = f.string("tls_ca_file")? {
             connect.tls = true;
+            crate::sources::mysql_query::check_ca_file(f, std::path::Path::new(&ca))?;
             connect.tls_ca_file = Some(PathBuf::from(ca));
         }
         let pool_size = f.uint("pool_size", 2)?.max(1) as usize;

@@ -210,6 +210,11 @@ async fn run(flags: Flags, config_path: PathBuf, config: Config, mut running: St
         env!("CARGO_PKG_VERSION"),
         config_path.display()
     ));
+    // A reload's configuration is read and prepared on a blocking thread,
+    // not here: this task serves signals, and the runtime's one thread
+    // serves /metrics and the flushers.
+    let mut preparing: Option<Preparing> = None;
+    let mut again = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -220,13 +225,27 @@ async fn run(flags: Flags, config_path: PathBuf, config: Config, mut running: St
                 log::info("SIGUSR1: flushing buffers, log reopened");
             }
             _ = hup.recv() => {
-                let shared = Shared { registry: &registry, board: &board, handle: &handle };
-                match reload(&config_path, &mut running, pipeline, &mut listeners, &mut serving, &shared).await {
-                    Ok(p) => pipeline = p,
-                    Err(e) => {
-                        log::error(&format!("SIGHUP: {e}"));
-                        return 1;
+                if preparing.is_some() {
+                    again = true;
+                    log::info("SIGHUP: a reload is being prepared; reloading again once it is done");
+                } else {
+                    preparing = Some(Preparing::start(&config_path, &running));
+                }
+            }
+            ready = async { preparing.as_mut().expect("guarded").wait().await }, if preparing.is_some() => {
+                preparing = None;
+                if let Some(ready) = ready {
+                    let shared = Shared { registry: &registry, board: &board, handle: &handle };
+                    match reload(ready, &mut running, pipeline, &mut listeners, &mut serving, &shared).await {
+                        Ok(p) => pipeline = p,
+                        Err(e) => {
+                            log::error(&format!("SIGHUP: {e}"));
+                            return 1;
+                        }
                     }
+                }
+                if std::mem::take(&mut again) {
+                    preparing = Some(Preparing::start(&config_path, &running));
                 }
             }
         }
@@ -250,16 +269,103 @@ struct Shared<'a> {
     handle: &'a tokio::runtime::Handle,
 }
 
-/// SIGHUP: the new configuration is parsed and prepared (clients built,
-/// directories proven writable) while the old pipeline keeps running; only
-/// then is the old one stopped and the new one started. A configuration
-/// that fails before that point is refused and the old one never notices.
-/// The running configuration is prepared again beforehand too (from the
-/// text it was loaded from), so that if the new one still fails to start
-/// (its buffer cannot be opened) the old one comes back without another
-/// fallible step. Err only when neither can run.
+/// How long reading and preparing a new configuration may take before the
+/// reload is abandoned. Named files are opened without blocking, so only
+/// a stuck file system gets near it.
+const PREPARE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A new configuration being read and prepared on a blocking thread (clients
+/// built, directories proven writable) while the old pipeline keeps
+/// running. The running configuration is prepared again there too (from
+/// the text it was loaded from), so that if the new one still fails to
+/// start (its buffer cannot be opened) the old one comes back without
+/// another fallible step.
+struct Preparing {
+    task: tokio::task::JoinHandle<Option<Ready>>,
+    deadline: tokio::time::Instant,
+}
+
+/// A reload ready to apply.
+struct Ready {
+    text: String,
+    wanted: Listeners,
+    prepared: pipeline::Prepared,
+    fallback: anyhow::Result<(Listeners, pipeline::Prepared)>,
+}
+
+impl Preparing {
+    fn start(config_path: &Path, running: &str) -> Preparing {
+        let (path, running) = (config_path.to_path_buf(), running.to_string());
+        Preparing {
+            task: tokio::task::spawn_blocking(move || prepare_reload(&path, &running)),
+            deadline: tokio::time::Instant::now() + PREPARE_DEADLINE,
+        }
+    }
+
+    /// The prepared reload; None when it was refused or took too long
+    /// (logged: the old configuration keeps running).
+    async fn wait(&mut self) -> Option<Ready> {
+        match tokio::time::timeout_at(self.deadline, &mut self.task).await {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(e)) => {
+                log::error(&format!(
+                    "SIGHUP: preparing the new configuration failed ({e}); the old one keeps running"
+                ));
+                None
+            }
+            Err(_) => {
+                log::error(&format!(
+                    "SIGHUP: reading and preparing the new configuration took longer than {}s (a file that does not answer?); abandoned, the old one keeps running",
+                    PREPARE_DEADLINE.as_secs()
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// Runs on a blocking thread: everything of a reload that reads files.
+fn prepare_reload(config_path: &Path, running: &str) -> Option<Ready> {
+    let (new, text) = match Config::load_with_text(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error(&format!(
+                "SIGHUP: new configuration rejected, the old one keeps running: {e}"
+            ));
+            return None;
+        }
+    };
+    let wanted = Listeners::of(&new);
+    let prepared = match Pipeline::prepare(new) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error(&format!(
+                "SIGHUP: new configuration cannot start, the old one keeps running: {e:#}"
+            ));
+            return None;
+        }
+    };
+    let fallback = Config::parse(running)
+        .map_err(|e| anyhow::anyhow!("{}:{e}", config_path.display()))
+        .and_then(|old| Ok((Listeners::of(&old), Pipeline::prepare(old)?)));
+    if let Err(e) = &fallback {
+        log::warn(&format!(
+            "SIGHUP: the running configuration could not be prepared again ({e:#}); there is no way back if the new one fails to start"
+        ));
+    }
+    Some(Ready {
+        text,
+        wanted,
+        prepared,
+        fallback,
+    })
+}
+
+/// SIGHUP, once the new configuration is prepared: the old pipeline is
+/// stopped and the new one started; if it cannot start, the old one
+/// starts again. Err only when neither can run.
 async fn reload(
-    config_path: &Path,
+    ready: Ready,
     running: &mut String,
     pipeline: Pipeline,
     listeners: &mut Vec<HttpServer>,
@@ -271,33 +377,12 @@ async fn reload(
         board,
         handle,
     } = *shared;
-    let (new, text) = match Config::load_with_text(config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error(&format!(
-                "SIGHUP: new configuration rejected, the old one keeps running: {e}"
-            ));
-            return Ok(pipeline);
-        }
-    };
-    let wanted = Listeners::of(&new);
-    let prepared = match Pipeline::prepare(new) {
-        Ok(p) => p,
-        Err(e) => {
-            log::error(&format!(
-                "SIGHUP: new configuration cannot start, the old one keeps running: {e:#}"
-            ));
-            return Ok(pipeline);
-        }
-    };
-    let fallback = Config::parse(running)
-        .map_err(|e| anyhow::anyhow!("{}:{e}", config_path.display()))
-        .and_then(|old| Ok((Listeners::of(&old), Pipeline::prepare(old)?)));
-    if let Err(e) = &fallback {
-        log::warn(&format!(
-            "SIGHUP: the running configuration could not be prepared again ({e:#}); there is no way back if the new one fails to start"
-        ));
-    }
+    let Ready {
+        text,
+        wanted,
+        prepared,
+        fallback,
+    } = ready;
     log::info("SIGHUP: reloading the configuration");
     pipeline.stop().await;
     for server in listeners.drain(..) {

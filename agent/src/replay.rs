@@ -75,7 +75,24 @@ pub fn run(config_path: &Path, dir: &Path, output: Option<&str>, timeout: Durati
             if results.is_empty() {
                 println!("{}: no dead letters", dir.display());
             }
-            code
+            // Records refused again are dead-lettered anew, usually into
+            // this same directory: success is an empty directory, not
+            // every file having been sent.
+            match dead_letters(dir) {
+                Ok(left) if !left.is_empty() => {
+                    println!(
+                        "{}: {} dead-letter files remain (refused again or not sent)",
+                        dir.display(),
+                        left.len()
+                    );
+                    1
+                }
+                Ok(_) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            }
         }
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -92,15 +109,10 @@ async fn replay_dir(
     output: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Results> {
-    // Fails early on a config that does not load.
-    sink_config(config_path, None)?;
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
-        .collect();
-    // Oldest first: the file names start with the output and a timestamp.
-    files.sort();
+    // Usage errors fail early (exit 2): a config that does not load, an
+    // --output it does not have.
+    sink_config(config_path, output)?;
+    let files = dead_letters(dir)?;
     let mut results = Vec::new();
     for path in files {
         let outcome = async {
@@ -115,6 +127,18 @@ async fn replay_dir(
         results.push((path, outcome));
     }
     Ok(results)
+}
+
+/// The dead-letter files in `dir`, oldest first (the file names start with
+/// the output and a timestamp).
+fn dead_letters(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// The leaf output `id` of the configuration (loaded afresh: a sink's

@@ -92,7 +92,11 @@ fn replay_delivers_and_removes_dead_letters() {
     sink.set_mode(Mode::Accept);
     *sink.state.reject_marker.lock().unwrap() = Some("seq=00000013".into());
     let out = replay(&config, &dead, &[]);
-    assert_eq!(out.status.code(), Some(0), "everything handled");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the record refused again remains in the directory"
+    );
     let counts = sink.seq_counts();
     for n in 0..30 {
         let want = usize::from(n != 13);
@@ -155,8 +159,12 @@ fn replay_refuses_symlinks_and_names_bad_lines() {
     assert!(secret.exists() && dead.join("bad.ndjson").exists());
 
     let out = replay(&config, &dead, &["--output", "nope"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("output `nope` is not in"));
+    let out = replay(&config, &dir.path().join("no-such-dir"), &[]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let out = replay(&dir.path().join("no-such.yml"), &dead, &[]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
 }
 
 #[test]

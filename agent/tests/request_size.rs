@@ -123,3 +123,82 @@ fn a_collector_taking_at_most_256_kib_receives_every_record_with_defaults() {
     );
     assert!(agent.stop().success());
 }
+
+/// One record the collector refuses for its size (413) among 5,000 short
+/// ones costs the bisection's requests and no more: requests widen back
+/// to their configured size afterwards (they used to carry one record each
+/// from then on, 86 times slower).
+#[test]
+fn one_refused_record_costs_a_few_requests_not_the_rest_of_the_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    // Requests of 500 records (~100 KB) fit; a 200 KB record does not.
+    sink.state.max_body.store(150_000, Ordering::SeqCst);
+    let log = dir.path().join("mysqld.err");
+    let config = pipeline_config(dir.path(), &sink.url).replace(
+        &format!("    endpoint: {}\n", sink.url),
+        &format!("    endpoint: {}\n    max_request_records: 500\n", sink.url),
+    );
+    assert!(config.contains("max_request_records: 500"), "{config}");
+    let agent = Agent::start(dir.path(), &config);
+    let requests = |sink: &Sink| sink.state.requests.lock().unwrap().clone();
+
+    // The baseline: 5,000 lines, no refusal.
+    let started = std::time::Instant::now();
+    append_lines(&log, (0..5000).map(numbered_line));
+    sink.wait_for(Duration::from_secs(60), "5,000 records", |r| {
+        r.len() >= 5000
+    });
+    let plain_time = started.elapsed();
+    let plain = requests(&sink);
+    assert!(plain.iter().all(|r| r.status == 200));
+
+    // The same with one 200 KB record among them.
+    let started = std::time::Instant::now();
+    append_lines(&log, (5000..5010).map(numbered_line));
+    append_lines(&log, [format!("TOO BIG {}", "z".repeat(200_000))]);
+    append_lines(&log, (5010..10_000).map(numbered_line));
+    sink.wait_for(Duration::from_secs(60), "10,000 records", |r| {
+        r.len() >= 10_000
+    });
+    let refused_time = started.elapsed();
+    let all = requests(&sink);
+    let second = &all[plain.len()..];
+    let counts = sink.seq_counts();
+    assert!(
+        (0..10_000).all(|n| counts.get(&n) == Some(&1)),
+        "every record once"
+    );
+    assert_eq!(delivered(&sink, "TOO BIG "), 0);
+    let refused = second.iter().filter(|r| r.status == 413).count();
+    let accepted: Vec<usize> = second
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.records)
+        .collect();
+    eprintln!(
+        "no refusal: {} requests in {plain_time:.2?}; one refused record: {} requests ({refused} refused) in {refused_time:.2?}; records per accepted request: {accepted:?}",
+        plain.len(),
+        second.len()
+    );
+    // Bisecting 500 records takes 9 halvings: a refused and an accepted
+    // request each, plus the record's own refusal.
+    assert!(refused <= 10, "{refused} refused requests");
+    assert!(
+        second.len() <= plain.len() + 2 * 10,
+        "{} requests against {} without the refusal",
+        second.len(),
+        plain.len()
+    );
+    // After the bisection, requests are full again.
+    let last_refused = second.iter().rposition(|r| r.status == 413).unwrap();
+    let after: Vec<usize> = second[last_refused + 1..]
+        .iter()
+        .map(|r| r.records)
+        .collect();
+    assert!(
+        after.iter().filter(|&&n| n == 500).count() >= 5,
+        "full requests after the refusal: {after:?}"
+    );
+    assert!(agent.stop().success());
+}

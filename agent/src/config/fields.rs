@@ -2,6 +2,7 @@
 //! node. Every mapping is read through `Fields`, which rejects keys nobody
 //! asked for: a misspelt option is an error, not silently ignored.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::yaml::{Mark, Node, NodeKind};
@@ -27,6 +28,9 @@ pub struct Fields<'a> {
     what: &'a str,
     pairs: Vec<(&'a str, &'a Node, &'a Node)>,
     used: Vec<bool>,
+    /// Where each key is in `pairs`: loading stays linear in the size of
+    /// the config (a mapping with 100,000 keys was quadratic).
+    index: HashMap<&'a str, usize>,
 }
 
 impl<'a> Fields<'a> {
@@ -38,12 +42,13 @@ impl<'a> Fields<'a> {
                 format!("{what}: expected a mapping, found {}", node.describe()),
             );
         };
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(pairs.len());
+        let mut index = HashMap::with_capacity(pairs.len());
         for (k, v) in pairs {
             let NodeKind::Scalar { value, .. } = &k.kind else {
                 return error(k, format!("{what}: keys must be plain strings"));
             };
-            if out.iter().any(|(name, _, _)| name == value) {
+            if index.insert(value.as_str(), out.len()).is_some() {
                 return error(k, format!("{what}: duplicate key `{value}`"));
             }
             out.push((value.as_str(), k, v));
@@ -54,6 +59,7 @@ impl<'a> Fields<'a> {
             what,
             pairs: out,
             used,
+            index,
         })
     }
 
@@ -62,7 +68,7 @@ impl<'a> Fields<'a> {
     }
 
     pub fn take(&mut self, key: &str) -> Option<&'a Node> {
-        let i = self.pairs.iter().position(|(k, _, _)| *k == key)?;
+        let i = *self.index.get(key)?;
         self.used[i] = true;
         let v = self.pairs[i].2;
         (!v.is_null()).then_some(v)

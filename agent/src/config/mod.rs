@@ -2,6 +2,7 @@
 //! typed structs. Every error names the file, line and column.
 
 pub mod fields;
+pub mod named_file;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -105,8 +106,10 @@ impl Config {
             }
             (None, Some(node)) => {
                 let path = fields::string(node)?;
+                let text = read_config_text(Path::new(&path))
+                    .or_else(|e| error(node, format!("exporter_file {e:#}")))?;
                 Some(
-                    load_exporter_file(&path)
+                    parse_exporter_file(&text)
                         .or_else(|e| error(node, format!("exporter_file {path}:{e}")))?,
                 )
             }
@@ -158,27 +161,10 @@ fn metrics_bind(system: &mut Fields) -> Result<Option<SocketAddr>, fields::Confi
     Ok(Some(addr))
 }
 
-/// Configs are a few KiB; a bigger file is a mistake (or an attack), not
-/// something to parse.
-pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
-
-/// A config file's text: at most MAX_CONFIG_BYTES, UTF-8 (else the line
-/// and column of the first invalid byte).
+/// A config file's text: at most 4 MiB, UTF-8 (else the line and column
+/// of the first invalid byte), never waited on (see `named_file`).
 fn read_config_text(path: &Path) -> anyhow::Result<String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        anyhow::bail!(
-            "{}: larger than {} MiB: not a config file",
-            path.display(),
-            MAX_CONFIG_BYTES >> 20
-        );
-    }
+    let bytes = named_file::read(path, named_file::Kind::Config)?;
     String::from_utf8(bytes).map_err(|e| {
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -205,12 +191,8 @@ pub fn metrics_bind_of(path: &Path) -> anyhow::Result<Option<SocketAddr>> {
 }
 
 /// A query-exporter file on its own, read with the same loader.
-fn load_exporter_file(path: &str) -> Result<crate::exporter::ExporterConfig, fields::ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| fields::ConfigError {
-        mark: Default::default(),
-        message: format!(" cannot read: {e}"),
-    })?;
-    let root = crate::yaml::parse(&text)
+fn parse_exporter_file(text: &str) -> Result<crate::exporter::ExporterConfig, fields::ConfigError> {
+    let root = crate::yaml::parse(text)
         .map_err(|e| fields::ConfigError {
             mark: e.mark,
             message: format!("YAML syntax: {}", e.message),

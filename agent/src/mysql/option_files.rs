@@ -14,6 +14,8 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::config::named_file;
+
 /// Read in this order when a source does not name its own
 /// `mysql_option_files`: RHEL/MariaDB packages use the first two, Debian and
 /// Oracle's packages the third.
@@ -125,11 +127,11 @@ impl Reader {
         if !self.seen.insert(key) {
             return Ok(());
         }
-        let bytes = match std::fs::read(path) {
+        let bytes = match named_file::read(path, named_file::Kind::OptionFile) {
             Ok(b) => b,
             // The server skips a missing file, included or not.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(unreadable(path, from, &e)),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(unreadable(path, from, &e.reason())),
         };
         self.options.files_read.push(path.to_path_buf());
         let text = String::from_utf8_lossy(&bytes);
@@ -228,7 +230,7 @@ impl Reader {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(unreadable(dir, from, &e)),
+            Err(e) => return Err(unreadable(dir, from, &format!("cannot read: {e}"))),
         };
         let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
@@ -243,17 +245,18 @@ impl Reader {
     }
 }
 
-fn unreadable(path: &Path, from: IncludedFrom, e: &io::Error) -> OptionFileError {
+/// `reason` says what is wrong with `path`, without naming it.
+fn unreadable(path: &Path, from: IncludedFrom, reason: &str) -> OptionFileError {
     match from {
         Some((file, line)) if line > 0 => OptionFileError {
             file: file.to_path_buf(),
             line,
-            message: format!("cannot read included {}: {e}", path.display()),
+            message: format!("included {}: {reason}", path.display()),
         },
         _ => OptionFileError {
             file: path.to_path_buf(),
             line: 0,
-            message: format!("cannot read: {e}"),
+            message: reason.to_string(),
         },
     }
 }
@@ -585,7 +588,7 @@ mod tests {
         let f = write(d.path(), "my.cnf", "[mysqld]\n!include sub.cnf\n");
         let e = read(std::slice::from_ref(&f)).unwrap_err();
         assert_eq!((e.file.as_path(), e.line), (f.as_path(), 2), "{e}");
-        assert!(e.message.contains("cannot read included"), "{e}");
+        assert!(e.message.contains("included ") && e.message.contains("a directory, expected a MySQL option file"), "{e}");
         // A missing include is skipped, as the server skips it.
         let f = write(
             d.path(),

@@ -144,17 +144,23 @@ async fn deliver(
     let mut start = chunk.delivered();
     let mut failures: u32 = 0;
     let mut first_failure: Option<Instant> = None;
-    // Records per request; halved each time the receiver answers 413, so a
-    // collector with a smaller body limit gets what it can take.
-    let mut cap = usize::MAX;
+    let mut sizing = Sizing::new(sink.max_request_bytes);
     let mut split = Split::default();
     while start < records.len() {
-        let (end, body) = request_body(sink, &records, start, cap.min(split.cap(start)));
+        let (end, body) = request_body(
+            sink,
+            &records,
+            start,
+            sizing.cap(start).min(split.cap(start)),
+            sizing.max_bytes(),
+        );
+        let body_len = body.len();
         match attempt(sink, body).await {
             Attempt::Done => {
                 PluginMetrics::add(&sink.metrics.records_out, (end - start) as u64);
                 sink.status.delivered();
                 split.delivered(end);
+                sizing.delivered(end, body_len);
                 start = end;
                 failures = 0;
                 first_failure = None;
@@ -164,11 +170,12 @@ async fn deliver(
                 }
             }
             Attempt::Reject { status: 413, .. } if end - start > 1 => {
-                cap = (end - start) / 2;
+                sizing.too_large(start, end);
                 log::warn(&format!(
-                    "output {}: HTTP 413 for {} records; sending at most {cap} per request",
+                    "output {}: HTTP 413 for {} records; sending at most {} per request",
                     sink.id,
-                    end - start
+                    end - start,
+                    sizing.records
                 ));
             }
             Attempt::Reject { status, .. }
@@ -181,6 +188,9 @@ async fn deliver(
                 ));
             }
             Attempt::Reject { status, body } => {
+                if status == 413 {
+                    sizing.single_refused(start);
+                }
                 // With the split's budget spent, the rest of what it was
                 // splitting goes as one: the receiver refuses most of it.
                 let end = if split.single_refused(start) {
@@ -235,6 +245,95 @@ async fn deliver(
     }
     sink.buffer.complete(chunk);
     Ok(())
+}
+
+/// Request sizes after the receiver answered 413 (too large). A refused
+/// request is sent again in halves; the refusal is explained either by one
+/// record too large on its own (refused alone, then dead-lettered) or by
+/// the receiver's body limit (every record of the refused request went
+/// through in smaller requests). Only the second is remembered: requests
+/// then stay within the largest body the receiver took (at most twice too
+/// small, never refused again for size in this chunk); after the first,
+/// requests widen
+/// back to the configured size at once, and after each success they
+/// double, so one oversized record costs the bisection's requests and no
+/// more (it used to leave every later request with a single record).
+struct Sizing {
+    /// Records per request.
+    records: usize,
+    configured_bytes: usize,
+    /// The largest body the receiver took.
+    largest_taken: usize,
+    /// Once a refusal was for size: the largest body taken by then.
+    limit_bytes: Option<usize>,
+    /// Refused requests (`start..end`) not yet explained.
+    unexplained: Vec<(usize, usize)>,
+}
+
+impl Sizing {
+    fn new(configured_bytes: usize) -> Sizing {
+        Sizing {
+            records: usize::MAX,
+            configured_bytes,
+            largest_taken: 0,
+            limit_bytes: None,
+            unexplained: Vec::new(),
+        }
+    }
+
+    /// The records per request from `start`: while refusals are being
+    /// explained, never past the end of the innermost refused request.
+    fn cap(&self, start: usize) -> usize {
+        let until = self
+            .unexplained
+            .iter()
+            .map(|&(_, until)| until)
+            .filter(|&until| until > start)
+            .min();
+        until.map_or(self.records, |u| self.records.min(u - start))
+    }
+
+    /// The largest body to send.
+    fn max_bytes(&self) -> usize {
+        self.configured_bytes
+            .min(self.limit_bytes.unwrap_or(usize::MAX))
+            .max(1)
+    }
+
+    /// Records `start..end` (more than one) were refused.
+    fn too_large(&mut self, start: usize, end: usize) {
+        self.unexplained.push((start, end));
+        self.records = (end - start) / 2;
+    }
+
+    /// Records up to `end` went through, the last `bytes` in one body: a
+    /// refused request all of whose records did was refused for its size.
+    fn delivered(&mut self, end: usize, bytes: usize) {
+        self.largest_taken = self.largest_taken.max(bytes);
+        let before = self.unexplained.len();
+        self.unexplained.retain(|&(_, until)| until > end);
+        if self.unexplained.len() < before {
+            let taken = self.largest_taken;
+            self.limit_bytes = Some(self.limit_bytes.map_or(taken, |l| l.min(taken)).max(1));
+        }
+        self.widen();
+    }
+
+    /// The record at `at` was refused on its own: it explains every refused
+    /// request that held it.
+    fn single_refused(&mut self, at: usize) {
+        self.unexplained
+            .retain(|&(start, end)| !(start <= at && at < end));
+        self.widen();
+    }
+
+    fn widen(&mut self) {
+        self.records = if self.unexplained.is_empty() {
+            usize::MAX
+        } else {
+            self.records.max(1).saturating_mul(2)
+        };
+    }
 }
 
 /// Splitting a request the receiver refused for its content (400, 422) to
@@ -326,17 +425,23 @@ fn format_of(sink: &Sink) -> RequestFormat {
 }
 
 /// The body for records `start..end`, with `end` as far as the limits
-/// (and `cap` records) allow. The first record always goes, alone if it is
+/// (`cap` records, `max_bytes`) allow. The first record always goes, alone if it is
 /// larger than max_request_bytes: a big record is sent, never dropped for
 /// its size; only the receiver can refuse it.
-fn request_body(sink: &Sink, records: &ChunkRecords, start: usize, cap: usize) -> (usize, Vec<u8>) {
+fn request_body(
+    sink: &Sink,
+    records: &ChunkRecords,
+    start: usize,
+    cap: usize,
+    max_bytes: usize,
+) -> (usize, Vec<u8>) {
     let format = format_of(sink);
     let max_records = if format == RequestFormat::Json {
         1
     } else {
         sink.max_request_records.min(cap)
     };
-    let mut body = Vec::with_capacity(sink.max_request_bytes.min(1 << 20));
+    let mut body = Vec::with_capacity(max_bytes.min(1 << 20));
     if format == RequestFormat::JsonArray {
         body.push(b'[');
     }
@@ -349,7 +454,7 @@ fn request_body(sink: &Sink, records: &ChunkRecords, start: usize, cap: usize) -
         } else {
             1
         };
-        if end > start && body.len() + r.len() + extra > sink.max_request_bytes {
+        if end > start && body.len() + r.len() + extra > max_bytes {
             break;
         }
         if format == RequestFormat::JsonArray && end > start {

@@ -22,6 +22,7 @@ use hyper_util::client::legacy::{Client, Error as LegacyError};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::fields::{error, Fields, Result as ConfigResult};
+use crate::config::named_file;
 use crate::yaml::NodeKind;
 
 use super::{Attempt, BoxFuture, Output, OutputSettings, RequestFormat};
@@ -156,11 +157,8 @@ impl HttpConfig {
             request_timeout: f.duration("request_timeout", Duration::from_secs(60))?,
         };
         if let Some(ca) = &cfg.tls_ca_file {
-            if !ca.is_file() {
-                return error(
-                    f.node(),
-                    format!("http: tls_ca_file {} does not exist", ca.display()),
-                );
+            if let Err(e) = named_file::check(ca, named_file::Kind::Certificate) {
+                return error(f.node(), format!("http: tls_ca_file {e}"));
             }
         }
         Ok(cfg)
@@ -176,9 +174,8 @@ fn secret(a: &mut Fields) -> ConfigResult<String> {
         }
         if let Some(node) = a.take(&format!("{key}_file")) {
             let path = crate::config::fields::string(node)?;
-            return std::fs::read_to_string(&path)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .or_else(|e| error(node, format!("http auth: cannot read {path}: {e}")));
+            return crate::config::named_file::read_secret(std::path::Path::new(&path))
+                .or_else(|e| error(node, format!("http auth: {key}_file {e}")));
         }
         if let Some(node) = a.take(&format!("{key}_env")) {
             let var = crate::config::fields::string(node)?;
@@ -246,8 +243,8 @@ impl HttpSink {
             // is not parsed into memory at all).
             if let Some(ca) = &config.tls_ca_file {
                 tls.disable_built_in_roots(true);
-                let pem = std::fs::read(ca)
-                    .with_context(|| format!("reading tls_ca_file {}", ca.display()))?;
+                let pem = named_file::read(ca, named_file::Kind::Certificate)
+                    .context("tls_ca_file")?;
                 let cert = native_tls::Certificate::from_pem(&pem).with_context(|| {
                     format!("tls_ca_file {} is not a PEM certificate", ca.display())
                 })?;

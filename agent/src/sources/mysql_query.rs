@@ -31,6 +31,12 @@ pub struct MysqlQueryConfig {
     pub row_count_key: String,
 }
 
+/// A CA file handed to Connector/C: proven a regular PEM-sized file first.
+pub fn check_ca_file(f: &Fields, ca: &std::path::Path) -> ConfigResult<()> {
+    use crate::config::named_file::{check, Kind};
+    check(ca, Kind::Certificate).or_else(|e| error(f.node(), format!("tls_ca_file {e}")))
+}
+
 /// Connection options shared by the MySQL plugins: `host`, `port`,
 /// `socket`, `username`, `password` (or `password_file`, or
 /// `password_env`), `database`, timeouts and TLS.
@@ -44,9 +50,8 @@ pub fn connect_options(f: &mut Fields, query_timeout: Duration) -> ConfigResult<
         (None, Some(file), None) => {
             let path = crate::config::fields::string(file)?;
             Some(
-                std::fs::read_to_string(&path)
-                    .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                    .or_else(|e| error(file, format!("cannot read password_file {path}: {e}")))?,
+                crate::config::named_file::read_secret(std::path::Path::new(&path))
+                    .or_else(|e| error(file, format!("password_file {e}")))?,
             )
         }
         (None, None, Some(var)) => {
@@ -70,6 +75,11 @@ pub fn connect_options(f: &mut Fields, query_timeout: Duration) -> ConfigResult<
     // nothing from it.
     let local = socket.is_some() || ["localhost", "127.0.0.1", "::1"].contains(&host.as_str());
     let tls_ca_file = f.string("tls_ca_file")?.map(PathBuf::from);
+    if let Some(ca) = &tls_ca_file {
+        // Connector/C opens it itself, with a blocking open: a FIFO here
+        // would hang the source's connection.
+        check_ca_file(f, ca)?;
+    }
     let tls = f.bool("tls", !local || tls_ca_file.is_some())?;
     Ok(ConnectOptions {
         host,
