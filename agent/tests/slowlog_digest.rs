@@ -4,7 +4,21 @@
 //! query_time, rows_examined and rows_sent, and the same per database, must
 //! agree. First on the 72 sample logs of percona-toolkit in
 //! ../shared/slowlogs (read in place), then on the slow log of a live
-//! MariaDB given a workload of string literals that look like log lines.
+//! MariaDB given a workload of string literals that look like log lines,
+//! then on logs written here byte for byte as MySQL 8 writes them, one per
+//! literal case (`literal_cases`): banner lines, trailing whitespace and
+//! `\r` after `;`, a CRLF log.
+//!
+//! The rule both readers share, and the ambiguity left: a statement ends at
+//! `;` at the very end of a line, and a literal holding such a line, then
+//! `#` lines with `Query_time:` (a whole banner between them or not), is
+//! byte for byte two entries; both read it as two (`PtReading::BothSplit`),
+//! unless the banner is one pt-query-digest misses (`bin/mysqld, Version:`,
+//! as a server wrote it in slow060.txt), where it reads one statement and
+//! the agent a restart and an entry (`PtReading::MissesBanner`).
+//! Everywhere else the agent reads the entries as the server wrote them,
+//! and where pt-query-digest forges no event, neither does the agent, nor
+//! does any entry's database change.
 //!
 //! pt-query-digest prints each event it parses through a `--filter`
 //! (`print ...; 0`, so it aggregates nothing). Two of its documented
@@ -519,11 +533,157 @@ fn tricky_statements() -> Vec<String> {
         "SELECT 1 /* a comment that ends a line;\n   and goes on */ + 2 AS inner_semicolon".to_string(),
         "SELECT 'one;\ntwo;\nthree' AS semicolons".to_string(),
         "INSERT INTO crm.notes (body) VALUES ('x;\n# Time: 2020-01-01T00:00:00.000000Z\nLITERAL_SPLIT')".to_string(),
+        // Lines of a banner after `;`: text to both readers, unless `#`
+        // lines follow: pt-query-digest deletes banner lines wherever they
+        // are, and then splits at the `;\n#` left.
+        format!("SELECT 'x;\n{BANNER_STARTED}\nuse evil;\nSET timestamp=1;\ny' AS banner_started"),
+        format!("SELECT 'x;\n{BANNER_PORT}\nuse evil;\nSET timestamp=1;\ny' AS banner_port"),
+        format!("SELECT 'x;\n{BANNER_COLUMNS}\nuse evil;\nSET timestamp=1;\ny' AS banner_columns"),
+        format!("SELECT 'x;\n{BANNER_STARTED}\n{BANNER_PORT}\n{BANNER_COLUMNS}\nuse evil;\nSET timestamp=1;\ny' AS banner_whole"),
+        format!("SELECT 'x;\n{BANNER_PORT}\n{BANNER_COLUMNS}\n{header}\nLITERAL_SPLIT' AS banner_pair_header"),
+        format!("SELECT 'x;\n{BANNER_STARTED}\n{BANNER_PORT}\n{BANNER_COLUMNS}\n{header}\nLITERAL_SPLIT' AS banner_whole_header"),
+        // `;` not at the very end of the line: text to both readers, even
+        // before a whole header.
+        format!("SELECT 'x; \n{header}\n{QUERY_TIME}\nuse evil;\nSET timestamp=1;\ny' AS trailing_space"),
+        format!("SELECT 'x;\r\n{header}\n{QUERY_TIME}\nuse evil;\nSET timestamp=1;\ny' AS trailing_cr"),
     ]
 }
 
+const BANNER_STARTED: &str =
+    "/usr/sbin/mysqld, Version: 8.0.36 (MySQL Community Server - GPL). started with:";
+const BANNER_PORT: &str = "Tcp port: 3306  Unix socket: /tmp/evil.sock";
+const BANNER_COLUMNS: &str = "Time                 Id Command    Argument";
+const BANNER_EMBEDDED: &str =
+    "/usr/sbin/mysqld, Version: 5.7.44 (Source distribution). embedded library";
+const QUERY_TIME: &str =
+    "# Query_time: 999.000000  Lock_time: 0.000000 Rows_sent: 666  Rows_examined: 666";
+
+/// How pt-query-digest reads a log of `literal_cases`, against the two
+/// entries the server wrote.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PtReading {
+    /// As written: so must the agent.
+    Same,
+    /// One event more, cut from the literal, with the database and user it
+    /// claims (then carried to the next entry): pt-query-digest is wrong,
+    /// the agent reads the two entries.
+    Forges,
+    /// The ambiguity left: the literal is byte for byte a statement, a
+    /// server restart and an entry, and both readers read three events
+    /// with the same databases.
+    BothSplit,
+    /// One event: its separator is `;\n#`, which a CRLF log never has. The
+    /// agent reads the two entries.
+    Merges,
+    /// The same ambiguity, with a banner as a server writes it that
+    /// pt-query-digest does not know: it reads the two entries, the agent
+    /// three, as for `BothSplit`.
+    MissesBanner,
+}
+
+struct LiteralCase {
+    name: String,
+    log: String,
+    pt: PtReading,
+}
+
+/// An entry as MySQL 8 writes it (no `Schema:`; `use` when the database
+/// changes).
+fn mysql_entry(use_db: Option<&str>, sql: &str) -> String {
+    let use_line = use_db.map(|d| format!("use {d};\n")).unwrap_or_default();
+    format!(
+        "# Time: 2024-05-15T17:02:39.123456Z\n# User@Host: app[app] @ localhost []  Id:     8\n\
+         # Query_time: 0.500000  Lock_time: 0.000020 Rows_sent: 1  Rows_examined: 2\n\
+         {use_line}SET timestamp=1715792559;\n{sql}\n"
+    )
+}
+
+/// A log as the server writes it: its banner, an entry in `shop` whose
+/// literal holds `x;{after}` then `lines`, then one that names no
+/// database.
+fn literal_log(after: &str, lines: &[&str]) -> String {
+    let sql = format!(
+        "SELECT 'x;{after}\n{}\nuse evil;\nSET timestamp=1;\nSELECT 1 AS LITERAL_SPLIT' AS c;",
+        lines.join("\n")
+    );
+    format!("{BANNER_STARTED}\n{BANNER_PORT}\n{BANNER_COLUMNS}\n")
+        + &mysql_entry(Some("shop"), &sql)
+        + &mysql_entry(None, "SELECT 2;")
+}
+
+/// Literals against the banner and `;` rules, each in a log of its own,
+/// with how pt-query-digest reads it.
+fn literal_cases() -> Vec<LiteralCase> {
+    use PtReading::*;
+    let (v, p, c) = (BANNER_STARTED, BANNER_PORT, BANNER_COLUMNS);
+    let time = "# Time: 2020-01-01T00:00:00.000000Z";
+    let user = "# User@Host: evil[evil] @ evil [6.6.6.6]  Id:   666";
+    let relative = "bin/mysqld, Version: 5.5.38-35.2-log (Percona Server (GPL), Release 35.2, Revision 674). started with:";
+    let mut cases = Vec::new();
+    let mut case = |name: String, log: String, pt| cases.push(LiteralCase { name, log, pt });
+    // Every banner line alone, every pair, the whole banner: then more of
+    // the literal, a header block without Query_time, one with it; with
+    // how pt-query-digest reads the last two (the first it reads as
+    // written). It deletes every line that looks like one of a banner,
+    // wherever it is, and splits at the `;\n#` that may leave.
+    for (name, lines, with_header, with_query_time) in [
+        ("started", &[v][..], Forges, Forges),
+        ("port", &[p], Forges, Forges),
+        ("columns", &[c], Forges, Forges),
+        ("started+port", &[v, p], Forges, Forges),
+        ("port+columns", &[p, c], Forges, Forges),
+        ("started+columns", &[v, c], Forges, Forges),
+        ("columns+started", &[c, v], Forges, Forges),
+        ("whole", &[v, p, c], Forges, BothSplit),
+        ("whole, embedded", &[BANNER_EMBEDDED, c], Forges, BothSplit),
+        ("whole twice", &[v, p, c, v, p, c], Forges, BothSplit),
+        // As Percona Server 5.5 wrote it (slow060.txt): pt-query-digest's
+        // banner pattern wants a `/` or a capital first, and keeps it.
+        ("whole, bin/mysqld", &[relative, p, c], Same, MissesBanner),
+    ] {
+        let with = |extra: &[&'static str]| -> Vec<&'static str> { [lines, extra].concat() };
+        case(format!("{name}, then text"), literal_log("", lines), Same);
+        case(
+            format!("{name}, then # Time, # User@Host"),
+            literal_log("", &with(&[time, user])),
+            with_header,
+        );
+        case(
+            format!("{name}, then # Time, # User@Host, # Query_time"),
+            literal_log("", &with(&[time, user, QUERY_TIME])),
+            with_query_time,
+        );
+    }
+    // `;` then whitespace or `\r`, then a whole header.
+    for after in [" ", "\t", "\r", " \r", "\r\r"] {
+        case(
+            format!("`;{}`, then a whole header", after.escape_default()),
+            literal_log(after, &[time, user, QUERY_TIME]),
+            Same,
+        );
+    }
+    // Where pt-query-digest forges and the agent does not, as before: a
+    // `#` line after `;` in a header block without Query_time, or one
+    // longer than any header (64 KiB) before its Query_time.
+    for line in ["# administrator command: Quit;", time, user] {
+        case(line.to_string(), literal_log("", &[line]), Forges);
+    }
+    let keys: Vec<String> = (0..4000).map(|i| format!("# Key_{i}: {i:09}")).collect();
+    let mut many: Vec<&str> = keys.iter().map(String::as_str).collect();
+    many.push(QUERY_TIME);
+    case("4000 # Key: lines".into(), literal_log("", &many), Forges);
+    // A log converted to CRLF: every line ends in `\r\n`, which is the
+    // line ending of its statements too.
+    case(
+        "a CRLF log".into(),
+        literal_log("", &["text"]).replace('\n', "\r\n"),
+        Merges,
+    );
+    cases
+}
+
 /// Literals in `tricky_statements` that pt-query-digest splits.
-const LITERAL_SPLITS: usize = 3;
+const LITERAL_SPLITS: usize = 5;
 
 /// Runs `sql` through the client's standard input (an argument holds at
 /// most 128 KiB on Linux).
@@ -590,12 +750,13 @@ fn live_mariadb_slow_log_read_as_pt_query_digest_reads_it() {
     let pt = pt_events(&log, &filter);
     let agent: Vec<Event> = records.iter().map(agent_event).collect();
 
-    // Every tricky statement arrives whole, as one event.
+    // Every tricky statement arrives whole, as one event (a `\r` before a
+    // line's `\n` is taken off with it).
     for s in &tricky {
-        let whole = format!("{s};");
+        let whole = format!("{s};").replace('\r', "");
         let n = records
             .iter()
-            .filter(|r| r["sql"] == whole.as_str())
+            .filter(|r| r["sql"].as_str().map(|q| q.replace('\r', "")) == Some(whole.clone()))
             .count();
         assert_eq!(n, 1, "{whole:?} in {n} events");
     }
@@ -677,5 +838,89 @@ fn live_mariadb_slow_log_read_as_pt_query_digest_reads_it() {
         d.iter().all(|l| l.starts_with("db ")),
         "totals differ beyond {:?}: {d:#?}",
         LIVE_DIFFERENCES[1].0
+    );
+}
+
+/// The literal cases (`literal_cases`), each in a log written here as MySQL
+/// 8 writes it, read by the agent and by pt-query-digest: where
+/// pt-query-digest forges no event, the agent forges none and changes no
+/// entry's database; where it forges one, the agent reads the entries as
+/// written; and both read the ambiguity left alike.
+#[test]
+fn literal_cases_read_as_written_where_pt_query_digest_forges_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let filter = write_filter(dir.path());
+    let cases = literal_cases();
+    let logs: Vec<PathBuf> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let path = dir.path().join(format!("case{i:02}.log"));
+            std::fs::write(&path, &c.log).unwrap();
+            path
+        })
+        .collect();
+    let records = agent_records(dir.path(), &logs);
+    let dbs = |e: &[Event]| -> Vec<String> {
+        e.iter()
+            .map(|x| x.db.clone().unwrap_or_else(|| "-".into()))
+            .collect()
+    };
+    let mut table = String::new();
+    let mut wrong = Vec::new();
+    for (case, log) in cases.iter().zip(&logs) {
+        let pt = pt_events(log, &filter);
+        let shipped = &records[log];
+        let agent: Vec<Event> = shipped.iter().map(agent_event).collect();
+        writeln!(
+            table,
+            "{:<58} agent {} {:?}  pt-query-digest {} {:?}  ({:?})",
+            case.name,
+            agent.len(),
+            dbs(&agent),
+            pt.len(),
+            dbs(&pt),
+            case.pt
+        )
+        .unwrap();
+        // The entries as the server wrote them: the literal's whole, in
+        // `shop`, then one that carries `shop` on, both app's.
+        let plain = case.log.replace('\r', "");
+        let literal = plain
+            .split("SET timestamp=1715792559;\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n# Time: 2024-05-15T17:02:39.123456Z\n").next())
+            .unwrap();
+        let as_written = agent.len() == 2
+            && dbs(&agent) == ["shop", "shop"]
+            && agent.iter().all(|e| {
+                e.user.as_deref() == Some("app")
+                    && matches!(e.query_time, Field::Number(q) if q == 0.5)
+            })
+            && shipped[0]["sql"].as_str().map(|q| q.replace('\r', "")) == Some(literal.to_string());
+        use PtReading::*;
+        let pt_forges_none = pt.len() <= 2;
+        let holds = match case.pt {
+            // The ambiguity: pt-query-digest misses a banner the agent
+            // knows, and reads as written what the agent reads as three.
+            MissesBanner => pt.len() == 2 && agent.len() == 3,
+            _ if pt_forges_none && !as_written => false,
+            Same => pt.len() == 2 && dbs(&pt) == ["shop", "shop"],
+            Forges => pt.len() == 3 && as_written,
+            Merges => pt.len() == 1 && as_written,
+            BothSplit => {
+                pt.len() == 3
+                    && dbs(&agent) == dbs(&pt)
+                    && Digest::of(&agent).diff(&Digest::of(&pt)).is_empty()
+            }
+        };
+        if !holds {
+            wrong.push(case.name.clone());
+        }
+    }
+    println!("{table}");
+    assert!(
+        wrong.is_empty(),
+        "not read as `literal_cases` says: {wrong:#?}\n{table}"
     );
 }

@@ -32,8 +32,14 @@
 //! of it is never a header, a `use` or a `SET`. The statement ends only
 //! where the next entry begins, which takes all of:
 //!
-//! 1. the statement's last line ends with `;` (after trailing whitespace),
-//!    as the server ends every statement;
+//! 1. the statement's last line ends with `;` and then at once the line
+//!    ending, as the server ends every statement (`;\n`, never `; \n`):
+//!    `; ` or `;\r` inside a literal is text, as it is to pt-query-digest,
+//!    whose separator is `;\n#`. The line ending is the one the entry's own
+//!    header lines have: `\n`, or `\r\n` in a log converted to CRLF, where
+//!    every line has it. Lines reach the parser without their ending (the
+//!    line framing strips `\r\n`), so it is told by `end - start` against
+//!    the text's length;
 //! 2. the next line is a header line: `#` and a key (`# Time:`, `# User@Host:`,
 //!    `# Query_time:`; not `# a comment`), see `grammar::is_header_line`;
 //! 3. the block of `#` lines it begins contains `Query_time:`, which every
@@ -44,16 +50,37 @@
 //! Rule 3, not the form of the first line, is what keeps a literal out:
 //! percona-toolkit's sample logs hold real entries with malformed `# Time:`
 //! and `User@Host` lines, and a literal made to look like an entry would
-//! have well-formed ones anyway. A banner also ends a statement, under
-//! rule 1.
+//! have well-formed ones anyway.
+//!
+//! 4. A banner also ends an entry (after a statement, under rule 1), but
+//!    only as the block the server writes in one piece
+//!    (`grammar::BannerLine`: its lines in order, none missing), and only
+//!    when what follows the block is what a server writes after opening
+//!    its log: an entry (a header block, under rule 3), another banner, or
+//!    nothing yet (the end of the input, or the file quiet for
+//!    `entry_timeout`). Until then the entry before it is
+//!    held back with the banner's lines; a line out of order, or anything
+//!    else after the block, and those lines go back into the statement as
+//!    text. So one banner-like line in a literal (`Tcp port: 3306 ...`
+//!    after a line ending in `;`) is text, as is a whole banner followed
+//!    by more of the literal: neither cuts the statement or forgets the
+//!    database. pt-query-digest deletes banner-like lines wherever they
+//!    are, which splits a literal where one stood between `;` and `#`, and
+//!    misses a banner whose program is not named from `/` or a capital
+//!    (`bin/mysqld, Version: ...`, as Percona Server 5.5 wrote it).
 //!
 //! The format is ambiguous all the same: a string literal with a line
-//! ending in `;`, then `#` lines that include `Query_time:`, is byte for
-//! byte what the server writes for two entries, and is read as two: the
-//! statement cut after that line, the rest an entry with whatever the
-//! literal claims (pt-query-digest splits at any `;\n#`). A literal that
-//! lacks any of the three never makes an entry: its `# Time:`, `# User@Host:`,
-//! `use` and `SET timestamp` lines stay text and claim nothing.
+//! ending in `;`, then `#` lines that include `Query_time:` (a whole banner
+//! between them or not), is byte for byte what the server writes for two
+//! entries, and is read as two: the statement cut after that line, the
+//! rest an entry with whatever the literal claims (pt-query-digest splits
+//! at any `;\n#` too, but reads one statement where the banner is one it
+//! misses). A literal that lacks any of the three never makes an
+//! entry: its `# Time:`, `# User@Host:`, `use`, `SET timestamp` and banner
+//! lines stay text and claim nothing. One more limit: a line that is not
+//! UTF-8 reaches the parser with U+FFFD in place of its bad bytes, so its
+//! length no longer tells its line ending; ending in `;`, it ends the
+//! statement if its ending may have been the header's.
 //!
 //! Also: a `# User@Host:` repeated on the next line is the same entry's
 //! (old Percona servers); an entry that never gets a statement is dropped,
@@ -103,8 +130,8 @@ impl SlowEntry {
     }
 }
 
-/// Header lines held while deciding whether they begin an entry (rule 3);
-/// real header blocks are a few hundred bytes.
+/// Header and banner lines held while deciding whether they begin an entry
+/// (rules 3 and 4); real ones are a few hundred bytes.
 const MAX_CANDIDATE_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +144,9 @@ enum State {
     Context,
     /// The statement's text.
     Statement,
+    /// Lines of a server banner (rule 4), in `candidate`; the entry before
+    /// it, if any, is `held`.
+    Banner,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +177,9 @@ struct Entry {
     has_statement: bool,
     /// The statement's last line ends with `;` (rule 1).
     statement_ended: bool,
+    /// The length of the line ending of the entry's header lines (rule 1):
+    /// 1 for `\n`, 2 for `\r\n`; None while unknown.
+    newline: Option<u64>,
     truncated: bool,
 }
 
@@ -162,8 +195,25 @@ pub struct SlowLogParser {
     entry: Entry,
     /// The previous entry, while `entry`'s header may still be its text.
     held: Option<Entry>,
-    /// `entry`'s raw lines while `held`, joined by '\n'.
+    /// The raw lines after `held`'s statement (a header block, rule 3; a
+    /// banner, rule 4), joined by '\n', while it is undecided whether they
+    /// begin an entry or are its text.
     candidate: String,
+    /// Where the last line of `candidate` ends.
+    candidate_end: u64,
+    /// The last line of `candidate` ends a statement (rule 1).
+    candidate_ended: bool,
+    /// `candidate` holds a whole banner: if an entry follows, the server
+    /// restarted before it.
+    candidate_restarts: bool,
+    /// In `State::Banner`: the banner line expected next; None when the
+    /// block is whole and what follows it decides (rule 4).
+    banner_next: Option<grammar::BannerLine>,
+    /// Where the banner began, the resume point while no entry is held.
+    banner_start: u64,
+    /// The line ending of the last entry's header lines, for entries that
+    /// have none (rule 1).
+    newline: Option<u64>,
 }
 
 impl SlowLogParser {
@@ -176,6 +226,12 @@ impl SlowLogParser {
             entry: Entry::default(),
             held: None,
             candidate: String::new(),
+            candidate_end: 0,
+            candidate_ended: false,
+            candidate_restarts: false,
+            banner_next: None,
+            banner_start: 0,
+            newline: None,
         }
     }
 
@@ -191,6 +247,9 @@ impl SlowLogParser {
         match (&self.held, self.state) {
             (Some(held), _) => Some(held.start),
             (None, State::Between) => None,
+            // A banner forgets the database only once it is decided: from
+            // here a restart reads it again.
+            (None, State::Banner) => Some(self.banner_start),
             (None, _) => Some(self.entry.start),
         }
     }
@@ -203,6 +262,7 @@ impl SlowLogParser {
             State::Header => self.header(line, start, end, out),
             State::Context => self.context(line, start, end, out),
             State::Statement => self.statement(line, start, end, out),
+            State::Banner => self.banner(line, start, end, out),
         }
     }
 
@@ -210,6 +270,15 @@ impl SlowLogParser {
     /// quiet long enough that it must be complete). An entry that never got
     /// a statement is not a query and is dropped.
     pub fn finish(&mut self, out: &mut Vec<SlowEntry>) {
+        if self.state == State::Banner {
+            if self.banner_next.is_none() {
+                // A whole banner and nothing since: the server restarted
+                // (a literal is written in one piece, never left half).
+                self.restart_after_banner(out);
+                return;
+            }
+            self.banner_is_text();
+        }
         if self.state == State::Between {
             return;
         }
@@ -224,6 +293,7 @@ impl SlowLogParser {
             has_header,
             // Room for a MySQL header's fields without growing the map.
             record: SlowRecord::with_capacity(16),
+            newline: self.newline,
             ..Entry::default()
         };
         self.state = state;
@@ -233,8 +303,11 @@ impl SlowLogParser {
         if line.trim().is_empty() {
             return;
         }
-        if grammar::is_banner(line) {
-            self.server_restarted();
+        if let Some(kind) = grammar::banner_line(line) {
+            // Lines of a banner without its first are no entry either.
+            if kind.is_first() {
+                self.begin_banner(kind, line, start, end);
+            }
         } else if line.starts_with('#') {
             self.open(start, true, State::Header);
             self.header(line, start, end, out);
@@ -251,6 +324,84 @@ impl SlowLogParser {
         self.last_time = None;
     }
 
+    /// The first line of a banner (rule 4): the entry being read, if any,
+    /// is held until what follows the banner shows whether it is one.
+    fn begin_banner(&mut self, kind: grammar::BannerLine, line: &str, start: u64, end: u64) {
+        debug_assert!(self.held.is_none() && self.candidate.is_empty());
+        if self.state != State::Between {
+            self.held = Some(std::mem::take(&mut self.entry));
+        }
+        self.banner_start = start;
+        self.banner_next = kind.next();
+        self.candidate_restarts = false;
+        self.push_candidate(line, start, end);
+        self.state = State::Banner;
+    }
+
+    /// A line after the first of a banner (rule 4).
+    fn banner(&mut self, line: &str, start: u64, end: u64, out: &mut Vec<SlowEntry>) {
+        let kind = grammar::banner_line(line);
+        let fits = self.candidate.len() + 1 + line.len() <= MAX_CANDIDATE_BYTES;
+        match self.banner_next {
+            Some(next) if kind == Some(next) && fits => {
+                self.banner_next = next.next();
+                self.push_candidate(line, start, end);
+                return;
+            }
+            // The block is whole: what follows decides.
+            None if fits && (line.trim().is_empty() || kind.is_some_and(|k| k.is_first())) => {
+                // Blank lines are kept in case it is text; another banner
+                // (the server restarted again) must be whole in turn.
+                self.banner_next = kind.and_then(|k| k.next());
+                self.push_candidate(line, start, end);
+                return;
+            }
+            None if line.starts_with('#') && grammar::is_header_line(line) => {
+                if self.held.is_none() {
+                    // No statement for the banner to be part of.
+                    self.candidate.clear();
+                    self.server_restarted();
+                    self.state = State::Between;
+                    self.between(line, start, end, out);
+                } else {
+                    // The banner is real if this header block is (rule 3).
+                    self.candidate_restarts = true;
+                    self.open(start, true, State::Header);
+                    self.header(line, start, end, out);
+                }
+                return;
+            }
+            _ => {}
+        }
+        // Not what the server writes: the banner's lines are text.
+        self.banner_is_text();
+        self.push_line(line, start, end, out);
+    }
+
+    /// A whole banner turned out real: the entry before it, if any, is
+    /// over, and the server forgot its database.
+    fn restart_after_banner(&mut self, out: &mut Vec<SlowEntry>) {
+        self.candidate.clear();
+        self.candidate_restarts = false;
+        if let Some(held) = self.held.take() {
+            self.finish_entry(held, out);
+        }
+        self.server_restarted();
+        self.state = State::Between;
+    }
+
+    /// A banner's lines are not one: the held statement's text, or, with
+    /// no entry before them, skipped as banner lines are between entries.
+    fn banner_is_text(&mut self) {
+        match self.held.take() {
+            Some(held) => self.restore_candidate(held),
+            None => {
+                self.candidate.clear();
+                self.state = State::Between;
+            }
+        }
+    }
+
     fn header(&mut self, line: &str, start: u64, end: u64, out: &mut Vec<SlowEntry>) {
         let Some(body) = line.strip_prefix('#') else {
             // The header block has ended.
@@ -265,7 +416,7 @@ impl SlowLogParser {
         let body = body.trim_start();
         if let Some(command) = body.strip_prefix("administrator command:") {
             if self.resolve_candidate(out) {
-                self.admin_command(command, end);
+                self.admin_command(command, line, start, end);
             } else {
                 self.statement(line, start, end, out);
             }
@@ -275,7 +426,7 @@ impl SlowLogParser {
         let (time, user) = (body.starts_with("Time:"), body.starts_with("User@Host:"));
         if user && e.user_on_last_line {
             // The same User@Host again (old Percona servers).
-            if self.keep_candidate_line(line, out) {
+            if self.keep_candidate_line(line, start, end, out) {
                 self.entry.end = end;
             } else {
                 self.statement(line, start, end, out);
@@ -291,31 +442,50 @@ impl SlowLogParser {
             self.end_entry(out);
             self.open(start, true, State::Header);
         }
-        if !self.keep_candidate_line(line, out) {
+        if !self.keep_candidate_line(line, start, end, out) {
             // The candidate went back into the previous statement.
             self.statement(line, start, end, out);
             return;
         }
         self.entry.end = end;
+        // The server wrote this line: its ending is the log's (rule 1). A
+        // line with U+FFFD in it was not UTF-8 and its length tells nothing.
+        let past = line_ending(line, start, end);
+        if (past == 1 || past == 2) && !line.contains(char::REPLACEMENT_CHARACTER) {
+            self.entry.newline = Some(past);
+        }
         self.read_header(body);
     }
 
     /// Records a raw header line of a candidate entry (rule 3); false if
     /// the candidate has grown past its bound and turned out to be text.
-    fn keep_candidate_line(&mut self, line: &str, out: &mut Vec<SlowEntry>) -> bool {
+    fn keep_candidate_line(
+        &mut self,
+        line: &str,
+        start: u64,
+        end: u64,
+        out: &mut Vec<SlowEntry>,
+    ) -> bool {
         if self.held.is_none() {
             return true;
         }
+        if self.candidate.len() + 1 + line.len() > MAX_CANDIDATE_BYTES {
+            return self.resolve_candidate(out);
+        }
+        self.push_candidate(line, start, end);
+        true
+    }
+
+    fn push_candidate(&mut self, line: &str, start: u64, end: u64) {
         if !self.candidate.is_empty() {
             self.candidate.push('\n');
         }
         self.candidate.push_str(line);
-        if self.candidate.len() > MAX_CANDIDATE_BYTES {
-            self.candidate.truncate(self.candidate.len() - line.len());
-            self.candidate.pop();
-            return self.resolve_candidate(out);
-        }
-        true
+        self.candidate_end = end;
+        self.candidate_ended = self
+            .held
+            .as_ref()
+            .is_some_and(|h| ends_statement(line, start, end, h.newline));
     }
 
     /// Decides a candidate entry (rule 3) now that its header block is
@@ -329,29 +499,38 @@ impl SlowLogParser {
         if self.entry.has_query_time {
             self.candidate.clear();
             self.finish_entry(held, out);
+            if std::mem::take(&mut self.candidate_restarts) {
+                // A banner stood between the two (rule 4).
+                self.server_restarted();
+            }
             return true;
         }
-        let end = self.entry.end;
+        self.restore_candidate(held);
+        false
+    }
+
+    /// The held entry is the one being read again, the candidate's lines
+    /// the end of its statement.
+    fn restore_candidate(&mut self, held: Entry) {
         self.entry = held;
         let text = std::mem::take(&mut self.candidate);
         for l in text.split('\n') {
             self.append_statement(l);
         }
-        self.entry.end = end;
-        self.entry.statement_ended = text.rsplit('\n').next().is_some_and(ends_statement);
+        self.entry.end = self.candidate_end;
+        self.entry.statement_ended = self.candidate_ended;
         // Keeps the buffer's capacity for the next candidate.
         self.candidate = text;
         self.candidate.clear();
+        self.candidate_restarts = false;
         self.state = State::Statement;
-        false
     }
 
     fn context(&mut self, line: &str, start: u64, end: u64, out: &mut Vec<SlowEntry>) {
-        // No statement begins like a banner: the server restarted with
-        // this entry half written.
-        if grammar::is_banner(line) {
-            self.end_entry(out);
-            self.server_restarted();
+        // No statement begins like a banner: the server may have restarted
+        // with this entry half written (rule 4 decides).
+        if let Some(kind) = grammar::banner_line(line).filter(|k| k.is_first()) {
+            self.begin_banner(kind, line, start, end);
             return;
         }
         let e = &mut self.entry;
@@ -391,13 +570,13 @@ impl SlowLogParser {
             }
         }
         if let Some(command) = line.strip_prefix("# administrator command:") {
-            self.admin_command(command, end);
+            self.admin_command(command, line, start, end);
             return;
         }
         self.state = State::Statement;
         self.append_statement(line);
         self.entry.end = end;
-        self.entry.statement_ended = ends_statement(line);
+        self.entry.statement_ended = ends_statement(line, start, end, self.entry.newline);
     }
 
     fn statement(&mut self, line: &str, start: u64, end: u64, out: &mut Vec<SlowEntry>) {
@@ -410,18 +589,19 @@ impl SlowLogParser {
                 self.header(line, start, end, out);
                 return;
             }
-            if grammar::is_banner(line) {
-                self.end_entry(out);
-                self.server_restarted();
+            if let Some(kind) = grammar::banner_line(line).filter(|k| k.is_first()) {
+                // Rule 4: a banner, if the rest of it follows.
+                self.begin_banner(kind, line, start, end);
                 return;
             }
         }
         self.append_statement(line);
         self.entry.end = end;
-        self.entry.statement_ended = ends_statement(line);
+        self.entry.statement_ended = ends_statement(line, start, end, self.entry.newline);
     }
 
-    fn admin_command(&mut self, command: &str, end: u64) {
+    /// `# administrator command: <command>` (`line`, whole).
+    fn admin_command(&mut self, command: &str, line: &str, start: u64, end: u64) {
         let e = &mut self.entry;
         let name = command.trim();
         e.record.insert(
@@ -434,7 +614,7 @@ impl SlowLogParser {
             ),
         );
         e.has_statement = true;
-        e.statement_ended = ends_statement(command);
+        e.statement_ended = ends_statement(line, start, end, e.newline);
         e.end = end;
         self.state = State::Statement;
     }
@@ -514,6 +694,9 @@ impl SlowLogParser {
     }
 
     fn finish_entry(&mut self, mut e: Entry, out: &mut Vec<SlowEntry>) {
+        if e.has_header {
+            self.newline = e.newline.or(self.newline);
+        }
         if !e.has_statement {
             match e.use_line.take() {
                 // `USE db` itself, on a server that writes no SET line.
@@ -573,9 +756,31 @@ impl SlowLogParser {
     }
 }
 
-/// The server ends every statement with `;`.
-fn ends_statement(line: &str) -> bool {
-    line.trim_end().ends_with(';')
+/// Rule 1: the server ends every statement with `;` and its line ending,
+/// nothing between, so `; ` and `;\r` (in a log of `\n` lines) are text.
+/// `newline` is the length of the ending of the entry's header lines: 1
+/// (`\n`), 2 (`\r\n`), or None if no header line told it, when either
+/// does.
+fn ends_statement(line: &str, start: u64, end: u64, newline: Option<u64>) -> bool {
+    if !line.ends_with(';') {
+        return false;
+    }
+    let past = line_ending(line, start, end);
+    // Invalid UTF-8 replaced by U+FFFD makes the text longer than the
+    // bytes, so `past` is at most the real ending: any ending it can still
+    // be counts.
+    let is = |n: u64| past == n || (past < n && line.contains(char::REPLACEMENT_CHARACTER));
+    match newline {
+        Some(n) => is(n),
+        None => is(1) || is(2),
+    }
+}
+
+/// How many bytes of the file past a line's text are its line ending: 1
+/// for `\n`, 2 for `\r\n` (stripped before the parser sees the line),
+/// 0 for a piece of an over-long line or a last line without one.
+fn line_ending(line: &str, start: u64, end: u64) -> u64 {
+    (end - start).saturating_sub(line.len() as u64)
 }
 
 fn read_user_host(e: &mut Entry, v: &str) {
@@ -976,6 +1181,254 @@ mod tests {
         let text = "# Query_time: 0.1  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0\nSELECT 1;\n";
         let e = parse_all_with(text, 1 << 20, Some("shop".into()));
         assert_eq!(e[0].record["db"], "shop");
+    }
+
+    const BANNER_STARTED: &str =
+        "/usr/sbin/mysqld, Version: 8.0.36 (MySQL Community Server - GPL). started with:";
+    const BANNER_PORT: &str = "Tcp port: 3306  Unix socket: /tmp/evil.sock";
+    const BANNER_COLUMNS: &str = "Time                 Id Command    Argument";
+
+    /// An entry as MySQL writes it (no `Schema:`): its `use` only when the
+    /// database changes.
+    fn mysql_entry(use_db: Option<&str>, sql: &str) -> String {
+        let use_line = use_db.map(|d| format!("use {d};\n")).unwrap_or_default();
+        format!(
+            "# Time: 2024-05-15T17:02:39.123456Z\n# User@Host: app[app] @ localhost []  Id:     8\n\
+             # Query_time: 0.500000  Lock_time: 0.000020 Rows_sent: 1  Rows_examined: 1\n\
+             {use_line}SET timestamp=1715792559;\n{sql}\n"
+        )
+    }
+
+    /// A statement whose literal holds `lines` after a line ending in `;`,
+    /// then a `use` and `SET` of its own; logged in `use shop`, then an
+    /// entry that names no database. Returns the statement and the parse.
+    fn literal_case(lines: &[&str]) -> (String, Vec<SlowEntry>) {
+        let sql = format!(
+            "SELECT 'x;\n{}\nuse evil;\nSET timestamp=1;\ny' AS c;",
+            lines.join("\n")
+        );
+        let text = mysql_entry(Some("shop"), &sql) + &mysql_entry(None, "SELECT 2;");
+        let e = parse_all(&text, 1 << 20);
+        (sql, e)
+    }
+
+    fn dbs(e: &[SlowEntry]) -> Vec<Option<&str>> {
+        e.iter()
+            .map(|x| x.record.get("db").and_then(Value::as_str))
+            .collect()
+    }
+
+    #[test]
+    fn a_banner_line_or_two_in_a_literal_is_text() {
+        let (v, p, c) = (BANNER_STARTED, BANNER_PORT, BANNER_COLUMNS);
+        for lines in [
+            &[v][..],
+            &[p],
+            &[c],
+            &[v, p],
+            &[p, c],
+            &[v, c],
+            &[c, v],
+            &[v, v, p],
+            &[v, p, v, p],
+        ] {
+            let (sql, e) = literal_case(lines);
+            assert_eq!(sqls(&e), [sql.as_str(), "SELECT 2;"], "{lines:?}");
+            assert_eq!(dbs(&e), [Some("shop"), Some("shop")], "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn a_whole_banner_in_a_literal_is_text_unless_an_entry_follows() {
+        let (v, p, c) = (BANNER_STARTED, BANNER_PORT, BANNER_COLUMNS);
+        let embedded = "./mysqld, Version: 5.7.44 (Source distribution). embedded library";
+        let fake_header = "# Time: 2020-01-01T00:00:00.000000Z\n# User@Host: evil[evil] @ evil []";
+        for lines in [
+            &[v, p, c][..],
+            &[embedded, c],
+            &[v, p, c, "", v, p, c],
+            // Followed by a header block without Query_time (rule 3).
+            &[v, p, c, fake_header],
+            // A lone line before a header block that has it: the line
+            // before the `#` does not end in `;` (rule 1).
+            &[
+                p,
+                fake_header,
+                "# Query_time: 999.0  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0",
+            ],
+        ] {
+            let (sql, e) = literal_case(lines);
+            assert_eq!(sqls(&e), [sql.as_str(), "SELECT 2;"], "{lines:?}");
+            assert_eq!(dbs(&e), [Some("shop"), Some("shop")], "{lines:?}");
+            assert!(e.iter().all(|x| x.record["user"] == "app"), "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn a_whole_banner_then_an_entry_in_a_literal_reads_as_a_restart() {
+        // The documented ambiguity: byte for byte a statement, a server
+        // restart and an entry (pt-query-digest splits it too).
+        let (sql, e) = literal_case(&[
+            BANNER_STARTED,
+            BANNER_PORT,
+            BANNER_COLUMNS,
+            "# Query_time: 999.0  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0",
+        ]);
+        assert_ne!(sqls(&e)[0], sql);
+        assert_eq!(sqls(&e), ["SELECT 'x;", "y' AS c;", "SELECT 2;"]);
+        assert_eq!(dbs(&e), [Some("shop"), Some("evil"), Some("evil")]);
+        assert_eq!(e[1].record["query_time"], 999.0);
+    }
+
+    #[test]
+    fn only_a_semicolon_at_the_very_end_of_the_line_ends_a_statement() {
+        let header = "# Time: 2020-01-01T00:00:00.000000Z\n# User@Host: evil[evil] @ evil []\n\
+                      # Query_time: 999.0  Lock_time: 0.0 Rows_sent: 0  Rows_examined: 0\nuse evil;\nSET timestamp=1;";
+        for after in [" ", "\t", "\r", " \r", "\r\r"] {
+            let sql = format!("SELECT 'x;{after}\n{header}\ny' AS c;");
+            let text = mysql_entry(Some("shop"), &sql) + &mysql_entry(None, "SELECT 2;");
+            let e = parse_all(&text, 1 << 20);
+            // Framing takes a `\r` before `\n` off the text, not off the
+            // offsets, which still tell it.
+            let kept = sql.replace(
+                &format!("x;{after}\n"),
+                &format!("x;{}\n", after.trim_end_matches('\r')),
+            );
+            assert_eq!(sqls(&e), [kept.as_str(), "SELECT 2;"], "{after:?}");
+            assert_eq!(dbs(&e), [Some("shop"), Some("shop")], "{after:?}");
+        }
+    }
+
+    #[test]
+    fn a_crlf_log_splits_its_entries() {
+        let text = (mysql_entry(Some("shop"), "SELECT 1;")
+            + &mysql_entry(
+                None,
+                "SELECT 'a;\n# Query_time: 9  Lock_time: 0 Rows_sent: 0  Rows_examined: 0\nb';",
+            )
+            + &mysql_entry(None, "# administrator command: Quit;")
+            + BANNER_STARTED
+            + "\n"
+            + BANNER_PORT
+            + "\n"
+            + BANNER_COLUMNS
+            + "\n"
+            + &mysql_entry(None, "SELECT 3;"))
+            .replace('\n', "\r\n");
+        // A bare `\n` inside a literal of a CRLF log is not its line ending.
+        let text = text.replace("a;\r\n# Query_time", "a;\n# Query_time");
+        let e = parse_all(&text, 1 << 20);
+        let got: Vec<_> = e
+            .iter()
+            .map(|x| {
+                x.record
+                    .get("sql")
+                    .or(x.record.get("command"))
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "SELECT 1;",
+                "SELECT 'a;\n# Query_time: 9  Lock_time: 0 Rows_sent: 0  Rows_examined: 0\nb';",
+                "Quit",
+                "SELECT 3;"
+            ]
+        );
+        assert_eq!(dbs(&e), [Some("shop"), Some("shop"), Some("shop"), None]);
+    }
+
+    /// Every line of `text` with where it starts and ends, as framing
+    /// hands it on.
+    fn framed(text: &str) -> Vec<(&str, u64, u64)> {
+        let mut pos = 0u64;
+        text.split_inclusive('\n')
+            .map(|l| {
+                let start = pos;
+                pos += l.len() as u64;
+                (l.trim_end_matches('\n').trim_end_matches('\r'), start, pos)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_restart_at_the_resume_point_loses_and_doubles_nothing() {
+        // Banners real and false, held entries and candidates: stopped
+        // after any line and resumed where `pending_start` says with the
+        // database `db` gave, the parser reads what it reads in one go.
+        let (v, p, c) = (BANNER_STARTED, BANNER_PORT, BANNER_COLUMNS);
+        let text = format!("{v}\n{p}\n{c}\n")
+            + &mysql_entry(
+                Some("shop"),
+                &format!("SELECT 'x;\n{v}\n{p}\n{c}\nuse evil;\ny';"),
+            )
+            + &mysql_entry(
+                None,
+                &format!("SELECT 'x;\n{p}\n# Time: 2020-01-01T00:00:00Z\ny';"),
+            )
+            + &mysql_entry(None, "SELECT 2;")
+            + &format!("{v}\n{p}\n{c}\n")
+            + &mysql_entry(None, "SELECT 3;")
+            + &mysql_entry(Some("crm"), "SELECT 4;")
+            + &format!("{v}\n{p}\n{c}\n");
+        let key = |e: &[SlowEntry]| -> Vec<(u64, u64, String, Option<String>)> {
+            e.iter()
+                .map(|x| {
+                    (
+                        x.start,
+                        x.end,
+                        x.record["sql"].as_str().unwrap().to_string(),
+                        x.record.get("db").and_then(Value::as_str).map(String::from),
+                    )
+                })
+                .collect()
+        };
+        let whole = parse_all(&text, 1 << 20);
+        assert_eq!(whole.len(), 5, "{whole:#?}");
+        assert_eq!(
+            dbs(&whole),
+            [Some("shop"), Some("shop"), Some("shop"), None, Some("crm")]
+        );
+        let lines = framed(&text);
+        for cut in 0..=lines.len() {
+            let mut first = SlowLogParser::new(1 << 20, None);
+            let mut out = Vec::new();
+            for &(l, s, e) in &lines[..cut] {
+                first.push_line(l, s, e, &mut out);
+            }
+            let resume = first
+                .pending_start()
+                .unwrap_or(lines.get(cut).map_or(text.len() as u64, |l| l.1));
+            let mut second = SlowLogParser::new(1 << 20, first.db().map(String::from));
+            for &(l, s, e) in lines.iter().filter(|l| l.1 >= resume) {
+                second.push_line(l, s, e, &mut out);
+            }
+            second.finish(&mut out);
+            assert_eq!(key(&out), key(&whole), "stopped after line {cut}");
+        }
+    }
+
+    #[test]
+    fn a_banner_is_held_until_what_follows_it() {
+        let first = mysql_entry(Some("shop"), "SELECT 1;");
+        let banner = format!("{BANNER_STARTED}\n{BANNER_PORT}\n{BANNER_COLUMNS}\n");
+        let mut p = SlowLogParser::new(1 << 20, None);
+        let mut out = Vec::new();
+        for (l, s, e) in framed(&(first.clone() + &banner)) {
+            p.push_line(l, s, e, &mut out);
+        }
+        assert_eq!(out, [], "the banner may still be the statement's text");
+        assert_eq!(p.pending_start(), Some(0));
+        assert_eq!(p.db(), None);
+        // Nothing more: the server restarted.
+        p.finish(&mut out);
+        assert_eq!(sqls(&out), ["SELECT 1;"]);
+        assert_eq!(out[0].end, first.len() as u64);
+        assert_eq!(p.db(), None, "forgotten with the restart");
+        assert_eq!(p.pending_start(), None);
     }
 }
 

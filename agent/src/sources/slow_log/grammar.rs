@@ -159,32 +159,77 @@ pub fn is_header_line(line: &str) -> bool {
     word == "User@Host:" || as_key(word).is_some()
 }
 
-/// The lines a server writes when it opens the log (at start, and at
-/// `FLUSH LOGS`): `/usr/sbin/mysqld, Version: ... started with:`, `Tcp
-/// port: 3306  Unix socket: ...` (`TCP Port: 3306, Named Pipe: ...` on
-/// Windows), `Time  Id Command  Argument` (spaces from MySQL, tabs from
-/// MariaDB).
-pub fn is_banner(line: &str) -> bool {
+/// One line of the banner a server writes when it opens the log (at start,
+/// and at `FLUSH LOGS`), in one write (`File_query_log::open`):
+///
+/// ```text
+/// /usr/sbin/mysqld, Version: 8.0.36 (MySQL Community Server - GPL). started with:
+/// Tcp port: 3306  Unix socket: /var/run/mysqld/mysqld.sock
+/// Time                 Id Command    Argument
+/// ```
+///
+/// `TCP Port: 3306, Named Pipe: ...` on Windows, tabs in the last line
+/// from MariaDB, and an embedded server writes `..., Version: ... embedded
+/// library` and the last line, without a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BannerLine {
+    /// `<program>, Version: ... started with:`, then `Port`, then `Columns`.
+    Started,
+    /// `<program>, Version: ... embedded library`, then `Columns`.
+    Embedded,
+    Port,
+    /// `Time  Id Command  Argument`: the last line.
+    Columns,
+}
+
+impl BannerLine {
+    /// The line the server writes after this one, None after the last.
+    pub fn next(self) -> Option<BannerLine> {
+        match self {
+            BannerLine::Started => Some(BannerLine::Port),
+            BannerLine::Embedded | BannerLine::Port => Some(BannerLine::Columns),
+            BannerLine::Columns => None,
+        }
+    }
+
+    /// Begins a banner.
+    pub fn is_first(self) -> bool {
+        matches!(self, BannerLine::Started | BannerLine::Embedded)
+    }
+}
+
+/// Which line of a server banner `line` is, if it reads as one.
+pub fn banner_line(line: &str) -> Option<BannerLine> {
     let t = line.trim_end();
     if t.len() >= 9 && t.as_bytes()[..9].eq_ignore_ascii_case(b"tcp port:") {
         return t[9..]
             .trim_start()
-            .starts_with(|c: char| c.is_ascii_digit());
+            .starts_with(|c: char| c.is_ascii_digit())
+            .then_some(BannerLine::Port);
     }
     if t.starts_with("Time") {
         let mut words = t.split_ascii_whitespace();
-        return words.next() == Some("Time")
+        return (words.next() == Some("Time")
             && words.next() == Some("Id")
             && words.next() == Some("Command")
             && words.next() == Some("Argument")
-            && words.next().is_none();
+            && words.next().is_none())
+        .then_some(BannerLine::Columns);
     }
-    (t.ends_with("started with:") || t.ends_with("embedded library"))
-        && t.split_once(", Version: ").is_some_and(|(program, _)| {
+    let kind = if t.ends_with("started with:") {
+        BannerLine::Started
+    } else if t.ends_with("embedded library") {
+        BannerLine::Embedded
+    } else {
+        return None;
+    };
+    t.split_once(", Version: ")
+        .is_some_and(|(program, _)| {
             program.ends_with("mysqld")
                 || program.ends_with("mariadbd")
                 || program.ends_with(".exe")
         })
+        .then_some(kind)
 }
 
 /// `use db;` (the server writes it before `SET timestamp` when the
@@ -414,24 +459,33 @@ mod tests {
 
     #[test]
     fn banners_of_every_server() {
-        for banner in [
-            "/usr/sbin/mysqld, Version: 8.0.36 (MySQL Community Server - GPL). started with:",
-            "/usr/sbin/mariadbd, Version: 10.11.6-MariaDB-0+deb12u1-log (Debian 12). started with:",
-            "D:\\MySQL\\MySQL Server 5.1\\bin\\mysqld, Version: 5.1.30-community-log (MySQL Community Server (GPL)). started with:",
-            "Tcp port: 3306  Unix socket: /var/run/mysqld/mysqld.sock",
-            "TCP Port: 3306, Named Pipe: (null)",
-            "Time                 Id Command    Argument",
-            "Time\t\t    Id Command\tArgument",
+        use BannerLine::*;
+        for (line, kind) in [
+            ("/usr/sbin/mysqld, Version: 8.0.36 (MySQL Community Server - GPL). started with:", Started),
+            ("/usr/sbin/mariadbd, Version: 10.11.6-MariaDB-0+deb12u1-log (Debian 12). started with:", Started),
+            ("D:\\MySQL\\MySQL Server 5.1\\bin\\mysqld, Version: 5.1.30-community-log (MySQL Community Server (GPL)). started with:", Started),
+            ("./mysqld, Version: 5.7.44 (Source distribution). embedded library", Embedded),
+            ("Tcp port: 3306  Unix socket: /var/run/mysqld/mysqld.sock", Port),
+            ("TCP Port: 3306, Named Pipe: (null)", Port),
+            ("Time                 Id Command    Argument", Columns),
+            ("Time\t\t    Id Command\tArgument", Columns),
         ] {
-            assert!(is_banner(banner), "{banner:?}");
+            assert_eq!(banner_line(line), Some(kind), "{line:?}");
         }
         for text in [
             "Time is money",
+            "Time Id Command Argument;",
             "TCP port: none",
             "Version: 1 started with:",
         ] {
-            assert!(!is_banner(text), "{text:?}");
+            assert_eq!(banner_line(text), None, "{text:?}");
         }
+        let mut order = vec![Started];
+        while let Some(next) = order.last().unwrap().next() {
+            order.push(next);
+        }
+        assert_eq!(order, [Started, Port, Columns]);
+        assert_eq!(Embedded.next(), Some(Columns));
     }
 
     #[test]
