@@ -7,6 +7,8 @@ mod config;
 mod event;
 mod exporter;
 mod filters;
+#[allow(dead_code)] // used by the forward output and input (in progress)
+mod forward;
 mod http_server;
 mod log;
 mod metrics;
