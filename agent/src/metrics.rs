@@ -57,6 +57,8 @@ fn label(value: &str) -> String {
 #[derive(Debug, Default)]
 pub struct Registry {
     plugins: Mutex<Vec<(String, String, Arc<PluginMetrics>)>>,
+    /// Forward outputs' receivers, by output id (the latest pipeline's).
+    forward_servers: Mutex<Vec<(String, Arc<crate::outputs::forward::servers::Servers>)>>,
 }
 
 impl Registry {
@@ -70,7 +72,30 @@ impl Registry {
         m
     }
 
+    pub fn register_forward_servers(
+        &self,
+        id: &str,
+        servers: Arc<crate::outputs::forward::servers::Servers>,
+    ) {
+        let mut all = self.forward_servers.lock().unwrap();
+        all.retain(|(i, _)| i != id);
+        all.push((id.to_string(), servers));
+    }
+
     pub fn render(&self) -> String {
+        let mut out = self.render_plugins();
+        let servers: Vec<_> = self
+            .forward_servers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, s)| (label(id), s.clone()))
+            .collect();
+        crate::outputs::forward::servers::render_metrics(&servers, &mut out);
+        out
+    }
+
+    fn render_plugins(&self) -> String {
         let plugins = self.plugins.lock().unwrap();
         let mut out = String::new();
         type Series = (

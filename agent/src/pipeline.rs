@@ -16,7 +16,7 @@ use crate::event::Event;
 use crate::filters::Filter;
 use crate::log;
 use crate::metrics::{PluginMetrics, Registry};
-use crate::outputs::{flusher, PreparedSink, Sink};
+use crate::outputs::{flusher, PreparedSink, RecordEncoding, Sink};
 use crate::sources::SourceSettings;
 use crate::status::{PipelineStatus, StatusBoard};
 use crate::tag_pattern::TagPattern;
@@ -75,15 +75,24 @@ impl Router {
             }
             return Ok(());
         }
-        // Serialized straight into chunk frames: one buffer per batch.
-        let mut frames = Vec::with_capacity(events.len() * 192);
-        for e in &events {
-            chunk::encode_in_place(&mut frames, |out| {
-                serde_json::to_writer(out, &e.record).expect("JSON values serialize")
-            });
-        }
+        // Serialized straight into chunk frames: one buffer per batch and
+        // encoding (sinks of one encoding share it).
+        let mut encoded: Vec<(RecordEncoding, Vec<u8>)> = Vec::new();
         for sink in &route.sinks {
-            sink.buffer.append_frames(&frames)?;
+            let i = match encoded.iter().position(|(e, _)| *e == sink.encoding) {
+                Some(i) => i,
+                None => {
+                    let mut frames = Vec::with_capacity(events.len() * 192);
+                    for e in &events {
+                        chunk::encode_in_place(&mut frames, |out| {
+                            sink.encoding.encode(out, tag, e)
+                        });
+                    }
+                    encoded.push((sink.encoding, frames));
+                    encoded.len() - 1
+                }
+            };
+            sink.buffer.append_frames(&encoded[i].1)?;
             PluginMetrics::add(&sink.metrics.records_in, events.len() as u64);
         }
         Ok(())

@@ -205,10 +205,6 @@ async fn replay_file(
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
-    for (i, line) in lines.iter().enumerate() {
-        serde_json::from_slice::<serde_json::Value>(line)
-            .with_context(|| format!("{}:{}: not a JSON record", path.display(), i + 1))?;
-    }
     // The configured output, but on a memory buffer with one flusher (so
     // records go in file order) that retries until the deadline.
     let mut sink = SinkConfig {
@@ -223,9 +219,19 @@ async fn replay_file(
     // Counters of this file alone: they say what was delivered.
     let (sink, _) = sink.prepare()?.open(&Registry::default())?;
     let sink = Arc::new(sink);
+    // Checked whole before anything is sent: a bad line leaves the file
+    // as it is.
+    let mut payloads = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        payloads.push(
+            sink.encoding
+                .parse_dead_letter_line(line)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?,
+        );
+    }
     let mut frames = Vec::with_capacity(data.len() + lines.len() * 16);
-    for line in &lines {
-        chunk::encode_in_place(&mut frames, |out| out.extend_from_slice(line));
+    for payload in &payloads {
+        chunk::encode_in_place(&mut frames, |out| out.extend_from_slice(payload));
     }
     sink.buffer
         .append_frames(&frames)

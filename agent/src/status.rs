@@ -207,6 +207,8 @@ pub struct OutputStatus {
     pub endpoint: Option<String>,
     buffer: Arc<dyn BufferGauge>,
     delivery: Mutex<Delivery>,
+    /// A forward output's receivers.
+    servers: Option<Arc<crate::outputs::forward::servers::Servers>>,
 }
 
 impl OutputStatus {
@@ -222,7 +224,15 @@ impl OutputStatus {
             endpoint,
             buffer,
             delivery: Mutex::default(),
+            servers: None,
         }
+    }
+
+    pub fn with_servers(
+        self,
+        servers: Option<Arc<crate::outputs::forward::servers::Servers>>,
+    ) -> OutputStatus {
+        OutputStatus { servers, ..self }
     }
 
     pub fn delivered(&self) {
@@ -267,6 +277,7 @@ impl OutputStatus {
             "buffer_bytes": self.buffer.bytes(),
             "buffer_error": buffer_error,
             "oldest_unsent_age_seconds": self.buffer.oldest_unsent().map(seconds),
+            "servers": self.servers.as_ref().map(|s| s.to_json()),
         })
     }
 }

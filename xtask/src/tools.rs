@@ -25,6 +25,10 @@ pub struct ToolPackages {
     /// `name==version`, installed with `pip install --require-hashes`.
     pub pip: Option<String>,
     pub pip_sha256: Option<String>,
+    /// Files that prove it installed, for what is not a command on PATH
+    /// (libraries a test peer loads); else the entry's name is a command.
+    #[serde(default)]
+    pub present: Vec<PathBuf>,
 }
 
 impl ToolTable {
@@ -74,7 +78,9 @@ impl ToolTable {
         let mut out: Vec<String> = self
             .0
             .values()
-            .filter_map(|p| if dnf { p.dnf.clone() } else { p.apt.clone() })
+            .filter_map(|p| if dnf { p.dnf.as_deref() } else { p.apt.as_deref() })
+            .flat_map(str::split_whitespace)
+            .map(String::from)
             .collect();
         out.sort();
         out.dedup();
@@ -141,7 +147,10 @@ fn is_root() -> bool {
 /// Wheels go to `pip_dir` (`pip install --target`); their commands are in
 /// `pip_dir/bin`, which callers put on PATH.
 pub fn ensure(sh: &Shell, table: &ToolTable, needed: &[String], pip_dir: &Path) -> Result<()> {
-    let found = |t: &str| find_on_path(t).is_some() || is_executable(&pip_dir.join("bin").join(t));
+    let found = |t: &str| match table.0.get(t).map(|p| &p.present) {
+        Some(files) if !files.is_empty() => files.iter().all(|f| f.exists()),
+        _ => find_on_path(t).is_some() || is_executable(&pip_dir.join("bin").join(t)),
+    };
     let missing: Vec<&String> = needed.iter().filter(|t| !found(t)).collect();
     if missing.is_empty() {
         return Ok(());
@@ -174,12 +183,14 @@ fn install_system(sh: &Shell, table: &ToolTable, missing: &[&String]) -> Result<
             names.join(", ")
         );
     };
+    // An entry may name several packages, separated by spaces.
     let mut packages: Vec<&str> = missing
         .iter()
         .filter_map(|t| match pm {
             PackageManager::Apt => table.0[t.as_str()].apt.as_deref(),
             PackageManager::Dnf | PackageManager::Yum => table.0[t.as_str()].dnf.as_deref(),
         })
+        .flat_map(str::split_whitespace)
         .collect();
     packages.sort();
     packages.dedup();

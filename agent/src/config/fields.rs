@@ -116,6 +116,37 @@ impl<'a> Fields<'a> {
         })
     }
 
+    /// A secret given as `key`, `key_file` (kept out of the world-readable
+    /// config) or `key_env` (an environment variable); at most one.
+    pub fn secret(&mut self, key: &str) -> Result<Option<String>> {
+        let inline = self.take(key);
+        let file = self.take(&format!("{key}_file"));
+        let env = self.take(&format!("{key}_env"));
+        match (inline, file, env) {
+            (None, None, None) => Ok(None),
+            (Some(v), None, None) => string(v).map(Some),
+            (None, Some(node), None) => {
+                let path = string(node)?;
+                crate::config::named_file::read_secret(std::path::Path::new(&path))
+                    .map(Some)
+                    .or_else(|e| error(node, format!("{}: {key}_file {e}", self.what)))
+            }
+            (None, None, Some(node)) => {
+                let var = string(node)?;
+                std::env::var(&var).map(Some).or_else(|_| {
+                    error(
+                        node,
+                        format!("{}: environment variable {var} is not set", self.what),
+                    )
+                })
+            }
+            _ => error(
+                self.node,
+                format!("{}: give one of {key}, {key}_file or {key}_env", self.what),
+            ),
+        }
+    }
+
     /// A list of strings, also accepted as one comma-separated string.
     pub fn string_list(&mut self, key: &str) -> Result<Vec<String>> {
         let Some(node) = self.take(key) else {

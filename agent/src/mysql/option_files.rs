@@ -588,7 +588,12 @@ mod tests {
         let f = write(d.path(), "my.cnf", "[mysqld]\n!include sub.cnf\n");
         let e = read(std::slice::from_ref(&f)).unwrap_err();
         assert_eq!((e.file.as_path(), e.line), (f.as_path(), 2), "{e}");
-        assert!(e.message.contains("included ") && e.message.contains("a directory, expected a MySQL option file"), "{e}");
+        assert!(
+            e.message.contains("included ")
+                && e.message
+                    .contains("a directory, expected a MySQL option file"),
+            "{e}"
+        );
         // A missing include is skipped, as the server skips it.
         let f = write(
             d.path(),

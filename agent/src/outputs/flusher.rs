@@ -449,10 +449,10 @@ fn request_body(
     while end < records.len() && end - start < max_records {
         let r = records.get(end);
         // Separator or trailing newline, plus the closing `]`.
-        let extra = if format == RequestFormat::JsonArray {
-            2
-        } else {
-            1
+        let extra = match format {
+            RequestFormat::JsonArray => 2,
+            RequestFormat::Concatenated => 0,
+            _ => 1,
         };
         if end > start && body.len() + r.len() + extra > max_bytes {
             break;
@@ -461,7 +461,10 @@ fn request_body(
             body.push(b',');
         }
         body.extend_from_slice(r);
-        if format != RequestFormat::JsonArray {
+        if !matches!(
+            format,
+            RequestFormat::JsonArray | RequestFormat::Concatenated
+        ) {
             body.push(b'\n');
         }
         end += 1;
@@ -502,7 +505,7 @@ fn dead_letter(
         std::fs::create_dir_all(dir)?;
         let mut data = Vec::new();
         for i in start..end {
-            data.extend_from_slice(records.get(i));
+            data.extend_from_slice(&sink.encoding.dead_letter_line(records.get(i)));
             data.push(b'\n');
         }
         let meta = serde_json::json!({

@@ -243,8 +243,8 @@ impl HttpSink {
             // is not parsed into memory at all).
             if let Some(ca) = &config.tls_ca_file {
                 tls.disable_built_in_roots(true);
-                let pem = named_file::read(ca, named_file::Kind::Certificate)
-                    .context("tls_ca_file")?;
+                let pem =
+                    named_file::read(ca, named_file::Kind::Certificate).context("tls_ca_file")?;
                 let cert = native_tls::Certificate::from_pem(&pem).with_context(|| {
                     format!("tls_ca_file {} is not a PEM certificate", ca.display())
                 })?;

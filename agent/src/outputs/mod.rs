@@ -7,6 +7,7 @@
 
 pub mod discard;
 pub mod flusher;
+pub mod forward;
 pub mod http;
 pub mod local;
 
@@ -32,6 +33,9 @@ pub enum RequestFormat {
     JsonArray,
     /// One record per request.
     Json,
+    /// The stored records back to back, as they are (the output cuts them
+    /// into its own messages: `forward`).
+    Concatenated,
 }
 
 impl RequestFormat {
@@ -39,6 +43,7 @@ impl RequestFormat {
         match self {
             RequestFormat::Ndjson => "application/x-ndjson",
             RequestFormat::JsonArray | RequestFormat::Json => "application/json",
+            RequestFormat::Concatenated => "application/octet-stream",
         }
     }
 }
@@ -100,6 +105,83 @@ impl RetryConfig {
     }
 }
 
+/// How a sink's buffer holds each record, chosen by its output: records
+/// are encoded once, when they are buffered, into what the output sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RecordEncoding {
+    /// The record as JSON (`http`, `stdout`, `file`, `discard`).
+    Json,
+    /// The tag as a msgpack str, then the forward entry `[time, record]`
+    /// (`forward`): a request is cut into messages without re-encoding.
+    Forward { time_as_integer: bool },
+}
+
+impl RecordEncoding {
+    /// Appends `event`, tagged `tag`, as this encoding stores it.
+    pub fn encode(self, out: &mut Vec<u8>, tag: &str, event: &crate::event::Event) {
+        match self {
+            RecordEncoding::Json => {
+                serde_json::to_writer(out, &event.record).expect("JSON values serialize")
+            }
+            RecordEncoding::Forward { time_as_integer } => {
+                rmp::encode::write_str(out, tag).expect("writing to a Vec");
+                crate::forward::message::write_entry(
+                    out,
+                    event.time,
+                    time_as_integer,
+                    &event.record,
+                );
+            }
+        }
+    }
+
+    /// A stored record as one line of JSON, for a dead-letter file: the
+    /// record itself, or for `forward` `{"tag", "time_ns", "record"}` so
+    /// that `replay` can send it again as it was.
+    pub fn dead_letter_line(self, payload: &[u8]) -> Vec<u8> {
+        match self {
+            RecordEncoding::Json => payload.to_vec(),
+            RecordEncoding::Forward { .. } => {
+                let value = match forward::decode_stored(payload) {
+                    Ok((tag, time, record)) => serde_json::json!({
+                        "tag": tag,
+                        "time_ns": time,
+                        "record": record,
+                    }),
+                    Err(e) => serde_json::json!({ "undecodable": e }),
+                };
+                value.to_string().into_bytes()
+            }
+        }
+    }
+
+    /// A dead-letter line back into what the buffer stores.
+    pub fn parse_dead_letter_line(self, line: &[u8]) -> Result<Vec<u8>, String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(line).map_err(|e| format!("not a JSON record: {e}"))?;
+        match self {
+            RecordEncoding::Json => Ok(line.to_vec()),
+            RecordEncoding::Forward { .. } => {
+                let (Some(tag), Some(time), Some(serde_json::Value::Object(record))) = (
+                    value.get("tag").and_then(|t| t.as_str()),
+                    value.get("time_ns").and_then(|t| t.as_i64()),
+                    value.get("record"),
+                ) else {
+                    return Err("expected {\"tag\", \"time_ns\", \"record\"} as a forward output writes its dead letters".into());
+                };
+                let event = crate::event::Event {
+                    tag: tag.into(),
+                    time,
+                    record: record.clone(),
+                };
+                let mut out = Vec::new();
+                self.encode(&mut out, tag, &event);
+                Ok(out)
+            }
+        }
+    }
+}
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a leaf output does: deliver one request body of records.
@@ -111,9 +193,17 @@ pub trait Output: Send + Sync {
     fn format(&self) -> RequestFormat {
         RequestFormat::Ndjson
     }
+    /// How its buffer holds records.
+    fn encoding(&self) -> RecordEncoding {
+        RecordEncoding::Json
+    }
     /// Delivers one body; the flusher retries, splits or dead-letters by
     /// the answer.
     fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt>;
+    /// A forward output's receivers, for `/status` and `/metrics`.
+    fn forward_servers(&self) -> Option<Arc<forward::servers::Servers>> {
+        None
+    }
 }
 
 /// An output's parsed settings. `build` runs when a pipeline is prepared
@@ -132,6 +222,7 @@ type ParseSettings = fn(&mut Fields) -> ConfigResult<Box<dyn OutputSettings>>;
 /// Every leaf output `type:`, and the function that reads its settings.
 const TYPES: &[(&str, ParseSettings)] = &[
     ("http", http::settings),
+    ("forward", forward::settings),
     ("stdout", local::stdout_settings),
     ("file", local::file_settings),
     ("discard", discard::settings),
@@ -141,6 +232,8 @@ const TYPES: &[(&str, ParseSettings)] = &[
 pub struct Sink {
     pub id: String,
     pub output: Box<dyn Output>,
+    /// `output.encoding()`, asked once.
+    pub encoding: RecordEncoding,
     pub buffer: Arc<Buffer>,
     pub metrics: Arc<PluginMetrics>,
     /// Its entry in `/status`, kept current by the flushers.
@@ -274,15 +367,18 @@ impl PreparedSink {
             .map_err(|e| anyhow::anyhow!("output {}: cannot open its buffer: {e}", config.id))?;
         let (type_name, endpoint) = output.describe();
         let buffer = Arc::new(buffer);
-        let status = Arc::new(OutputStatus::new(
-            config.id.clone(),
-            type_name,
-            endpoint,
-            buffer.clone(),
-        ));
+        let servers = output.forward_servers();
+        if let Some(s) = &servers {
+            registry.register_forward_servers(&config.id, s.clone());
+        }
+        let status = Arc::new(
+            OutputStatus::new(config.id.clone(), type_name, endpoint, buffer.clone())
+                .with_servers(servers),
+        );
         Ok((
             Sink {
                 id: config.id,
+                encoding: output.encoding(),
                 output,
                 buffer,
                 metrics,

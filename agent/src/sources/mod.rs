@@ -3,6 +3,7 @@
 pub mod file_discovery;
 pub mod file_identity;
 pub mod file_key;
+pub mod forward;
 pub mod mysql_query;
 pub mod position;
 pub mod position_journal;
@@ -71,6 +72,7 @@ const TYPES: &[(&str, ParseSettings)] = &[
     ("tail", tail::settings),
     ("mysql_slow_query", tail::slow_query_settings),
     ("mysql_query", mysql_query::settings),
+    ("forward", forward::settings),
 ];
 
 /// Reads the settings of a source of type `kind`.

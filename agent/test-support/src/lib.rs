@@ -1,18 +1,21 @@
 //! What the agent's integration tests and `cargo xtask bench` share: a
 //! real HTTP sink on loopback, the agent as a child process (with its CPU
 //! and memory from /proc), the log lines and configurations they feed it,
-//! a private MariaDB, and polling helpers.
+//! a private MariaDB, the forward protocol's real peers (fluent-bit,
+//! Fluentd), and polling helpers.
 
 mod agent;
 mod configs;
 mod lines;
 mod mariadb;
+mod peers;
 mod sink;
 
 pub use agent::*;
 pub use configs::*;
 pub use lines::*;
 pub use mariadb::*;
+pub use peers::*;
 pub use sink::*;
 
 use std::io::{Read, Write};

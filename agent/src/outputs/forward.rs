@@ -1,0 +1,515 @@
+//! `type: forward`: records to Fluentd or fluent-bit aggregators over the
+//! Fluentd forward protocol (`crate::forward` holds the protocol itself).
+//!
+//! Records are kept in the buffer already encoded as forward entries (the
+//! tag, then `[time, record]` in msgpack: `RecordEncoding::Forward`), so a
+//! request is cut into PackedForward messages by copying bytes, one message
+//! per run of records with one tag, each under `max_chunk_bytes`. Each
+//! message's chunk id is a digest of its bytes: the same records send the
+//! same id on every retry and after a restart, so a receiver can drop a
+//! re-send. With `require_ack_response` (the default) a request is done
+//! only when every message is acked within `ack_timeout`; otherwise it
+//! moves on to the next receiver (see `servers`), and the flusher retries
+//! as for `http` when none took it.
+
+mod connection;
+pub mod servers;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sha2::Digest as _;
+
+use crate::config::fields::{error, Fields, Result as ConfigResult};
+use crate::config::named_file;
+use crate::forward::message::{self, Compression};
+use crate::forward::msgpack::{self, Limits};
+use crate::log;
+use crate::yaml::NodeKind;
+
+use super::{Attempt, BoxFuture, Output, OutputSettings, RecordEncoding, RequestFormat};
+use connection::{Connection, Dial};
+use servers::{Server, ServerConfig, Servers, TlsConfig};
+
+/// `type: forward`'s entry in the outputs table.
+pub fn settings(f: &mut Fields) -> ConfigResult<Box<dyn OutputSettings>> {
+    Ok(Box::new(ForwardConfig::from_config(f)?))
+}
+
+#[derive(Debug)]
+pub struct ForwardConfig {
+    pub servers: Vec<ServerConfig>,
+    pub self_hostname: String,
+    pub user: Option<(String, String)>,
+    pub require_ack_response: bool,
+    pub ack_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub keepalive: bool,
+    pub keepalive_timeout: Duration,
+    pub recover_wait: Duration,
+    pub compress: Compression,
+    pub time_as_integer: bool,
+    pub max_chunk_bytes: usize,
+}
+
+/// fluent-bit's in_forward closes the connection, without an ack, on a
+/// frame over 6,144,000 bytes; Fluentd's default chunk limit is 8 MiB.
+const DEFAULT_MAX_CHUNK_BYTES: u64 = 4 << 20;
+
+fn tls_settings(f: &mut Fields, base: &TlsConfig) -> ConfigResult<TlsConfig> {
+    let path = |f: &mut Fields, key: &str| -> ConfigResult<Option<PathBuf>> {
+        let Some(node) = f.take(key) else {
+            return Ok(None);
+        };
+        let p = PathBuf::from(crate::config::fields::string(node)?);
+        named_file::check(&p, named_file::Kind::Certificate)
+            .or_else(|e| error(node, format!("forward: {key} {e}")))?;
+        Ok(Some(p))
+    };
+    let mut tls = base.clone();
+    tls.enabled = f.bool("tls", base.enabled)?;
+    tls.verify = f.bool("tls_verify", base.verify)?;
+    if let Some(p) = path(f, "tls_ca_file")? {
+        tls.ca_file = Some(p);
+    }
+    if let Some(p) = path(f, "tls_cert_file")? {
+        tls.cert_file = Some(p);
+    }
+    if let Some(p) = path(f, "tls_key_file")? {
+        tls.key_file = Some(p);
+    }
+    if tls.cert_file.is_some() != tls.key_file.is_some() {
+        return error(
+            f.node(),
+            "forward: tls_cert_file and tls_key_file go together (a client certificate and its key)",
+        );
+    }
+    Ok(tls)
+}
+
+impl ForwardConfig {
+    pub fn from_config(f: &mut Fields) -> ConfigResult<ForwardConfig> {
+        let base_tls = tls_settings(
+            f,
+            &TlsConfig {
+                verify: true,
+                ..TlsConfig::default()
+            },
+        )?;
+        let shared_key = f.secret("shared_key")?;
+        let server_of = |s: &mut Fields| -> ConfigResult<ServerConfig> {
+            let host = s.required_string("host")?;
+            let port = s.uint("port", 24224)?;
+            let port = u16::try_from(port).ok().filter(|&p| p > 0).map_or_else(
+                || error(s.node(), format!("forward: port {port} is not a TCP port")),
+                Ok,
+            )?;
+            let weight = s.uint("weight", 60)?;
+            Ok(ServerConfig {
+                host,
+                port,
+                weight,
+                standby: s.bool("standby", false)?,
+                shared_key: s.secret("shared_key")?.or_else(|| shared_key.clone()),
+                tls: tls_settings(s, &base_tls)?,
+            })
+        };
+        let servers = match f.take("servers") {
+            Some(list) => {
+                let NodeKind::Seq(items) = &list.kind else {
+                    return error(
+                        list,
+                        "forward: `servers` must be a list of {host, port, ...}",
+                    );
+                };
+                let mut servers = Vec::new();
+                for item in items {
+                    let mut s = Fields::new(item, "forward server")?;
+                    servers.push(server_of(&mut s)?);
+                    s.finish()?;
+                }
+                if servers.is_empty() {
+                    return error(list, "forward: `servers` is empty");
+                }
+                if servers.iter().all(|s| s.standby) {
+                    return error(
+                        list,
+                        "forward: every server is a standby; make one a primary",
+                    );
+                }
+                servers
+            }
+            None => {
+                if f.node().is_null() {
+                    return error(f.node(), "forward: needs `host` or `servers`");
+                }
+                vec![server_of(f)?]
+            }
+        };
+        let username = f.string("username")?;
+        let password = f.secret("password")?;
+        let user = match (username, password) {
+            (Some(u), Some(p)) => Some((u, p)),
+            (None, None) => None,
+            _ => return error(f.node(), "forward: username and password go together"),
+        };
+        let compress = match f.string("compress")?.as_deref() {
+            None | Some("none") => Compression::None,
+            Some("gzip") => Compression::Gzip,
+            Some("zstd") => Compression::Zstd,
+            Some(other) => {
+                return error(
+                    f.node(),
+                    format!("forward: compress `{other}` (expected gzip, zstd or none)"),
+                )
+            }
+        };
+        let max_chunk_bytes = f.size("max_chunk_bytes", DEFAULT_MAX_CHUNK_BYTES)?;
+        if !(1024..=(1 << 30)).contains(&max_chunk_bytes) {
+            return error(
+                f.node(),
+                "forward: max_chunk_bytes must be between 1k and 1g",
+            );
+        }
+        let cfg = ForwardConfig {
+            servers,
+            self_hostname: f
+                .string("self_hostname")?
+                .unwrap_or_else(crate::event::hostname),
+            user,
+            require_ack_response: f.bool("require_ack_response", true)?,
+            ack_timeout: f.duration("ack_timeout", Duration::from_secs(30))?,
+            connect_timeout: f.duration("connect_timeout", Duration::from_secs(5))?,
+            keepalive: f.bool("keepalive", true)?,
+            keepalive_timeout: f.duration("keepalive_timeout", Duration::from_secs(60))?,
+            recover_wait: f.duration("recover_wait", Duration::from_secs(10))?,
+            compress,
+            time_as_integer: f.bool("time_as_integer", false)?,
+            max_chunk_bytes: max_chunk_bytes as usize,
+        };
+        if cfg.ack_timeout.is_zero() || cfg.connect_timeout.is_zero() {
+            return error(
+                f.node(),
+                "forward: ack_timeout and connect_timeout must be > 0",
+            );
+        }
+        Ok(cfg)
+    }
+}
+
+impl OutputSettings for ForwardConfig {
+    fn build(self: Box<Self>, id: &str) -> anyhow::Result<Box<dyn Output>> {
+        let out = ForwardOutput::new(*self).map_err(|e| anyhow::anyhow!("output {id}: {e:#}"))?;
+        Ok(Box::new(out))
+    }
+
+    /// A record larger than `max_chunk_bytes` is refused before it is sent
+    /// (a receiver would close the connection without an ack, forever).
+    fn can_reject(&self) -> bool {
+        true
+    }
+}
+
+fn tls_connector(tls: &TlsConfig) -> anyhow::Result<tokio_native_tls::TlsConnector> {
+    let mut b = native_tls::TlsConnector::builder();
+    if let Some(ca) = &tls.ca_file {
+        b.disable_built_in_roots(true);
+        let pem = named_file::read(ca, named_file::Kind::Certificate).context("tls_ca_file")?;
+        let cert = native_tls::Certificate::from_pem(&pem)
+            .with_context(|| format!("tls_ca_file {} is not a PEM certificate", ca.display()))?;
+        b.add_root_certificate(cert);
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        let cert_pem = named_file::read(cert, named_file::Kind::Certificate)?;
+        let key_pem = named_file::read(key, named_file::Kind::Certificate)?;
+        let identity =
+            native_tls::Identity::from_pkcs8(&cert_pem, &key_pem).with_context(|| {
+                format!(
+                    "tls_cert_file {} / tls_key_file {}: not a PEM certificate and PKCS#8 key",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+        b.identity(identity);
+    }
+    if !tls.verify {
+        b.danger_accept_invalid_certs(true)
+            .danger_accept_invalid_hostnames(true);
+    }
+    Ok(b.build().context("setting up TLS (OpenSSL)")?.into())
+}
+
+/// A message's bytes and its chunk id (None when no ack is wanted).
+pub type Message = (Vec<u8>, Option<Vec<u8>>);
+
+pub struct ForwardOutput {
+    config: ForwardConfig,
+    servers: std::sync::Arc<Servers>,
+    tls: Vec<Option<tokio_native_tls::TlsConnector>>,
+    /// Idle keepalive connections, by server index.
+    idle: Mutex<Vec<(usize, Connection)>>,
+}
+
+impl ForwardOutput {
+    fn new(config: ForwardConfig) -> anyhow::Result<ForwardOutput> {
+        let mut tls = Vec::new();
+        for s in &config.servers {
+            tls.push(match s.tls.enabled {
+                true => Some(
+                    tls_connector(&s.tls)
+                        .with_context(|| format!("server {}:{}", s.host, s.port))?,
+                ),
+                false => None,
+            });
+        }
+        let servers = std::sync::Arc::new(Servers {
+            list: config.servers.iter().cloned().map(Server::new).collect(),
+        });
+        Ok(ForwardOutput {
+            config,
+            servers,
+            tls,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The request's records as PackedForward messages, each with its
+    /// chunk id (None without acks). Err names a record too large to send.
+    fn messages(&self, body: &[u8]) -> Result<Vec<Message>, String> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        // (tag, entries, count) of the message being gathered.
+        let mut current: Option<(&[u8], Vec<u8>, usize)> = None;
+        let finish = |msg: (&[u8], Vec<u8>, usize), out: &mut Vec<_>| -> Result<(), String> {
+            let (tag, entries, count) = msg;
+            let chunk = self.config.require_ack_response.then(|| {
+                let mut h = sha2::Sha256::new();
+                h.update(tag);
+                h.update(&entries);
+                let digest = h.finalize();
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&digest[..16]);
+                message::chunk_id(id)
+            });
+            let mut bytes = Vec::with_capacity(entries.len() + tag.len() + 64);
+            message::write_packed_forward(
+                &mut bytes,
+                tag,
+                &entries,
+                count,
+                chunk.as_deref(),
+                self.config.compress,
+            )
+            .map_err(|e| format!("compressing: {e}"))?;
+            out.push((bytes, chunk));
+            Ok(())
+        };
+        while pos < body.len() {
+            let (tag, entry, used) =
+                split_stored(&body[pos..]).map_err(|e| format!("a buffered record: {e}"))?;
+            pos += used;
+            if entry.len() + tag.len() + 64 > self.config.max_chunk_bytes {
+                return Err(format!(
+                    "a record of {} bytes is larger than max_chunk_bytes ({})",
+                    entry.len(),
+                    self.config.max_chunk_bytes
+                ));
+            }
+            let fits = current.as_ref().is_some_and(|(t, e, _)| {
+                *t == tag && e.len() + entry.len() + tag.len() + 64 <= self.config.max_chunk_bytes
+            });
+            if !fits {
+                if let Some(msg) = current.take() {
+                    finish(msg, &mut out)?;
+                }
+                current = Some((tag, Vec::new(), 0));
+            }
+            let (_, entries, count) = current.as_mut().expect("set above");
+            entries.extend_from_slice(entry);
+            *count += 1;
+        }
+        if let Some(msg) = current.take() {
+            finish(msg, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    async fn send(&self, body: Vec<u8>) -> Attempt {
+        let messages = match self.messages(&body) {
+            Ok(m) => m,
+            // The flusher halves the request until the record is alone,
+            // then dead-letters it.
+            Err(reason) => {
+                return Attempt::Reject {
+                    status: 413,
+                    body: reason,
+                }
+            }
+        };
+        let mut errors = Vec::new();
+        for server in self.servers.order() {
+            let index = self
+                .servers
+                .list
+                .iter()
+                .position(|s| std::ptr::eq(s, server))
+                .expect("one of ours");
+            server
+                .in_flight
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            let result = self.send_to(index, server, &messages).await;
+            server
+                .in_flight
+                .fetch_sub(messages.len() as u64, Ordering::Relaxed);
+            match result {
+                Ok(()) => {
+                    let acked = if self.config.require_ack_response {
+                        messages.len() as u64
+                    } else {
+                        0
+                    };
+                    server.succeeded(acked);
+                    return Attempt::Done;
+                }
+                Err(e) => {
+                    let e = format!("{}: {e:#}", server.address());
+                    if server.failed(&e, self.config.recover_wait) {
+                        log::warn(&format!("forward: receiver {e}; trying the next one"));
+                    }
+                    errors.push(e);
+                }
+            }
+        }
+        Attempt::Retry {
+            reason: format!("no receiver took the records: {}", errors.join("; ")),
+            after: None,
+        }
+    }
+
+    async fn send_to(
+        &self,
+        index: usize,
+        server: &Server,
+        messages: &[Message],
+    ) -> anyhow::Result<()> {
+        let mut conn = match self.idle_connection(index) {
+            Some(c) => c,
+            None => {
+                let c = &server.config;
+                let dial = Dial {
+                    host: &c.host,
+                    port: c.port,
+                    tls: self.tls[index].as_ref(),
+                    connect_timeout: self.config.connect_timeout,
+                    shared_key: c.shared_key.as_deref(),
+                    self_hostname: &self.config.self_hostname,
+                    user: self
+                        .config
+                        .user
+                        .as_ref()
+                        .map(|(u, p)| (u.as_str(), p.as_str())),
+                };
+                server.reconnects.fetch_add(1, Ordering::Relaxed);
+                Connection::open(&dial).await?
+            }
+        };
+        let deadline = Instant::now() + self.config.ack_timeout;
+        conn.send(messages, deadline).await?;
+        if self.config.keepalive {
+            self.idle.lock().unwrap().push((index, conn));
+        }
+        Ok(())
+    }
+
+    /// An idle connection to server `index` that is still open and young
+    /// enough.
+    fn idle_connection(&self, index: usize) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap();
+        let timeout = self.config.keepalive_timeout;
+        idle.retain(|(_, c)| c.last_used.elapsed() < timeout);
+        while let Some(i) = idle.iter().position(|(s, _)| *s == index) {
+            let (_, mut conn) = idle.swap_remove(i);
+            if !conn.is_stale() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+}
+
+impl Output for ForwardOutput {
+    fn describe(&self) -> (&'static str, Option<String>) {
+        let list: Vec<String> = self
+            .servers
+            .list
+            .iter()
+            .map(|s| {
+                let standby = if s.config.standby { " (standby)" } else { "" };
+                let scheme = if s.config.tls.enabled { "tls" } else { "tcp" };
+                format!("{scheme}://{}{standby}", s.address())
+            })
+            .collect();
+        ("forward", Some(list.join(", ")))
+    }
+
+    fn format(&self) -> RequestFormat {
+        RequestFormat::Concatenated
+    }
+
+    fn encoding(&self) -> RecordEncoding {
+        RecordEncoding::Forward {
+            time_as_integer: self.config.time_as_integer,
+        }
+    }
+
+    fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt> {
+        Box::pin(self.send(body))
+    }
+
+    fn forward_servers(&self) -> Option<std::sync::Arc<Servers>> {
+        Some(self.servers.clone())
+    }
+}
+
+/// Stored forward records are small, flat values written by this agent;
+/// these limits only keep a damaged chunk from costing much.
+const STORED_LIMITS: Limits = Limits {
+    max_depth: 512,
+    max_items: usize::MAX,
+};
+
+/// A stored record (`RecordEncoding::Forward`): its tag (the msgpack str's
+/// bytes), its entry (the msgpack `[time, record]`) and the bytes both
+/// take, at the start of `bytes`.
+pub fn split_stored(bytes: &[u8]) -> Result<(&[u8], &[u8], usize), String> {
+    let (tag_value, tag_len) = msgpack::decode(bytes, &STORED_LIMITS).map_err(|e| e.to_string())?;
+    let msgpack::Value::Str(tag) = tag_value else {
+        return Err("expected a tag".into());
+    };
+    let rest = &bytes[tag_len..];
+    let entry_len = msgpack::value_len(rest, &STORED_LIMITS)
+        .map_err(|e| e.to_string())?
+        .ok_or("a truncated entry")?;
+    Ok((tag, &rest[..entry_len], tag_len + entry_len))
+}
+
+/// A stored record as (tag, time in nanoseconds, record), for dead letters.
+pub fn decode_stored(payload: &[u8]) -> Result<(String, i64, serde_json::Value), String> {
+    let (tag, entry, _) = split_stored(payload)?;
+    let (value, _) = msgpack::decode(entry, &STORED_LIMITS).map_err(|e| e.to_string())?;
+    let msgpack::Value::Array(items) = &value else {
+        return Err("expected an entry [time, record]".into());
+    };
+    let [time, record] = items.as_slice() else {
+        return Err("expected an entry [time, record]".into());
+    };
+    let time = message::read_time(time).map_err(|e| e.to_string())?;
+    Ok((
+        String::from_utf8_lossy(tag).into_owned(),
+        time,
+        msgpack::to_json(record),
+    ))
+}

@@ -1,0 +1,755 @@
+//! `type: forward`: receives records from Fluentd, fluent-bit or another
+//! my-agent over the Fluentd forward protocol (`crate::forward`), on TCP
+//! (optionally TLS) and optionally a unix socket.
+//!
+//! An ack is sent only once the message's records are durable in this
+//! agent's buffers (after the file buffer's fsync), never before, so a
+//! sender that waits for acks loses nothing when this agent is killed. When
+//! a buffer is full the connection stops being read until there is room:
+//! the sender is pushed back by TCP instead of being acked and dropped.
+//! Every limit (frame size, also after decompression; connections; idle
+//! time; events that do not parse) is counted in
+//! `my_agent_source_errors_total{reason}` and logged with the peer.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::buffer::BufferError;
+use crate::config::fields::{error, Fields, Result as ConfigResult};
+use crate::config::named_file;
+use crate::event::Event;
+use crate::forward::handshake;
+use crate::forward::message::{self, Decoded};
+use crate::forward::msgpack::{self, Limits};
+use crate::log;
+use crate::metrics::PluginMetrics;
+use crate::status::{SourceProblem, SourceStatus};
+
+use super::{Built, Downstream, SourceSettings};
+
+pub fn settings(f: &mut Fields) -> ConfigResult<Box<dyn SourceSettings>> {
+    Ok(Box::new(ForwardInputConfig::from_config(f)?))
+}
+
+#[derive(Debug, Clone)]
+pub struct ForwardInputConfig {
+    pub bind: Option<SocketAddr>,
+    pub unix_path: Option<PathBuf>,
+    pub tag_prefix: Option<String>,
+    pub source_address_key: Option<String>,
+    pub source_hostname_key: Option<String>,
+    pub shared_key: Option<String>,
+    pub self_hostname: String,
+    pub users: Vec<(String, String)>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Clients must present a certificate signed by this CA.
+    pub tls_client_ca_file: Option<PathBuf>,
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
+
+impl ForwardInputConfig {
+    pub fn from_config(f: &mut Fields) -> ConfigResult<ForwardInputConfig> {
+        let bind = match f.take("bind") {
+            Some(node) => {
+                let s = crate::config::fields::string(node)?;
+                if s == "none" {
+                    None
+                } else {
+                    Some(s.parse().or_else(|_| {
+                        error(node, format!("forward: bind `{s}` is not an address like 127.0.0.1:24224 (or none)"))
+                    })?)
+                }
+            }
+            None => Some("127.0.0.1:24224".parse().expect("valid default")),
+        };
+        let unix_path = f.string("unix_path")?.map(PathBuf::from);
+        if bind.is_none() && unix_path.is_none() {
+            return error(f.node(), "forward: with `bind: none` give a `unix_path`");
+        }
+        let mut users = Vec::new();
+        if let Some(list) = f.take("users") {
+            let crate::yaml::NodeKind::Seq(items) = &list.kind else {
+                return error(
+                    list,
+                    "forward: `users` must be a list of {username, password}",
+                );
+            };
+            for item in items {
+                let mut u = Fields::new(item, "forward user")?;
+                let name = u.required_string("username")?;
+                let Some(password) = u.secret("password")? else {
+                    return error(
+                        item,
+                        "forward user: needs password, password_file or password_env",
+                    );
+                };
+                u.finish()?;
+                users.push((name, password));
+            }
+        }
+        let cert = |f: &mut Fields, key: &str| -> ConfigResult<Option<PathBuf>> {
+            let Some(node) = f.take(key) else {
+                return Ok(None);
+            };
+            let p = PathBuf::from(crate::config::fields::string(node)?);
+            named_file::check(&p, named_file::Kind::Certificate)
+                .or_else(|e| error(node, format!("forward: {key} {e}")))?;
+            Ok(Some(p))
+        };
+        let tls_cert_file = cert(f, "tls_cert_file")?;
+        let tls_key_file = cert(f, "tls_key_file")?;
+        let tls_client_ca_file = cert(f, "tls_client_ca_file")?;
+        if tls_cert_file.is_some() != tls_key_file.is_some() {
+            return error(
+                f.node(),
+                "forward: tls_cert_file and tls_key_file go together",
+            );
+        }
+        if tls_client_ca_file.is_some() && tls_cert_file.is_none() {
+            return error(
+                f.node(),
+                "forward: tls_client_ca_file needs tls_cert_file and tls_key_file",
+            );
+        }
+        let cfg = ForwardInputConfig {
+            bind,
+            unix_path,
+            tag_prefix: f.string("tag_prefix")?,
+            source_address_key: f.string("source_address_key")?,
+            source_hostname_key: f.string("source_hostname_key")?,
+            shared_key: f.secret("shared_key")?,
+            self_hostname: f
+                .string("self_hostname")?
+                .unwrap_or_else(crate::event::hostname),
+            users,
+            tls_cert_file,
+            tls_key_file,
+            tls_client_ca_file,
+            max_frame_bytes: f.size("max_frame_bytes", 16 << 20)? as usize,
+            max_connections: f.uint("max_connections", 1000)? as usize,
+            idle_timeout: f.duration("idle_timeout", Duration::from_secs(120))?,
+        };
+        if cfg.max_frame_bytes < 1024 || cfg.max_connections == 0 {
+            return error(
+                f.node(),
+                "forward: max_frame_bytes must be at least 1k and max_connections at least 1",
+            );
+        }
+        if !cfg.users.is_empty() && cfg.shared_key.is_none() {
+            return error(
+                f.node(),
+                "forward: `users` needs a shared_key (user auth is part of the handshake)",
+            );
+        }
+        Ok(cfg)
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let scheme = if self.tls_cert_file.is_some() {
+            "tls"
+        } else {
+            "tcp"
+        };
+        let mut out: Vec<String> = self
+            .bind
+            .iter()
+            .map(|b| format!("{scheme}://{b}"))
+            .collect();
+        if let Some(p) = &self.unix_path {
+            out.push(format!("unix://{}", p.display()));
+        }
+        out
+    }
+}
+
+impl SourceSettings for ForwardInputConfig {
+    fn kind(&self) -> &'static str {
+        "forward"
+    }
+
+    fn max_open_files(&self) -> u64 {
+        self.max_connections as u64 + 4
+    }
+
+    fn build(self: Box<Self>, id: String, metrics: Arc<PluginMetrics>) -> anyhow::Result<Built> {
+        let status = Arc::new(SourceStatus::new(
+            id.clone(),
+            "forward",
+            self.tag_prefix.clone().unwrap_or_default(),
+            self.describe(),
+        ));
+        // Bound here, when the pipeline starts, so that a port in use
+        // fails the start (and a reload falls back) instead of a thread.
+        let tcp = match self.bind {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("forward input {id}: cannot listen on {addr}"))?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let unix = match &self.unix_path {
+            Some(path) => {
+                // A socket left by a previous run; never anything else.
+                if std::fs::symlink_metadata(path)
+                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                {
+                    let _ = std::fs::remove_file(path);
+                }
+                let l = std::os::unix::net::UnixListener::bind(path).with_context(|| {
+                    format!("forward input {id}: cannot listen on {}", path.display())
+                })?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let udp = match self.bind {
+            Some(addr) => Some(std::net::UdpSocket::bind(addr).with_context(|| {
+                format!("forward input {id}: cannot listen on udp {addr} (heartbeat)")
+            })?),
+            None => None,
+        };
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                Some(tls_acceptor(cert, key, self.tls_client_ca_file.as_deref())?)
+            }
+            _ => None,
+        };
+        let input = Arc::new(ForwardInput {
+            id,
+            config: *self,
+            metrics,
+            status: status.clone(),
+            tls,
+            connections: AtomicUsize::new(0),
+            logged: Default::default(),
+        });
+        Ok(Built {
+            status,
+            run: Box::new(move |downstream, stop| input.run(tcp, unix, udp, downstream, stop)),
+        })
+    }
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> anyhow::Result<tokio_native_tls::TlsAcceptor> {
+    let cert_pem = named_file::read(cert, named_file::Kind::Certificate)?;
+    let key_pem = named_file::read(key, named_file::Kind::Certificate)?;
+    let identity = native_tls::Identity::from_pkcs8(&cert_pem, &key_pem).with_context(|| {
+        format!(
+            "tls_cert_file {} / tls_key_file {}: not a PEM certificate and PKCS#8 key",
+            cert.display(),
+            key.display()
+        )
+    })?;
+    if client_ca.is_some() {
+        // native-tls has no server-side client verification: refuse
+        // rather than accept every client silently.
+        anyhow::bail!("tls_client_ca_file: client certificate verification is not available in this build (native-tls); use a shared_key with users instead");
+    }
+    let acceptor = native_tls::TlsAcceptor::builder(identity)
+        .build()
+        .context("setting up TLS (OpenSSL)")?;
+    Ok(acceptor.into())
+}
+
+struct ForwardInput {
+    id: String,
+    config: ForwardInputConfig,
+    metrics: Arc<PluginMetrics>,
+    status: Arc<SourceStatus>,
+    tls: Option<tokio_native_tls::TlsAcceptor>,
+    connections: AtomicUsize,
+    /// Per reason: when it was last logged, and how often since.
+    logged: std::sync::Mutex<
+        std::collections::HashMap<&'static str, (Option<std::time::Instant>, u64)>,
+    >,
+}
+
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A broken stream ends its connection; anything else is one skipped
+/// event or message.
+enum Broken {
+    /// Logged and counted under `reason`.
+    Limit(&'static str, String),
+    Closed,
+}
+
+impl ForwardInput {
+    fn run(
+        self: Arc<Self>,
+        tcp: Option<std::net::TcpListener>,
+        unix: Option<std::os::unix::net::UnixListener>,
+        udp: Option<std::net::UdpSocket>,
+        downstream: Arc<dyn Downstream>,
+        stop: Arc<AtomicBool>,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let me = self.clone();
+        rt.block_on(async move {
+            let this = me;
+            if let Some(udp) = udp {
+                if let Ok(udp) = udp.set_nonblocking(true).and_then(|()| tokio::net::UdpSocket::from_std(udp)) {
+                    tokio::spawn(heartbeat(udp));
+                }
+            }
+            let tcp = tcp.and_then(|l| tokio::net::TcpListener::from_std(l).ok());
+            let unix = unix.and_then(|l| tokio::net::UnixListener::from_std(l).ok());
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let accepted: Option<(Box<dyn Io>, String, bool)> = tokio::select! {
+                    r = async { tcp.as_ref().expect("guarded").accept().await }, if tcp.is_some() => match r {
+                        Ok((s, peer)) => {
+                            let _ = s.set_nodelay(true);
+                            Some((Box::new(s), peer.to_string(), true))
+                        }
+                        Err(e) => {
+                            this.count("accept_failed", &format!("accept: {e}"));
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            None
+                        }
+                    },
+                    r = async { unix.as_ref().expect("guarded").accept().await }, if unix.is_some() => match r {
+                        Ok((s, _)) => Some((Box::new(s), "unix".to_string(), false)),
+                        Err(e) => {
+                            this.count("accept_failed", &format!("accept: {e}"));
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            None
+                        }
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => None,
+                };
+                let Some((stream, peer, is_tcp)) = accepted else { continue };
+                if this.connections.load(Ordering::Relaxed) >= this.config.max_connections {
+                    this.count(
+                        "too_many_connections",
+                        &format!("{peer}: refused, max_connections ({}) open", this.config.max_connections),
+                    );
+                    continue;
+                }
+                this.connections.fetch_add(1, Ordering::Relaxed);
+                let me = this.clone();
+                let downstream = downstream.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    me.serve(stream, &peer, is_tcp, downstream, stop).await;
+                    me.connections.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        });
+        // Dropping the runtime ends every connection: unacked messages are
+        // sent again by their senders.
+        if let Some(p) = &self.config.unix_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// Counts a problem and logs it: each reason at most once per
+    /// LOG_EVERY, with how many more there were (a flood of refused
+    /// connections must not flood the log).
+    fn count(&self, reason: &'static str, message: &str) {
+        self.metrics.count_error(reason);
+        let mut logged = self.logged.lock().unwrap();
+        let now = std::time::Instant::now();
+        let entry = logged.entry(reason).or_insert((None, 0));
+        if entry
+            .0
+            .is_none_or(|at: std::time::Instant| now.duration_since(at) >= LOG_EVERY)
+        {
+            let more = match entry.1 {
+                0 => String::new(),
+                n => format!(" ({n} more like it since the last such line)"),
+            };
+            log::warn(&format!("forward input {}: {message}{more}", self.id));
+            *entry = (Some(now), 0);
+        } else {
+            entry.1 += 1;
+        }
+        drop(logged);
+        self.status.set_problems(vec![SourceProblem {
+            path: self.config.describe().join(", "),
+            reason,
+            message: message.to_string(),
+        }]);
+    }
+
+    async fn serve(
+        &self,
+        stream: Box<dyn Io>,
+        peer: &str,
+        is_tcp: bool,
+        downstream: Arc<dyn Downstream>,
+        stop: Arc<AtomicBool>,
+    ) {
+        let mut stream: Box<dyn Io> = match &self.tls {
+            Some(tls) if is_tcp => {
+                match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
+                    Ok(Ok(s)) => Box::new(s),
+                    Ok(Err(e)) => {
+                        self.count("tls_failed", &format!("{peer}: TLS handshake: {e}"));
+                        return;
+                    }
+                    Err(_) => {
+                        self.count("tls_failed", &format!("{peer}: no TLS handshake in 10s"));
+                        return;
+                    }
+                }
+            }
+            _ => stream,
+        };
+        let mut conn = Conn {
+            buf: Vec::new(),
+            peer: peer.to_string(),
+        };
+        let hostname = peer.rsplit_once(':').map_or(peer, |(h, _)| h).to_string();
+        if let Some(key) = &self.config.shared_key {
+            if let Err(e) = self.handshake(&mut stream, &mut conn, key).await {
+                match e {
+                    Broken::Limit(reason, m) => self.count(reason, &format!("{peer}: {m}")),
+                    Broken::Closed => {}
+                }
+                return;
+            }
+        }
+        loop {
+            let frame = match conn.next_frame(&mut stream, self, &stop).await {
+                Ok(f) => f,
+                Err(Broken::Closed) => return,
+                Err(Broken::Limit(reason, m)) => {
+                    self.count(reason, &format!("{peer}: {m}"));
+                    return;
+                }
+            };
+            let limits = Limits {
+                max_depth: 64,
+                max_items: self.config.max_frame_bytes,
+            };
+            let decoded =
+                match message::decode_message(&frame, &limits, self.config.max_frame_bytes) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        // One whole msgpack value that is not a message: skip
+                        // it, the stream itself is intact.
+                        self.count(
+                            "message_unparsable",
+                            &format!("{peer}: skipped a message: {e}"),
+                        );
+                        continue;
+                    }
+                };
+            match decoded {
+                Decoded::Events {
+                    tag,
+                    entries,
+                    options,
+                    skipped,
+                    skip_reason,
+                    ..
+                } => {
+                    if skipped > 0 {
+                        for _ in 0..skipped {
+                            self.metrics.count_error("event_unparsable");
+                        }
+                        log::warn(&format!(
+                            "forward input {}: {peer}: {skipped} events that do not parse skipped ({})",
+                            self.id,
+                            skip_reason.map_or_else(String::new, |r| r.to_string())
+                        ));
+                    }
+                    let tag = String::from_utf8_lossy(&tag);
+                    let tag: Arc<str> = match &self.config.tag_prefix {
+                        Some(p) => format!("{p}.{tag}").into(),
+                        None => tag.into(),
+                    };
+                    let events: Vec<Event> = entries
+                        .into_iter()
+                        .map(|e| {
+                            let mut record = e.record;
+                            if let Some(k) = &self.config.source_address_key {
+                                record.insert(k.clone(), hostname.clone().into());
+                            }
+                            if let Some(k) = &self.config.source_hostname_key {
+                                record.insert(k.clone(), hostname.clone().into());
+                            }
+                            Event {
+                                tag: tag.clone(),
+                                time: e.time,
+                                record,
+                            }
+                        })
+                        .collect();
+                    let n = events.len() as u64;
+                    if n > 0 && !self.store(&tag, events, &downstream, &stop).await {
+                        // Stopping: no ack, the sender sends it again.
+                        return;
+                    }
+                    PluginMetrics::add(&self.metrics.records_in, n);
+                    if let Some(chunk) = options.chunk {
+                        let mut ack = Vec::new();
+                        message::write_ack(&mut ack, &chunk);
+                        if stream.write_all(&ack).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Decoded::Keepalive => {}
+                _ => {
+                    self.count(
+                        "message_unparsable",
+                        &format!("{peer}: an unexpected handshake message"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Buffers and syncs the events (on a blocking thread: buffers write
+    /// and fsync files); waits while a buffer is full. False when the
+    /// source is stopping first.
+    async fn store(
+        &self,
+        tag: &Arc<str>,
+        events: Vec<Event>,
+        downstream: &Arc<dyn Downstream>,
+        stop: &AtomicBool,
+    ) -> bool {
+        let mut events = Some(events);
+        let mut warned = false;
+        loop {
+            let batch = events.take().expect("kept on overflow");
+            let d = downstream.clone();
+            let t = tag.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let kept = batch.clone();
+                match d.emit(&t, batch) {
+                    Ok(()) => d.sync().map_err(|e| (BufferError::Io(e), None)),
+                    Err(e) => Err((e, Some(kept))),
+                }
+            })
+            .await
+            .expect("buffering does not panic");
+            match result {
+                Ok(()) => return true,
+                Err((BufferError::Overflow, Some(kept))) => {
+                    if !warned {
+                        self.count(
+                            "buffer_full",
+                            "a buffer is full: not reading more until there is room (senders wait)",
+                        );
+                        warned = true;
+                    }
+                    events = Some(kept);
+                }
+                Err((e, kept)) => {
+                    self.count("buffer_failed", &format!("cannot buffer: {e}; not acked"));
+                    match kept {
+                        Some(k) => events = Some(k),
+                        // Emitted but not synced: not acked, so the
+                        // sender will send it again.
+                        None => return false,
+                    }
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn handshake(
+        &self,
+        stream: &mut Box<dyn Io>,
+        conn: &mut Conn,
+        shared_key: &str,
+    ) -> Result<(), Broken> {
+        let nonce: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+        let auth_salt: Vec<u8> = if self.config.users.is_empty() {
+            Vec::new()
+        } else {
+            (0..16).map(|_| fastrand::u8(..)).collect()
+        };
+        let helo = handshake::helo(&nonce, &auth_salt, true);
+        stream.write_all(&helo).await.map_err(|_| Broken::Closed)?;
+        let stop = AtomicBool::new(false);
+        let frame = conn.next_frame(stream, self, &stop).await?;
+        let limits = Limits {
+            max_depth: 4,
+            max_items: 16,
+        };
+        let (value, _) = msgpack::decode(&frame, &limits)
+            .map_err(|e| Broken::Limit("handshake_failed", format!("PING: {e}")))?;
+        let ping = handshake::Ping::from_value(&value)
+            .map_err(|e| Broken::Limit("handshake_failed", format!("expected a PING: {e}")))?;
+        let users: Vec<(&str, &str)> = self
+            .config
+            .users
+            .iter()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
+            .collect();
+        let verdict = handshake::check_ping(&ping, &nonce, &auth_salt, shared_key, &users);
+        let pong = handshake::pong(
+            &ping,
+            &verdict,
+            &nonce,
+            &self.config.self_hostname,
+            shared_key,
+        );
+        stream.write_all(&pong).await.map_err(|_| Broken::Closed)?;
+        if let Err(why) = verdict {
+            return Err(Broken::Limit(
+                "handshake_failed",
+                format!("handshake refused: {why}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What has been read of a connection and not yet used.
+struct Conn {
+    buf: Vec<u8>,
+    peer: String,
+}
+
+impl Conn {
+    /// The next whole msgpack value of the stream, at most
+    /// `max_frame_bytes`; Closed at the end of the stream (or idle too
+    /// long, counted).
+    async fn next_frame(
+        &mut self,
+        stream: &mut Box<dyn Io>,
+        input: &ForwardInput,
+        stop: &AtomicBool,
+    ) -> Result<Vec<u8>, Broken> {
+        let max = input.config.max_frame_bytes;
+        // Only for finding where a frame ends: depth is bounded, items
+        // are bounded by the frame size (each takes a byte at least).
+        let limits = Limits {
+            max_depth: 64,
+            max_items: max,
+        };
+        let mut idle = Duration::ZERO;
+        loop {
+            match msgpack::frame_len(&self.buf, &limits, max) {
+                Ok(Some(len)) if len <= max => {
+                    let frame: Vec<u8> = self.buf.drain(..len).collect();
+                    return Ok(frame);
+                }
+                Ok(Some(len)) => return Err(Broken::Limit(
+                    "frame_too_large",
+                    format!(
+                        "a frame of {len} bytes is over max_frame_bytes ({max}); connection closed"
+                    ),
+                )),
+                Ok(None) if self.buf.len() > max => {
+                    return Err(Broken::Limit(
+                        "frame_too_large",
+                        format!("a frame over max_frame_bytes ({max}); connection closed"),
+                    ))
+                }
+                Ok(None) => {}
+                Err(
+                    e @ (msgpack::DecodeError::TooLarge { .. }
+                    | msgpack::DecodeError::TooManyItems { .. }),
+                ) => {
+                    return Err(Broken::Limit(
+                        "frame_too_large",
+                        format!("a frame over max_frame_bytes ({max}): {e}; connection closed"),
+                    ))
+                }
+                Err(e @ msgpack::DecodeError::TooDeep { .. }) => {
+                    return Err(Broken::Limit(
+                        "stream_broken",
+                        format!("not a frame ({e}); connection closed"),
+                    ))
+                }
+                Err(e) => {
+                    return Err(Broken::Limit(
+                        "stream_broken",
+                        format!("not msgpack ({e}); connection closed"),
+                    ))
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err(Broken::Closed);
+            }
+            let want = (max + 1 - self.buf.len()).clamp(1, 256 << 10);
+            let start = self.buf.len();
+            self.buf.resize(start + want, 0);
+            let read =
+                tokio::time::timeout(Duration::from_secs(1), stream.read(&mut self.buf[start..]))
+                    .await;
+            match read {
+                Ok(Ok(0)) => {
+                    self.buf.truncate(start);
+                    if start > 0 {
+                        return Err(Broken::Limit(
+                            "stream_broken",
+                            format!("closed in the middle of a frame ({start} bytes)"),
+                        ));
+                    }
+                    return Err(Broken::Closed);
+                }
+                Ok(Ok(n)) => {
+                    self.buf.truncate(start + n);
+                    idle = Duration::ZERO;
+                }
+                Ok(Err(_)) => {
+                    self.buf.truncate(start);
+                    return Err(Broken::Closed);
+                }
+                Err(_) => {
+                    self.buf.truncate(start);
+                    idle += Duration::from_secs(1);
+                    if idle >= input.config.idle_timeout {
+                        return Err(Broken::Limit(
+                            "idle_timeout",
+                            format!(
+                                "idle for {:?}; connection closed ({})",
+                                input.config.idle_timeout, self.peer
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fluentd's UDP heartbeat: whatever arrives is answered with one byte,
+/// so a sender's `heartbeat_type udp` sees this receiver alive.
+async fn heartbeat(udp: tokio::net::UdpSocket) {
+    let mut buf = [0u8; 64];
+    loop {
+        match udp.recv_from(&mut buf).await {
+            Ok((_, peer)) => {
+                let _ = udp.send_to(&[0], peer).await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

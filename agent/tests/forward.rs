@@ -1,0 +1,417 @@
+//! The forward output and input against the real peers in
+//! `../shared/tools`: fluent-bit 5.1.1 and Fluentd 1.15.3. Every record
+//! arrives exactly once, with its tag, its time (to the nanosecond where
+//! the sender has it) and its fields; acks, gzip, the shared-key handshake
+//! and failover are exercised for real, and hostile streams against the
+//! input end in a counter and a log line while the agent keeps serving.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The shared pipeline (tail -> record_transformer) with `outputs` instead
+/// of the http output.
+fn tail_to(dir: &Path, outputs: &str) -> String {
+    let base = pipeline_config(dir, "http://127.0.0.1:9/unused");
+    let at = base.find("outputs:\n").expect("an outputs section");
+    format!("{}{outputs}", &base[..at])
+}
+
+fn forward_output(port: u16, extra: &str, buffer: &Path) -> String {
+    format!(
+        "outputs:\n  - match: \"mysql.**\"\n    type: forward\n    host: 127.0.0.1\n    port: {port}\n    retry_wait: 200ms\n    retry_max_interval: 1s\n{extra}    buffer:\n      type: file\n      path: {}\n      flush_interval: 100ms\n",
+        buffer.display()
+    )
+}
+
+fn fluent_bit_receiver(port: u16, out: &Path, extra: &str) -> String {
+    format!(
+        "[SERVICE]\n    flush 0.2\n    grace 1\n    log_level info\n[INPUT]\n    name forward\n    listen 127.0.0.1\n    port {port}\n{extra}[OUTPUT]\n    name file\n    match *\n    path {}\n",
+        out.display()
+    )
+}
+
+fn wait_for_events(
+    what: &str,
+    limit: Duration,
+    read: impl Fn() -> Vec<Received>,
+    n: usize,
+) -> Vec<Received> {
+    let started = Instant::now();
+    loop {
+        let got = read();
+        if got.len() >= n {
+            // Anything sent twice would show up soon after.
+            std::thread::sleep(Duration::from_millis(500));
+            return read();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what}: {} of {n} events after {limit:?}",
+            got.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Each numbered line 0..n exactly once, with the tag, and a time that is
+/// the record's own `timestamp` (milliseconds) with nanoseconds kept.
+fn assert_each_line_once(events: &[Received], n: u64, tag: &str) {
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut sub_ms = 0;
+    for e in events {
+        assert_eq!(e.tag, tag, "{e:?}");
+        let message = e.record["message"].as_str().expect("a message");
+        let seq = seq_of(message).expect("a numbered line");
+        *seen.entry(seq).or_default() += 1;
+        if let Some(ts) = e.record.get("timestamp").and_then(|t| t.as_str()) {
+            let secs = e.time.div_euclid(1_000_000_000);
+            let millis = e.time.rem_euclid(1_000_000_000) / 1_000_000;
+            assert!(
+                ts.ends_with(&format!(".{millis:03}Z")),
+                "{ts} vs {}",
+                e.time
+            );
+            assert!(secs > 1_700_000_000, "{e:?}");
+            if e.time % 1_000_000 != 0 {
+                sub_ms += 1;
+            }
+        }
+    }
+    let wrong: Vec<_> = (0..n)
+        .filter(|i| seen.get(i) != Some(&1))
+        .take(10)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "lines not seen exactly once: {wrong:?} ({} events)",
+        events.len()
+    );
+    assert!(sub_ms > 0 || n < 10, "times lost their nanoseconds");
+}
+
+#[test]
+fn the_output_delivers_to_fluent_bit_with_acks_and_gzip() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("received");
+    std::fs::create_dir_all(&out).unwrap();
+    let _fb = Peer::fluent_bit(&dir.path().join("fb"), &fluent_bit_receiver(port, &out, ""));
+    let config = tail_to(
+        dir.path(),
+        &forward_output(port, "    compress: gzip\n", &dir.path().join("buffer")),
+    );
+    let agent = Agent::start(dir.path(), &config);
+    append_lines(&dir.path().join("mysqld.err"), (0..3000).map(numbered_line));
+    let events = wait_for_events(
+        "fluent-bit",
+        Duration::from_secs(60),
+        || read_fluent_bit_files(&out),
+        3000,
+    );
+    assert_each_line_once(&events, 3000, "mysql.error");
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn the_output_delivers_to_fluentd_and_a_wrong_key_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("received");
+    let fluentd_conf = format!(
+        "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n  <security>\n    self_hostname aggregator\n    shared_key s3cret\n  </security>\n</source>\n<match mysql.**>\n  @type file\n  path {}/events\n  append true\n  <format>\n    @type json\n  </format>\n  <inject>\n    tag_key tag\n    time_key time\n    time_type string\n    time_format %s.%N\n  </inject>\n  <buffer>\n    flush_mode immediate\n  </buffer>\n</match>\n",
+        out.display()
+    );
+    let _fluentd = Peer::fluentd(&dir.path().join("fluentd"), &fluentd_conf);
+    let buffer = dir.path().join("buffer");
+    let wrong = tail_to(
+        dir.path(),
+        &forward_output(port, "    shared_key: wrong\n", &buffer),
+    );
+    let agent = Agent::start(dir.path(), &wrong);
+    append_lines(&dir.path().join("mysqld.err"), (0..500).map(numbered_line));
+    wait_until("the handshake refused, in the agent's log", || {
+        agent.log_text().contains("shared_key mismatch")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        read_fluentd_files(&out).is_empty(),
+        "nothing delivered with a wrong key"
+    );
+
+    // Fixed and reloaded: everything buffered arrives, once.
+    let right = wrong.replace("shared_key: wrong", "shared_key: s3cret");
+    std::fs::write(dir.path().join("agent.yml"), right).unwrap();
+    agent.signal(libc::SIGHUP);
+    append_lines(
+        &dir.path().join("mysqld.err"),
+        (500..1000).map(numbered_line),
+    );
+    let events = wait_for_events(
+        "Fluentd",
+        Duration::from_secs(60),
+        || read_fluentd_files(&out),
+        1000,
+    );
+    assert_each_line_once(&events, 1000, "mysql.error");
+    assert!(agent.stop().success());
+}
+
+/// An agent whose forward input takes what a sender sends and ships it to
+/// the loopback sink; returns it with its metrics port.
+fn receiving_agent(dir: &Path, port: u16, sink: &Sink, extra: &str) -> (Agent, u16) {
+    let metrics = free_port();
+    let config = format!(
+        "system:\n  metrics:\n    bind: 127.0.0.1:{metrics}\nsources:\n  - type: forward\n    bind: 127.0.0.1:{port}\n{extra}{}",
+        http_outputs(dir, &sink.url).replace("match: \"mysql.**\"", "match: \"**\"")
+    );
+    let agent = Agent::start(dir, &config);
+    wait_until("the forward input listening", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (agent, metrics)
+}
+
+#[test]
+fn fluent_bit_sends_100k_records_to_the_input_with_acks_and_gzip() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let port = free_port();
+    let (agent, _) = receiving_agent(dir.path(), port, &sink, "");
+    let input = dir.path().join("app.log");
+    append_lines(&input, (0..100_000).map(numbered_line));
+    let fb_conf = format!(
+        "[SERVICE]\n    flush 0.2\n    log_level info\n[INPUT]\n    name tail\n    path {}\n    read_from_head true\n    tag app.lines\n    key message\n[OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n    require_ack_response on\n    compress gzip\n    retry_limit false\n",
+        input.display()
+    );
+    let _fb = Peer::fluent_bit(&dir.path().join("fb"), &fb_conf);
+    sink.wait_for(Duration::from_secs(120), "100,000 records", |r| {
+        r.len() >= 100_000
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let counts = sink.seq_counts();
+    assert_eq!(counts.len(), 100_000);
+    assert!(counts.values().all(|&n| n == 1), "each once");
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn fluentd_sends_100k_records_to_the_input_with_a_shared_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let port = free_port();
+    let (agent, _) = receiving_agent(
+        dir.path(),
+        port,
+        &sink,
+        "    shared_key: s3cret\n    self_hostname: my-agent-test\n",
+    );
+    let input = dir.path().join("app.log");
+    append_lines(&input, (0..100_000).map(numbered_line));
+    let conf = format!(
+        "<source>\n  @type tail\n  path {}\n  pos_file {}/app.pos\n  read_from_head true\n  tag app.lines\n  <parse>\n    @type none\n  </parse>\n</source>\n<match **>\n  @type forward\n  require_ack_response true\n  ack_response_timeout 30\n  <security>\n    self_hostname fluentd-test\n    shared_key s3cret\n  </security>\n  <server>\n    host 127.0.0.1\n    port {port}\n  </server>\n  <buffer>\n    flush_interval 0.2s\n  </buffer>\n</match>\n",
+        input.display(),
+        dir.path().display()
+    );
+    let _fluentd = Peer::fluentd(&dir.path().join("fluentd"), &conf);
+    sink.wait_for(Duration::from_secs(180), "100,000 records", |r| {
+        r.len() >= 100_000
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let counts = sink.seq_counts();
+    assert_eq!(counts.len(), 100_000);
+    assert!(counts.values().all(|&n| n == 1), "each once");
+    assert!(agent.stop().success());
+}
+
+/// A receiver that accepts and reads but never acks: after `ack_timeout`
+/// the chunk moves on to the next receiver, which acks it.
+#[test]
+fn a_receiver_that_never_acks_loses_the_chunk_to_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let took = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = took.clone();
+    std::thread::spawn(move || {
+        for stream in silent.incoming() {
+            let Ok(mut s) = stream else { break };
+            let t = t.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    t.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let port = free_port();
+    let out = dir.path().join("received");
+    std::fs::create_dir_all(&out).unwrap();
+    let _fb = Peer::fluent_bit(&dir.path().join("fb"), &fluent_bit_receiver(port, &out, ""));
+    let outputs = format!(
+        "outputs:\n  - match: \"mysql.**\"\n    type: forward\n    ack_timeout: 1s\n    recover_wait: 60s\n    servers:\n      - host: 127.0.0.1\n        port: {silent_port}\n        weight: 100\n      - host: 127.0.0.1\n        port: {port}\n        weight: 1\n        standby: true\n    buffer:\n      type: file\n      path: {}/buffer\n      flush_interval: 100ms\n",
+        dir.path().display()
+    );
+    let agent = Agent::start(dir.path(), &tail_to(dir.path(), &outputs));
+    append_lines(&dir.path().join("mysqld.err"), (0..200).map(numbered_line));
+    let events = wait_for_events(
+        "the standby",
+        Duration::from_secs(30),
+        || read_fluent_bit_files(&out),
+        200,
+    );
+    assert_each_line_once(&events, 200, "mysql.error");
+    assert!(
+        took.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the silent one got it first"
+    );
+    assert!(
+        agent.log_text().contains("not acked"),
+        "{}",
+        agent.log_text()
+    );
+    assert!(agent.stop().success());
+}
+
+fn metric(port: u16, name: &str, reason: &str) -> u64 {
+    let page = try_get_metrics(port).unwrap_or_default();
+    page.lines()
+        .filter(|l| l.starts_with(name) && l.contains(&format!("reason=\"{reason}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn hostile_streams_end_in_a_counter_and_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let port = free_port();
+    let (agent, metrics) = receiving_agent(
+        dir.path(),
+        port,
+        &sink,
+        "    max_frame_bytes: 1m\n    max_connections: 200\n    idle_timeout: 2s\n",
+    );
+    let send = |bytes: &[u8]| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(bytes);
+        let mut rest = Vec::new();
+        // The agent closes the connection: read to its end.
+        let _ = s.read_to_end(&mut rest);
+    };
+    let errors = "my_agent_source_errors_total";
+
+    // Random bytes: 0xc1 is never valid msgpack.
+    send(&[0xc1, 0x00, 0xff, 0x13, 0x37]);
+    wait_until("stream_broken counted", || {
+        metric(metrics, errors, "stream_broken") >= 1
+    });
+
+    // A frame claiming 4 GiB: an array32 header, then a bin32 of 4 GiB.
+    send(&[0x93, 0xa1, b't', 0xc6, 0xff, 0xff, 0xff, 0xff, 0x00]);
+    wait_until("frame_too_large counted", || {
+        metric(metrics, errors, "frame_too_large") >= 1
+    });
+
+    // 10,000-deep nesting.
+    send(&vec![0x91; 10_000]);
+    wait_until("deep nesting counted", || {
+        metric(metrics, errors, "stream_broken") >= 2
+    });
+
+    // A gzip bomb: 64 MiB of zeros compressed, in a CompressedPackedForward.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    let mut frame = vec![0x93, 0xa1, b't', 0xc6];
+    frame.extend_from_slice(&(bomb.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&bomb);
+    frame.extend_from_slice(&[0x81, 0xaa]);
+    frame.extend_from_slice(b"compressed");
+    frame.extend_from_slice(&[0xa4]);
+    frame.extend_from_slice(b"gzip");
+    let before = agent.peak_rss_kib();
+    send(&frame);
+    wait_until("the bomb counted", || {
+        metric(metrics, errors, "message_unparsable") >= 1
+    });
+
+    // 300 idle connections against max_connections 200.
+    let idle: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    wait_until("too_many_connections counted", || {
+        metric(metrics, errors, "too_many_connections") >= 1
+    });
+    wait_until("idle connections closed", || {
+        metric(metrics, errors, "idle_timeout") >= 100
+    });
+    drop(idle);
+
+    let text = agent.log_text();
+    for needle in [
+        "not msgpack",
+        "over max_frame_bytes",
+        "max_connections",
+        "idle for",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    let peak = agent.peak_rss_kib();
+    eprintln!("peak RSS before the bomb {before} KiB, after everything {peak} KiB");
+    assert!(peak < 200 * 1024, "memory bounded: {peak} KiB");
+    assert!(try_get_metrics(metrics).is_ok(), "/metrics answers");
+    assert!(agent.stop().success());
+}
+
+/// fluent-bit sends with acks while the receiving agent is SIGKILLed and
+/// started again: what the agent acked was fsynced, what it did not ack
+/// fluent-bit sends again, so nothing is lost.
+#[test]
+fn a_receiving_agent_killed_mid_stream_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let port = free_port();
+    let (agent, _) = receiving_agent(dir.path(), port, &sink, "");
+    let input = dir.path().join("app.log");
+    append_lines(&input, (0..50_000).map(numbered_line));
+    let fb_conf = format!(
+        "[SERVICE]\n    flush 0.2\n    log_level info\n[INPUT]\n    name tail\n    path {}\n    read_from_head true\n    tag app.lines\n    key message\n[OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n    require_ack_response on\n    retry_limit false\n    net.io_timeout 5s\n",
+        input.display()
+    );
+    let _fb = Peer::fluent_bit(&dir.path().join("fb"), &fb_conf);
+    sink.wait_for(Duration::from_secs(60), "some records", |r| {
+        r.len() >= 5_000
+    });
+    agent.kill9();
+    let config = std::fs::read_to_string(dir.path().join("agent.yml")).unwrap();
+    let agent = Agent::start(dir.path(), &config);
+    sink.wait_for(Duration::from_secs(120), "every record", |r| {
+        let mut seen = std::collections::HashSet::new();
+        for rec in r {
+            if let Some(n) = rec["message"].as_str().and_then(seq_of) {
+                seen.insert(n);
+            }
+        }
+        seen.len() >= 50_000
+    });
+    let counts = sink.seq_counts();
+    assert!((0..50_000).all(|n| counts.contains_key(&n)), "none lost");
+    let twice = counts.values().filter(|&&n| n > 1).count();
+    eprintln!("sent twice (in flight at the kill): {twice}");
+    assert!(agent.stop().success());
+}
