@@ -6,42 +6,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
 use common::*;
 
-/// A self-signed certificate and key for `san`, made with the prefix's own
-/// `openssl` (the tests run with OPENSSL_DIR pointing at the stage).
 fn certificate(dir: &Path, name: &str, san: &str) -> (PathBuf, PathBuf) {
-    let staged = PathBuf::from(std::env::var("OPENSSL_DIR").expect("OPENSSL_DIR"));
-    let openssl = staged.join("bin/openssl");
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    let out = Command::new(&openssl)
-        // Its compiled-in OPENSSLDIR is the prefix, not installed here.
-        .env("OPENSSL_CONF", staged.join("ssl/openssl.cnf"))
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=my-agent test collector"])
-        .arg("-addext")
-        .arg(format!("subjectAltName={san}"))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", openssl.display()));
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
+    self_signed_certificate(dir, name, san)
 }
 
 /// The seed pipeline with extra keys in the http output.

@@ -17,7 +17,16 @@
 
 use sha2::{Digest, Sha512};
 
-use super::message::MessageError;
+/// A handshake message that is not what it claims to be: which one, and
+/// why. (Its own type, not `message::MessageError`, which wraps it: the
+/// message module reads handshake messages, so this one cannot import it.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} message: {why}")]
+pub struct Malformed {
+    pub kind: &'static str,
+    pub why: &'static str,
+}
+
 use super::msgpack::{self, Value};
 
 /// The server's greeting.
@@ -80,29 +89,34 @@ fn elements<'v, 'a>(
     v: &'v Value<'a>,
     kind: &'static str,
     n: usize,
-) -> Result<&'v [Value<'a>], MessageError> {
+) -> Result<&'v [Value<'a>], Malformed> {
     match v {
         Value::Array(items) if items.len() == n && items[0].bytes() == Some(kind.as_bytes()) => {
             Ok(items)
         }
-        _ => Err(MessageError::Handshake(kind, "not the expected array")),
+        _ => Err(Malformed {
+            kind,
+            why: "not the expected array",
+        }),
     }
 }
 
-fn strings<'v>(items: &'v [Value], kind: &'static str) -> Result<Vec<&'v [u8]>, MessageError> {
+fn strings<'v>(items: &'v [Value], kind: &'static str) -> Result<Vec<&'v [u8]>, Malformed> {
     items
         .iter()
         .map(|v| {
-            v.bytes()
-                .ok_or(MessageError::Handshake(kind, "an element is not a string"))
+            v.bytes().ok_or(Malformed {
+                kind,
+                why: "an element is not a string",
+            })
         })
         .collect()
 }
 
 impl Helo {
     /// From `["HELO", options]`.
-    pub fn from_value(v: &Value) -> Result<Helo, MessageError> {
-        let bad = |why| MessageError::Handshake("HELO", why);
+    pub fn from_value(v: &Value) -> Result<Helo, Malformed> {
+        let bad = |why| Malformed { kind: "HELO", why };
         let options = &elements(v, "HELO", 2)?[1];
         if !matches!(options, Value::Map(_) | Value::Nil) {
             return Err(bad("the options are not a map"));
@@ -124,10 +138,13 @@ impl Helo {
 
 impl Ping {
     /// From `["PING", hostname, salt, digest, username, password_digest]`.
-    pub fn from_value(v: &Value) -> Result<Ping, MessageError> {
+    pub fn from_value(v: &Value) -> Result<Ping, Malformed> {
         let s = strings(elements(v, "PING", 6)?, "PING")?;
         let [_, hostname, salt, digest, username, password] = s[..] else {
-            return Err(MessageError::Handshake("PING", "not six elements"));
+            return Err(Malformed {
+                kind: "PING",
+                why: "not six elements",
+            });
         };
         Ok(Ping {
             hostname: hostname.to_vec(),
@@ -141,8 +158,8 @@ impl Ping {
 
 impl Pong {
     /// From `["PONG", auth_ok, reason, hostname, digest]`.
-    pub fn from_value(v: &Value) -> Result<Pong, MessageError> {
-        let bad = |why| MessageError::Handshake("PONG", why);
+    pub fn from_value(v: &Value) -> Result<Pong, Malformed> {
+        let bad = |why| Malformed { kind: "PONG", why };
         let [_, verdict, rest @ ..] = elements(v, "PONG", 5)? else {
             return Err(bad("not five elements"));
         };
@@ -363,7 +380,7 @@ pub fn pong_refused(reason: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forward::message::{decode_message, Decoded, Options};
+    use crate::forward::message::{decode_message, Decoded, MessageError, Options};
     use crate::forward::msgpack::{value_len, Limits};
 
     fn read(frame: &[u8]) -> Decoded {
@@ -527,7 +544,7 @@ mod tests {
         for frame in bad {
             assert!(matches!(
                 decode_message(frame, &Limits::default(), 1 << 20),
-                Err(MessageError::Handshake(..))
+                Err(MessageError::Handshake(_))
             ));
         }
     }

@@ -7,12 +7,10 @@ use std::io::{self, Read, Write};
 
 use serde_json::{Map, Value as Json};
 
-use super::handshake::{Helo, Ping, Pong};
+use super::handshake::{Helo, Malformed, Ping, Pong};
 use super::msgpack::{self, decode, head, skip_len, DecodeError, Head, Limits, Value};
 
-/// Extension type of EventTime: 4-byte big-endian seconds, then 4-byte
-/// big-endian nanoseconds.
-pub const EVENT_TIME_EXT: i8 = 0;
+pub use super::msgpack::EVENT_TIME_EXT;
 
 const NANOS: i64 = 1_000_000_000;
 
@@ -158,8 +156,8 @@ pub enum MessageError {
     },
     #[error("entries decompress to more than {max} bytes")]
     DecompressedTooLarge { max: usize },
-    #[error("invalid {0} message: {1}")]
-    Handshake(&'static str, &'static str),
+    #[error(transparent)]
+    Handshake(#[from] Malformed),
 }
 
 /// Reads one frame (as split by `msgpack::value_len`). `limits` apply to

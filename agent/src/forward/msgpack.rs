@@ -73,6 +73,10 @@ impl Default for Limits {
     }
 }
 
+/// Extension type of EventTime: 4-byte big-endian seconds, then 4-byte
+/// big-endian nanoseconds.
+pub const EVENT_TIME_EXT: i8 = 0;
+
 /// [`decode`] recurses; whatever the limits say, it stops here so that a
 /// hostile nesting ends in an error, not a stack overflow.
 pub const MAX_DECODE_DEPTH: usize = 512;
@@ -426,7 +430,7 @@ pub fn to_json(v: &Value) -> serde_json::Value {
         Value::Array(items) => J::Array(items.iter().map(to_json).collect()),
         Value::Map(pairs) => J::Object(to_json_map(pairs)),
         Value::Ext(t, data) => match (*t, <[u8; 8]>::try_from(*data)) {
-            (super::message::EVENT_TIME_EXT, Ok(d)) => {
+            (EVENT_TIME_EXT, Ok(d)) => {
                 let secs = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
                 let nanos = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
                 float(f64::from(secs) + f64::from(nanos) / 1e9)

@@ -484,6 +484,7 @@ impl ForwardInput {
                         Some(p) => format!("{p}.{tag}").into(),
                         None => tag.into(),
                     };
+                    let received = crate::event::now_nanos();
                     let events: Vec<Event> = entries
                         .into_iter()
                         .map(|e| {
@@ -494,9 +495,11 @@ impl ForwardInput {
                             if let Some(k) = &self.config.source_hostname_key {
                                 record.insert(k.clone(), hostname.clone().into());
                             }
+                            // nil or 0: the time it arrived, as Fluentd does.
+                            let time = if e.time == 0 { received } else { e.time };
                             Event {
                                 tag: tag.clone(),
-                                time: e.time,
+                                time,
                                 record,
                             }
                         })
@@ -659,12 +662,14 @@ impl Conn {
                     let frame: Vec<u8> = self.buf.drain(..len).collect();
                     return Ok(frame);
                 }
-                Ok(Some(len)) => return Err(Broken::Limit(
-                    "frame_too_large",
-                    format!(
+                Ok(Some(len)) => {
+                    return Err(Broken::Limit(
+                        "frame_too_large",
+                        format!(
                         "a frame of {len} bytes is over max_frame_bytes ({max}); connection closed"
                     ),
-                )),
+                    ))
+                }
                 Ok(None) if self.buf.len() > max => {
                     return Err(Broken::Limit(
                         "frame_too_large",

@@ -35,6 +35,43 @@ pub fn try_get_metrics(port: u16) -> std::io::Result<String> {
     Ok(out)
 }
 
+/// A self-signed certificate (also its own CA) and its PKCS#8 key for
+/// `san` (`IP:127.0.0.1`, `DNS:localhost`), made with the prefix's own
+/// `openssl` (the tests run with OPENSSL_DIR pointing at the stage).
+pub fn self_signed_certificate(
+    dir: &std::path::Path,
+    name: &str,
+    san: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let staged = std::path::PathBuf::from(std::env::var("OPENSSL_DIR").expect("OPENSSL_DIR"));
+    let openssl = staged.join("bin/openssl");
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = std::process::Command::new(&openssl)
+        // Its compiled-in OPENSSLDIR is the prefix, not installed here.
+        .env("OPENSSL_CONF", staged.join("ssl/openssl.cnf"))
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", &format!("/CN=my-agent test {name}")])
+        .arg("-addext")
+        .arg(format!("subjectAltName={san}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", openssl.display()));
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

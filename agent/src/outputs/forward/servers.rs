@@ -178,17 +178,20 @@ impl Servers {
         self.list.iter().any(|s| !s.config.standby && s.is_up())
     }
 
-    /// The order to try the receivers in for one request: primaries that
-    /// are up, by weighted random choice; then primaries whose wait is
-    /// over; then standbys likewise. Receivers still waiting come last, so
+    /// The order to try the receivers in for one request: primaries whose
+    /// wait after a failure is over (probed), then primaries that are up,
+    /// by weighted random choice; then standbys likewise. Receivers still waiting come last, so
     /// that a request is never refused while some receiver might take it.
     pub fn order(&self) -> Vec<&Server> {
         let now = Instant::now();
         let mut groups: [Vec<&Server>; 5] = Default::default();
         for s in &self.list {
             let group = match (s.config.standby, s.is_up(), s.may_try(now)) {
-                (false, true, _) => 0,
-                (false, false, true) => 1,
+                // A down primary whose wait is over is probed with the
+                // next request (a failure falls through to the others at
+                // once): that is how a recovered one comes back.
+                (false, false, true) => 0,
+                (false, true, _) => 1,
                 (true, true, _) => 2,
                 (true, false, true) => 3,
                 (_, false, false) => 4,
@@ -370,6 +373,6 @@ mod tests {
         };
         servers.list[0].failed("timeout", Duration::ZERO);
         let order: Vec<u16> = servers.order().iter().map(|s| s.config.port).collect();
-        assert_eq!(order, [2, 1], "up first, then the one whose wait is over");
+        assert_eq!(order, [1, 2], "the one whose wait is over is probed first");
     }
 }
