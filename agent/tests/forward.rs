@@ -626,3 +626,62 @@ fn a_full_buffer_pushes_the_sender_back_and_loses_nothing() {
     assert!((0..20_000).all(|n| counts.contains_key(&n)), "none lost");
     assert!(agent.stop().success());
 }
+
+/// `["t", bin([[time, {"message": text}]]), {"chunk": id}]`, by hand.
+fn packed_forward(text: &str, chunk: &str) -> Vec<u8> {
+    let mut entry = vec![0x92, 0xce];
+    entry.extend_from_slice(&1_800_000_000u32.to_be_bytes());
+    entry.extend_from_slice(&[0x81, 0xa7]);
+    entry.extend_from_slice(b"message");
+    entry.push(0xd9);
+    entry.push(text.len() as u8);
+    entry.extend_from_slice(text.as_bytes());
+    let mut frame = vec![0x93, 0xa8];
+    frame.extend_from_slice(b"app.dups");
+    frame.push(0xc4);
+    frame.push(entry.len() as u8);
+    frame.extend_from_slice(&entry);
+    frame.extend_from_slice(&[0x81, 0xa5]);
+    frame.extend_from_slice(b"chunk");
+    frame.push(0xa0 | chunk.len() as u8);
+    frame.extend_from_slice(chunk.as_bytes());
+    frame
+}
+
+/// A sender whose ack was lost sends the same chunk, with the same id,
+/// again: the input acks it and does not store it twice (the forward
+/// output's ids are digests of the chunk's bytes, stable across retries,
+/// failover and restarts, so a re-send always carries the first id).
+#[test]
+fn a_chunk_sent_again_is_acked_and_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let port = free_port();
+    let (agent, metrics) = receiving_agent(dir.path(), port, &sink, "");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ack = |s: &mut TcpStream| {
+        // {"ack": "<id>"}: 0x81, fixstr "ack", fixstr id.
+        let mut buf = [0u8; 16];
+        s.read_exact(&mut buf[..1 + 4 + 1 + 5]).unwrap();
+        buf
+    };
+    let line = numbered_line(1);
+    for id in ["chunk", "chunk", "other"] {
+        s.write_all(&packed_forward(&line, id)).unwrap();
+        let a = ack(&mut s);
+        assert_eq!(&a[6..11], id.as_bytes(), "acked with its own id");
+    }
+    sink.wait_for(Duration::from_secs(30), "two records", |r| r.len() >= 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        sink.record_count(),
+        2,
+        "the re-sent chunk is not stored again"
+    );
+    assert_eq!(
+        metric(metrics, "my_agent_source_errors_total", "duplicate_chunk"),
+        1
+    );
+    assert!(agent.stop().success());
+}

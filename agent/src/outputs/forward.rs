@@ -513,3 +513,97 @@ pub fn decode_stored(payload: &[u8]) -> Result<(String, i64, serde_json::Value),
         msgpack::to_json(record),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output() -> ForwardOutput {
+        let config = ForwardConfig {
+            servers: vec![ServerConfig {
+                host: "127.0.0.1".into(),
+                port: 24224,
+                weight: 60,
+                ..ServerConfig::default()
+            }],
+            self_hostname: "h".into(),
+            user: None,
+            require_ack_response: true,
+            ack_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            keepalive: true,
+            keepalive_timeout: Duration::from_secs(1),
+            recover_wait: Duration::from_secs(1),
+            compress: Compression::Gzip,
+            time_as_integer: false,
+            max_chunk_bytes: 1024,
+        };
+        ForwardOutput::new(config).unwrap()
+    }
+
+    fn stored(tag: &str, n: i64) -> Vec<u8> {
+        let event = crate::event::Event {
+            tag: tag.into(),
+            time: 1_800_000_000_123_456_789 + n,
+            record: serde_json::json!({"message": format!("line {n}")})
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        let mut out = Vec::new();
+        RecordEncoding::Forward {
+            time_as_integer: false,
+        }
+        .encode(&mut out, tag, &event);
+        out
+    }
+
+    /// A request is cut into one message per run of one tag, each under
+    /// max_chunk_bytes; the same records give the same chunk ids every
+    /// time (a retry, a restart), other records other ids.
+    #[test]
+    fn messages_per_tag_with_stable_chunk_ids() {
+        let out = output();
+        let mut body = Vec::new();
+        for n in 0..3 {
+            body.extend(stored("a", n));
+        }
+        for n in 3..5 {
+            body.extend(stored("b", n));
+        }
+        let first = out.messages(&body).unwrap();
+        let again = out.messages(&body).unwrap();
+        assert_eq!(first.len(), 2, "one message per tag run");
+        assert_eq!(first, again, "stable ids and bytes");
+        assert_ne!(first[0].1, first[1].1);
+        let (tag, time, record) = decode_stored(&stored("a", 7)).unwrap();
+        assert_eq!((tag.as_str(), time), ("a", 1_800_000_000_123_456_796));
+        assert_eq!(record["message"], "line 7");
+
+        // Over max_chunk_bytes: several messages; one record too large on
+        // its own is refused before it is sent.
+        let mut many = Vec::new();
+        for n in 0..100 {
+            many.extend(stored("a", n));
+        }
+        let messages = out.messages(&many).unwrap();
+        assert!(messages.len() > 1);
+        let mut big_event = Vec::new();
+        let event = crate::event::Event {
+            tag: "a".into(),
+            time: 1,
+            record: serde_json::json!({"message": "x".repeat(2000)})
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        RecordEncoding::Forward {
+            time_as_integer: false,
+        }
+        .encode(&mut big_event, "a", &event);
+        assert!(out
+            .messages(&big_event)
+            .unwrap_err()
+            .contains("larger than max_chunk_bytes"));
+    }
+}

@@ -54,6 +54,8 @@ pub struct ForwardInputConfig {
     pub max_frame_bytes: usize,
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// How many stored chunks' ids are remembered to drop a re-send.
+    pub dedupe_chunk_ids: usize,
 }
 
 impl ForwardInputConfig {
@@ -137,6 +139,7 @@ impl ForwardInputConfig {
             max_frame_bytes: f.size("max_frame_bytes", 16 << 20)? as usize,
             max_connections: f.uint("max_connections", 1000)? as usize,
             idle_timeout: f.duration("idle_timeout", Duration::from_secs(120))?,
+            dedupe_chunk_ids: f.uint("dedupe_chunk_ids", 4096)? as usize,
         };
         if cfg.max_frame_bytes < 1024 || cfg.max_connections == 0 {
             return error(
@@ -226,6 +229,7 @@ impl SourceSettings for ForwardInputConfig {
             }
             _ => None,
         };
+        let self_dedupe = self.dedupe_chunk_ids;
         let input = Arc::new(ForwardInput {
             id,
             config: *self,
@@ -234,6 +238,7 @@ impl SourceSettings for ForwardInputConfig {
             tls,
             connections: AtomicUsize::new(0),
             logged: Default::default(),
+            chunks: RecentChunks::new(self_dedupe),
         });
         Ok(Built {
             status,
@@ -274,6 +279,7 @@ struct ForwardInput {
     status: Arc<SourceStatus>,
     tls: Option<tokio_native_tls::TlsAcceptor>,
     connections: AtomicUsize,
+    chunks: RecentChunks,
     /// Per reason: when it was last logged, and how often since.
     logged: std::sync::Mutex<
         std::collections::HashMap<&'static str, (Option<std::time::Instant>, u64)>,
@@ -281,6 +287,50 @@ struct ForwardInput {
 }
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The ids of the last chunks stored (`dedupe_chunk_ids` of them). A sender
+/// whose ack was lost or late sends the same chunk with the same id again
+/// (my-agent's ids are digests of the chunk's bytes, Fluentd's are its
+/// buffer chunk's id): it is acked and not stored twice.
+struct RecentChunks {
+    capacity: usize,
+    /// The ids, and the order they came in (oldest first, to forget).
+    ids: std::sync::Mutex<ChunkIds>,
+}
+
+type ChunkIds = (
+    std::collections::HashSet<Vec<u8>>,
+    std::collections::VecDeque<Vec<u8>>,
+);
+
+impl RecentChunks {
+    fn new(capacity: usize) -> RecentChunks {
+        RecentChunks {
+            capacity,
+            ids: Default::default(),
+        }
+    }
+
+    fn seen(&self, id: &[u8]) -> bool {
+        self.capacity > 0 && self.ids.lock().unwrap().0.contains(id)
+    }
+
+    fn remember(&self, id: &[u8]) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut ids = self.ids.lock().unwrap();
+        let (set, order) = &mut *ids;
+        if set.insert(id.to_vec()) {
+            order.push_back(id.to_vec());
+            while order.len() > self.capacity {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+        }
+    }
+}
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -505,11 +555,25 @@ impl ForwardInput {
                         })
                         .collect();
                     let n = events.len() as u64;
-                    if n > 0 && !self.store(&tag, events, &downstream, &stop).await {
-                        // Stopping: no ack, the sender sends it again.
-                        return;
+                    let seen = options
+                        .chunk
+                        .as_deref()
+                        .is_some_and(|c| self.chunks.seen(c));
+                    if seen {
+                        // Stored already: its ack was lost or late, and the
+                        // sender sent the same chunk again. Acked, not kept
+                        // twice.
+                        self.metrics.count_error("duplicate_chunk");
+                    } else {
+                        if n > 0 && !self.store(&tag, events, &downstream, &stop).await {
+                            // Stopping: no ack, the sender sends it again.
+                            return;
+                        }
+                        PluginMetrics::add(&self.metrics.records_in, n);
+                        if let Some(c) = &options.chunk {
+                            self.chunks.remember(c);
+                        }
                     }
-                    PluginMetrics::add(&self.metrics.records_in, n);
                     if let Some(chunk) = options.chunk {
                         let mut ack = Vec::new();
                         message::write_ack(&mut ack, &chunk);
