@@ -724,6 +724,9 @@ impl Conn {
             match msgpack::frame_len(&self.buf, &limits, max) {
                 Ok(Some(len)) if len <= max => {
                     let frame: Vec<u8> = self.buf.drain(..len).collect();
+                    if self.buf.capacity() > (1 << 20) && self.buf.len() < (64 << 10) {
+                        self.buf.shrink_to(64 << 10);
+                    }
                     return Ok(frame);
                 }
                 Ok(Some(len)) => {
@@ -766,7 +769,10 @@ impl Conn {
             if stop.load(Ordering::Relaxed) {
                 return Err(Broken::Closed);
             }
-            let want = (max + 1 - self.buf.len()).clamp(1, 256 << 10);
+            // Reads grow with what a frame has shown so far: an idle or
+            // small-talking connection holds 4 KiB, not a frame's worth.
+            let step = self.buf.len().clamp(4 << 10, 256 << 10);
+            let want = (max + 1 - self.buf.len()).clamp(1, step);
             let start = self.buf.len();
             self.buf.resize(start + want, 0);
             let read =
