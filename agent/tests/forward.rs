@@ -97,15 +97,26 @@ fn assert_each_line_once(events: &[Received], n: u64, tag: &str) {
 }
 
 #[test]
-fn the_output_delivers_to_fluent_bit_with_acks_and_gzip() {
+fn the_output_delivers_to_fluent_bit_with_acks_gzip_and_a_shared_key() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let out = dir.path().join("received");
     std::fs::create_dir_all(&out).unwrap();
-    let _fb = Peer::fluent_bit(&dir.path().join("fb"), &fluent_bit_receiver(port, &out, ""));
+    let _fb = Peer::fluent_bit(
+        &dir.path().join("fb"),
+        &fluent_bit_receiver(
+            port,
+            &out,
+            "    shared_key s3cret\n    self_hostname fb-receiver\n",
+        ),
+    );
     let config = tail_to(
         dir.path(),
-        &forward_output(port, "    compress: gzip\n", &dir.path().join("buffer")),
+        &forward_output(
+            port,
+            "    compress: gzip\n    shared_key: s3cret\n",
+            &dir.path().join("buffer"),
+        ),
     );
     let agent = Agent::start(dir.path(), &config);
     append_lines(&dir.path().join("mysqld.err"), (0..3000).map(numbered_line));
@@ -132,7 +143,7 @@ fn the_output_delivers_to_fluentd_and_a_wrong_key_loses_nothing() {
     let buffer = dir.path().join("buffer");
     let wrong = tail_to(
         dir.path(),
-        &forward_output(port, "    shared_key: wrong\n", &buffer),
+        &forward_output(port, "    shared_key: wrong\n    compress: gzip\n", &buffer),
     );
     let agent = Agent::start(dir.path(), &wrong);
     append_lines(&dir.path().join("mysqld.err"), (0..500).map(numbered_line));
