@@ -19,6 +19,18 @@ use anyhow::{bail, Result};
 // The harness the agent's integration tests use too.
 use test_support::{error_log_line as log_line, Agent, Sink};
 
+/// Writes the bench's corpus, `lines` MySQL error-log lines, to `log`.
+pub fn write_error_log(log: &Path, lines: u64) -> Result<()> {
+    eprintln!("==> bench: writing {lines} lines to {}", log.display());
+    let mut f = std::io::BufWriter::new(fs::File::create(log)?);
+    for n in 0..lines {
+        writeln!(f, "{}", log_line(n))?;
+    }
+    // On disk before anything is timed, so writeback does not compete.
+    f.into_inner()?.sync_all()?;
+    Ok(())
+}
+
 /// A benchmarked agent that has delivered everything, still running.
 struct Delivered {
     agent: Agent,
@@ -73,15 +85,7 @@ pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<BenchResult> {
     }
     fs::create_dir_all(work.join("logs"))?;
     let log = work.join("logs/mysqld.err");
-    eprintln!("==> bench: writing {lines} lines to {}", log.display());
-    {
-        let mut f = std::io::BufWriter::new(fs::File::create(&log)?);
-        for n in 0..lines {
-            writeln!(f, "{}", log_line(n))?;
-        }
-        // On disk before anything is timed, so writeback does not compete.
-        f.into_inner()?.sync_all()?;
-    }
+    write_error_log(&log, lines)?;
     let input_bytes = fs::metadata(&log)?.len();
     let sink = Sink::start_counting();
 

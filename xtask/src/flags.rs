@@ -54,7 +54,7 @@ pub enum Command {
     Agent(DepsFlags),
     /// Build the prefix (cached), then run every test of the workspace against it
     Test(TestFlags),
-    /// Benchmarks: the agent (1M error-log lines), slow-log parsing (200 MB), the RPM step vs rpmbuild
+    /// Benchmarks: the agent (1M error-log lines), slow-log parsing (200 MB), the RPM step vs rpmbuild, forward vs fluent-bit
     Bench(BenchFlags),
 }
 
@@ -84,8 +84,11 @@ pub struct BenchFlags {
     /// Lines in the generated MySQL error log
     #[arg(long, default_value_t = 1_000_000)]
     pub lines: u64,
-    /// Run one benchmark only: `agent`, `slowlog`, `rpm`, or `targets` (the el7
-    /// zig build against the host build, three rounds; not part of the default run)
+    /// Run one benchmark only: `agent`, `slowlog`, `rpm`, `targets` (the el7
+    /// zig build against the host build, three rounds) or `forward` (the
+    /// forward output and input against fluent-bit 5.1.1 from
+    /// ../shared/tools, three rounds); the last two are not part of the
+    /// default run
     #[arg(long, value_name = "BENCH")]
     pub run: Option<String>,
     /// Also run the agent bench with another build of the agent (a previous

@@ -7,6 +7,7 @@
 pub mod agent_build;
 pub mod apt_source;
 pub mod bench;
+pub mod bench_forward;
 pub mod bench_rpm;
 pub mod build_cache;
 pub mod builder;

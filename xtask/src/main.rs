@@ -10,7 +10,7 @@ use xtask::flags::{Command, DepsFlags, Global, Xtask};
 use xtask::layout::{workspace_root, Layout};
 use xtask::product::Product;
 use xtask::targets::Target;
-use xtask::{agent_build, bench, package_cmd, test_cmd};
+use xtask::{agent_build, bench, bench_forward, package_cmd, test_cmd};
 
 fn main() {
     let flags = Xtask::parse();
@@ -64,9 +64,9 @@ fn run(flags: Xtask) -> Result<()> {
             let only = b.run.clone();
             if let Some(o) = only
                 .as_deref()
-                .filter(|o| !["agent", "rpm", "slowlog", "targets"].contains(o))
+                .filter(|o| !["agent", "forward", "rpm", "slowlog", "targets"].contains(o))
             {
-                anyhow::bail!("--run `{o}`: expected agent, rpm, slowlog or targets");
+                anyhow::bail!("--run `{o}`: expected agent, forward, rpm, slowlog or targets");
             }
             let report = deps::run(&sh, &product, &layout, &deps_options(b.deps))?;
             let agent = build_agent(&sh, &report)?;
@@ -91,6 +91,9 @@ fn run(flags: Xtask) -> Result<()> {
                     other: ("this", &agent),
                 };
                 bench::run_pair(&pair, &layout.work.join("bench-against"), b.lines, 3)?;
+            }
+            if only.as_deref() == Some("forward") {
+                bench_forward::run(&agent, &layout.work.join("bench-forward"), b.lines, 3)?;
             }
             if wants("slowlog") {
                 bench::run_slowlog(&agent, &layout.work.join("bench-slowlog"), 200)?;

@@ -6,6 +6,7 @@
 
 mod agent;
 mod configs;
+mod forward_configs;
 mod lines;
 mod mariadb;
 mod peers;
@@ -13,6 +14,7 @@ mod sink;
 
 pub use agent::*;
 pub use configs::*;
+pub use forward_configs::*;
 pub use lines::*;
 pub use mariadb::*;
 pub use peers::*;

@@ -17,6 +17,9 @@ pub fn fluent_bit_binary() -> PathBuf {
     shared_tools().join("fluent-bit/fluent-bit")
 }
 
+/// Where `Peer::fluent_bit_counting` writes fluent-bit's stdout.
+const COUNTER_OUT: &str = "counter.out";
+
 /// One event as a peer wrote it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Received {
@@ -35,17 +38,52 @@ pub struct Peer {
 impl Peer {
     /// fluent-bit with `config` (classic format) written to `dir`.
     pub fn fluent_bit(dir: &Path, config: &str) -> Peer {
+        Peer::spawn_fluent_bit(
+            dir,
+            config,
+            Command::new(fluent_bit_binary()),
+            Stdio::null(),
+        )
+    }
+
+    /// `fluent_bit` whose stdout, where a `counter` output writes a JSON
+    /// line per flush, goes to `dir/counter.out` line by line (`stdbuf
+    /// -oL`: to a file it is otherwise block-buffered and shows up only at
+    /// exit); `counted` sums it.
+    pub fn fluent_bit_counting(dir: &Path, config: &str) -> Peer {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::fs::File::create(dir.join(COUNTER_OUT)).unwrap();
+        let mut stdbuf = Command::new("stdbuf");
+        stdbuf.arg("-oL").arg(fluent_bit_binary());
+        Peer::spawn_fluent_bit(dir, config, stdbuf, out.into())
+    }
+
+    /// Records the `counter` output of a `fluent_bit_counting` peer has
+    /// counted so far.
+    pub fn counted(&self) -> u64 {
+        let text = std::fs::read_to_string(self.dir.join(COUNTER_OUT)).unwrap_or_default();
+        text.split_inclusive('\n')
+            .filter(|line| line.ends_with('\n'))
+            .filter_map(|line| {
+                let (_, rest) = line.split_once("\"log_records\":")?;
+                let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+                rest[..digits].parse::<u64>().ok()
+            })
+            .sum()
+    }
+
+    fn spawn_fluent_bit(dir: &Path, config: &str, mut command: Command, stdout: Stdio) -> Peer {
         std::fs::create_dir_all(dir).unwrap();
         let conf = dir.join("fluent-bit.conf");
         std::fs::write(&conf, config).unwrap();
         let log = dir.join("fluent-bit.log");
-        let child = Command::new(fluent_bit_binary())
+        let child = command
             .arg("-c")
             .arg(&conf)
             .arg("-l")
             .arg(&log)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .spawn()
             .expect("../shared/tools/fluent-bit/fluent-bit runs");

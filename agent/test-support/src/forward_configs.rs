@@ -1,0 +1,93 @@
+//! The forward tier's two sides as the bench runs them, for my-agent and
+//! for fluent-bit alike: a tail of one log sent over forward with acks, and
+//! a forward input that drops what it takes, each with a count of what
+//! arrived.
+
+use std::path::Path;
+
+/// my-agent: tail `log` -> `forward` output to `port` (acks on, its
+/// default) through a file buffer in `dir`.
+pub fn agent_forward_sender(dir: &Path, log: &Path, port: u16) -> String {
+    format!(
+        r#"sources:
+  - type: tail
+    path: {log}
+    pos_file: {dir}/tail.pos
+    tag: mysql.error
+    read_from_head: true
+outputs:
+  - match: "mysql.**"
+    type: forward
+    host: 127.0.0.1
+    port: {port}
+    require_ack_response: true
+    buffer:
+      type: file
+      path: {dir}/buffer
+      flush_interval: 200ms
+"#,
+        log = log.display(),
+        dir = dir.display(),
+    )
+}
+
+/// The id my-agent gives the forward input of `agent_forward_receiver`
+/// (a source's kind and its index).
+pub const AGENT_FORWARD_INPUT_ID: &str = "forward0";
+
+/// my-agent: `forward` input on `port` -> `discard` output (a memory
+/// buffer, as fluent-bit's in_forward keeps its chunks), `/metrics` on
+/// `metrics_port`.
+pub fn agent_forward_receiver(port: u16, metrics_port: u16) -> String {
+    format!(
+        r#"system:
+  metrics:
+    bind: 127.0.0.1:{metrics_port}
+sources:
+  - type: forward
+    bind: 127.0.0.1:{port}
+outputs:
+  - match: "**"
+    type: discard
+    buffer:
+      flush_interval: 200ms
+"#
+    )
+}
+
+/// fluent-bit: tail `log` (positions in a DB in `dir`, the line in
+/// `message` as my-agent's tail has it) -> out_forward to `port` with
+/// `Require_ack_response On`.
+pub fn fluent_bit_forward_sender(dir: &Path, log: &Path, port: u16) -> String {
+    format!(
+        "[SERVICE]\n    flush 0.2\n    log_level info\n\
+         [INPUT]\n    name tail\n    path {log}\n    db {dir}/tail.db\n    read_from_head true\n    \
+         tag mysql.error\n    key message\n\
+         [OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n    \
+         require_ack_response on\n    retry_limit false\n",
+        log = log.display(),
+        dir = dir.display(),
+    )
+}
+
+/// fluent-bit: in_forward on `port` -> `counter` (run it with
+/// `Peer::fluent_bit_counting`, which reads what it counted), flushed
+/// every 100 ms so that the count lags the input by little.
+pub fn fluent_bit_forward_receiver(port: u16) -> String {
+    format!(
+        "[SERVICE]\n    flush 0.1\n    log_level info\n\
+         [INPUT]\n    name forward\n    listen 127.0.0.1\n    port {port}\n\
+         [OUTPUT]\n    name counter\n    match *\n"
+    )
+}
+
+/// Records the forward input of `agent_forward_receiver` has taken (stored
+/// in its buffer, then acked), from the `/metrics` page `metrics`.
+pub fn agent_forward_records_in(metrics: &str) -> u64 {
+    let series =
+        format!("my_agent_records_in_total{{plugin=\"source\",id=\"{AGENT_FORWARD_INPUT_ID}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
+        .unwrap_or(0)
+}
