@@ -535,25 +535,7 @@ impl ForwardInput {
                         None => tag.into(),
                     };
                     let received = crate::event::now_nanos();
-                    let events: Vec<Event> = entries
-                        .into_iter()
-                        .map(|e| {
-                            let mut record = e.record;
-                            if let Some(k) = &self.config.source_address_key {
-                                record.insert(k.clone(), hostname.clone().into());
-                            }
-                            if let Some(k) = &self.config.source_hostname_key {
-                                record.insert(k.clone(), hostname.clone().into());
-                            }
-                            // nil or 0: the time it arrived, as Fluentd does.
-                            let time = if e.time == 0 { received } else { e.time };
-                            Event {
-                                tag: tag.clone(),
-                                time,
-                                record,
-                            }
-                        })
-                        .collect();
+                    let events = self.events(&tag, entries, &hostname, received);
                     let n = events.len() as u64;
                     let seen = options
                         .chunk
@@ -565,7 +547,19 @@ impl ForwardInput {
                         // twice.
                         self.metrics.count_error("duplicate_chunk");
                     } else {
-                        if n > 0 && !self.store(&tag, events, &downstream, &stop).await {
+                        // On a full buffer the batch is decoded again from
+                        // the frame rather than kept twice all along.
+                        let again = || match message::decode_message(
+                            &frame,
+                            &limits,
+                            self.config.max_frame_bytes,
+                        ) {
+                            Ok(Decoded::Events { entries, .. }) => {
+                                self.events(&tag, entries, &hostname, received)
+                            }
+                            _ => Vec::new(),
+                        };
+                        if n > 0 && !self.store(&tag, events, again, &downstream, &stop).await {
                             // Stopping: no ack, the sender sends it again.
                             return;
                         }
@@ -596,31 +590,62 @@ impl ForwardInput {
     /// Buffers and syncs the events (on a blocking thread: buffers write
     /// and fsync files); waits while a buffer is full. False when the
     /// source is stopping first.
+    /// The agent's events of a message's entries.
+    fn events(
+        &self,
+        tag: &Arc<str>,
+        entries: Vec<message::OwnedEntry>,
+        peer_host: &str,
+        received: i64,
+    ) -> Vec<Event> {
+        entries
+            .into_iter()
+            .map(|e| {
+                let mut record = e.record;
+                if let Some(k) = &self.config.source_address_key {
+                    record.insert(k.clone(), peer_host.into());
+                }
+                if let Some(k) = &self.config.source_hostname_key {
+                    record.insert(k.clone(), peer_host.into());
+                }
+                // nil or 0: the time it arrived, as Fluentd does.
+                let time = if e.time == 0 { received } else { e.time };
+                Event {
+                    tag: tag.clone(),
+                    time,
+                    record,
+                }
+            })
+            .collect()
+    }
+
+    /// Buffers and syncs the events (on a blocking thread: buffers write
+    /// and fsync files); while a buffer is full (`overflow_action: throw`)
+    /// waits and tries again with the batch `again` makes. False when the
+    /// source is stopping first.
     async fn store(
         &self,
         tag: &Arc<str>,
         events: Vec<Event>,
+        again: impl Fn() -> Vec<Event>,
         downstream: &Arc<dyn Downstream>,
         stop: &AtomicBool,
     ) -> bool {
         let mut events = Some(events);
         let mut warned = false;
         loop {
-            let batch = events.take().expect("kept on overflow");
+            let batch = events.take().unwrap_or_else(&again);
             let d = downstream.clone();
             let t = tag.clone();
             let result = tokio::task::spawn_blocking(move || {
-                let kept = batch.clone();
-                match d.emit(&t, batch) {
-                    Ok(()) => d.sync().map_err(|e| (BufferError::Io(e), None)),
-                    Err(e) => Err((e, Some(kept))),
-                }
+                d.emit(&t, batch)?;
+                d.sync().map_err(BufferError::Io)
             })
             .await
             .expect("buffering does not panic");
             match result {
                 Ok(()) => return true,
-                Err((BufferError::Overflow, Some(kept))) => {
+                Err(BufferError::Overflow) => {
                     if !warned {
                         self.count(
                             "buffer_full",
@@ -628,16 +653,11 @@ impl ForwardInput {
                         );
                         warned = true;
                     }
-                    events = Some(kept);
                 }
-                Err((e, kept)) => {
+                Err(e) => {
+                    // Not acked: the sender sends it again.
                     self.count("buffer_failed", &format!("cannot buffer: {e}; not acked"));
-                    match kept {
-                        Some(k) => events = Some(k),
-                        // Emitted but not synced: not acked, so the
-                        // sender will send it again.
-                        None => return false,
-                    }
+                    return false;
                 }
             }
             if stop.load(Ordering::Relaxed) {
