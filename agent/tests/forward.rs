@@ -30,6 +30,15 @@ fn forward_output(port: u16, extra: &str, buffer: &Path) -> String {
     )
 }
 
+/// fluent-bit tailing `input` (lines under `message`, tag `app.lines`) and
+/// sending it to `port` with acks, retrying for ever, plus `extra`.
+fn fluent_bit_sender(input: &Path, port: u16, extra: &str) -> String {
+    format!(
+        "[SERVICE]\n    flush 0.2\n    log_level info\n[INPUT]\n    name tail\n    path {}\n    read_from_head true\n    tag app.lines\n    key message\n[OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n    require_ack_response on\n    retry_limit false\n{extra}",
+        input.display()
+    )
+}
+
 fn fluent_bit_receiver(port: u16, out: &Path, extra: &str) -> String {
     format!(
         "[SERVICE]\n    flush 0.2\n    grace 1\n    log_level info\n[INPUT]\n    name forward\n    listen 127.0.0.1\n    port {port}\n{extra}[OUTPUT]\n    name file\n    match *\n    path {}\n",
@@ -197,10 +206,7 @@ fn fluent_bit_sends_100k_records_to_the_input_with_acks_and_gzip() {
     let (agent, _) = receiving_agent(dir.path(), port, &sink, "");
     let input = dir.path().join("app.log");
     append_lines(&input, (0..100_000).map(numbered_line));
-    let fb_conf = format!(
-        "[SERVICE]\n    flush 0.2\n    log_level info\n[INPUT]\n    name tail\n    path {}\n    read_from_head true\n    tag app.lines\n    key message\n[OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n    require_ack_response on\n    compress gzip\n    retry_limit false\n",
-        input.display()
-    );
+    let fb_conf = fluent_bit_sender(&input, port, "    compress gzip\n");
     let _fb = Peer::fluent_bit(&dir.path().join("fb"), &fb_conf);
     sink.wait_for(Duration::from_secs(120), "100,000 records", |r| {
         r.len() >= 100_000
@@ -433,10 +439,7 @@ fn a_receiving_agent_killed_mid_stream_loses_nothing() {
     let (agent, _) = receiving_agent(dir.path(), port, &sink, "");
     let input = dir.path().join("app.log");
     append_lines(&input, (0..50_000).map(numbered_line));
-    let fb_conf = format!(
-        "[SERVICE]\n    flush 0.2\n    log_level info\n[INPUT]\n    name tail\n    path {}\n    read_from_head true\n    tag app.lines\n    key message\n[OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n    require_ack_response on\n    retry_limit false\n    net.io_timeout 5s\n",
-        input.display()
-    );
+    let fb_conf = fluent_bit_sender(&input, port, "    net.io_timeout 5s\n");
     let _fb = Peer::fluent_bit(&dir.path().join("fb"), &fb_conf);
     sink.wait_for(Duration::from_secs(60), "some records", |r| {
         r.len() >= 5_000
@@ -651,10 +654,7 @@ fn a_full_buffer_pushes_the_sender_back_and_loses_nothing() {
     });
     let input = dir.path().join("app.log");
     append_lines(&input, (0..20_000).map(numbered_line));
-    let fb_conf = format!(
-        "[SERVICE]\n    flush 0.2\n    log_level info\n[INPUT]\n    name tail\n    path {}\n    read_from_head true\n    tag app.lines\n    key message\n[OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n    require_ack_response on\n    retry_limit false\n",
-        input.display()
-    );
+    let fb_conf = fluent_bit_sender(&input, port, "");
     let _fb = Peer::fluent_bit(&dir.path().join("fb"), &fb_conf);
     // Full: the buffer holds its limit plus at most the batch that found
     // it empty (a batch is let in whole), far less than was sent, and

@@ -147,6 +147,22 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A file path, proven a regular file within `kind`'s size (read later,
+    /// when the pipeline is built, or by a library).
+    pub fn file(
+        &mut self,
+        key: &str,
+        kind: crate::config::named_file::Kind,
+    ) -> Result<Option<std::path::PathBuf>> {
+        let Some(node) = self.take(key) else {
+            return Ok(None);
+        };
+        let path = std::path::PathBuf::from(string(node)?);
+        crate::config::named_file::check(&path, kind)
+            .or_else(|e| error(node, format!("{}: {key} {e}", self.what)))?;
+        Ok(Some(path))
+    }
+
     /// A list of strings, also accepted as one comma-separated string.
     pub fn string_list(&mut self, key: &str) -> Result<Vec<String>> {
         let Some(node) = self.take(key) else {

@@ -15,7 +15,6 @@
 mod connection;
 pub mod servers;
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -60,15 +59,7 @@ pub struct ForwardConfig {
 const DEFAULT_MAX_CHUNK_BYTES: u64 = 4 << 20;
 
 fn tls_settings(f: &mut Fields, base: &TlsConfig) -> ConfigResult<TlsConfig> {
-    let path = |f: &mut Fields, key: &str| -> ConfigResult<Option<PathBuf>> {
-        let Some(node) = f.take(key) else {
-            return Ok(None);
-        };
-        let p = PathBuf::from(crate::config::fields::string(node)?);
-        named_file::check(&p, named_file::Kind::Certificate)
-            .or_else(|e| error(node, format!("forward: {key} {e}")))?;
-        Ok(Some(p))
-    };
+    let path = |f: &mut Fields, key: &str| f.file(key, named_file::Kind::Certificate);
     let mut tls = base.clone();
     tls.enabled = f.bool("tls", base.enabled)?;
     tls.verify = f.bool("tls_verify", base.verify)?;

@@ -98,15 +98,7 @@ impl ForwardInputConfig {
                 users.push((name, password));
             }
         }
-        let cert = |f: &mut Fields, key: &str| -> ConfigResult<Option<PathBuf>> {
-            let Some(node) = f.take(key) else {
-                return Ok(None);
-            };
-            let p = PathBuf::from(crate::config::fields::string(node)?);
-            named_file::check(&p, named_file::Kind::Certificate)
-                .or_else(|e| error(node, format!("forward: {key} {e}")))?;
-            Ok(Some(p))
-        };
+        let cert = |f: &mut Fields, key: &str| f.file(key, named_file::Kind::Certificate);
         let tls_cert_file = cert(f, "tls_cert_file")?;
         let tls_key_file = cert(f, "tls_key_file")?;
         let tls_client_ca_file = cert(f, "tls_client_ca_file")?;
