@@ -27,6 +27,10 @@ fn main() {
     println!("cargo:rustc-link-search=native={}", lib.display());
     // Installed layout: <prefix>/bin/my-agent loads <prefix>/lib.
     println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/../lib");
+    // A GNU build id names the binary's debug file in the debuginfo RPM
+    // (/usr/lib/debug/.build-id/xx/yyyy.debug). Debian's gcc asks the
+    // linker for one by default; `zig cc` (cargo-zigbuild) does not.
+    println!("cargo:rustc-link-arg-bins=-Wl,--build-id=sha1");
     // Debug builds (tests) run from target/, where $ORIGIN/../lib is not the
     // prefix: let them find the stage. Release builds, which are packaged,
     // never carry a build-tree path.

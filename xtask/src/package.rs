@@ -91,25 +91,29 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The `<name>-debuginfo` package: the same version, the debug files.
+    /// The `<name>-debuginfo` package: the debug files of this very build,
+    /// so it requires the agent of exactly this version and release.
     pub fn debuginfo_spec<'a>(
         &'a self,
         product: &'a Product,
         target: &'a Target,
         sign_key: Option<PathBuf>,
-        no_requires: &'a std::collections::BTreeSet<String>,
     ) -> RpmSpec<'a> {
+        // Only the agent's EVR-exact Requires: the debug files need nothing.
+        static NO_REQUIRES: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         RpmSpec {
             name: format!("{}-debuginfo", product.name),
             summary: format!("Debug information for package {}", product.name),
             description: format!(
                 "Debug information for the ELF files of {} {}-{}, split off when it was \
-                 built: gdb, perf and eu-stack find it through each file's .gnu_debuglink.",
+                 built: gdb, perf and eu-stack find it by build id under \
+                 /usr/lib/debug/.build-id or through each file's .gnu_debuglink.",
                 product.name, self.version, self.release
             ),
             payload: &self.debug_payload,
             scriptlets: None,
-            requires: no_requires,
+            requires: &NO_REQUIRES,
+            belongs_to: Some(&product.name),
             ..self.spec(product, target, sign_key)
         }
     }
@@ -132,6 +136,7 @@ impl Prepared {
             payload: &self.payload,
             scriptlets: Some(&self.scriptlets),
             requires: &self.requires,
+            belongs_to: None,
             source_date: self.source_date,
             sign_key,
         }
@@ -170,11 +175,18 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
         &layout.cache.join("tools/pip"),
     )?;
     let debug_root = layout.work.join("payload-debuginfo");
-    let stripped = payload::split_debug_info(sh, &root, &product.prefix, &debug_root)?;
+    let split = payload::split_debug_info(sh, &root, &product.prefix, &debug_root)?;
     eprintln!(
         "==> package: split {:.1} MiB of debug info into the debuginfo package",
-        stripped as f64 / (1 << 20) as f64
+        split.saved as f64 / (1 << 20) as f64
     );
+    if !split.without_build_id.is_empty() {
+        eprintln!(
+            "==> package: no build id, so no /usr/lib/debug/.build-id link (gdb finds their \
+             debug files through .gnu_debuglink only): {}",
+            split.without_build_id.join(", ")
+        );
+    }
     let debug_payload = payload::list_debug(&debug_root)?;
 
     eprintln!("==> package: health check for {}", opts.target.name);
@@ -244,9 +256,7 @@ pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
     let spec = prepared.spec(product, &opts.target, opts.sign_key.clone());
     eprintln!("==> package: writing {}", spec.file_name());
     let rpm = spec.write(&opts.dist)?;
-    let no_requires = std::collections::BTreeSet::new();
-    let debug_spec =
-        prepared.debuginfo_spec(product, &opts.target, opts.sign_key.clone(), &no_requires);
+    let debug_spec = prepared.debuginfo_spec(product, &opts.target, opts.sign_key.clone());
     eprintln!("==> package: writing {}", debug_spec.file_name());
     let debug_rpm = debug_spec.write(&opts.dist)?;
     let (version, release, payload, report, recipes, components, requires) = (

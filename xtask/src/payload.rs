@@ -341,16 +341,37 @@ pub fn scriptlets(templates: &Path, vars: &ProductVars) -> Result<Scriptlets> {
     })
 }
 
+/// What `split_debug_info` did.
+pub struct DebugSplit {
+    /// Bytes the stripped ELF files lost.
+    pub saved: u64,
+    /// Installed paths of ELF files without a GNU build id: their debug
+    /// files get no `.build-id` link, so debuggers find them only through
+    /// the `.gnu_debuglink` of the installed file.
+    pub without_build_id: Vec<String>,
+}
+
 /// Moves the debug information of every ELF under `root`'s prefix into
-/// `debug_root/usr/lib/debug/<path>.debug` (the RPM ecosystem's layout, so
-/// gdb finds it through the `.gnu_debuglink` left in the stripped file) and
-/// strips the ELF to what it needs to run. Returns the bytes removed.
-pub fn split_debug_info(sh: &Shell, root: &Path, prefix: &str, debug_root: &Path) -> Result<u64> {
+/// `debug_root/usr/lib/debug/<path>.debug` and strips the ELF to what it
+/// needs to run. Each debug file gets the link rpm's own debuginfo packages
+/// have, `/usr/lib/debug/.build-id/xx/yyyy.debug`, named by the ELF's build
+/// id: gdb, eu-unstrip and systemd-coredump look there first, and fall back
+/// to the `.gnu_debuglink` left in the stripped file.
+pub fn split_debug_info(
+    sh: &Shell,
+    root: &Path,
+    prefix: &str,
+    debug_root: &Path,
+) -> Result<DebugSplit> {
     if debug_root.exists() {
         fs::remove_dir_all(debug_root)?;
     }
+    let prefix = prefix.trim_end_matches('/');
     let prefix_dir = root.join(prefix.trim_start_matches('/'));
-    let mut saved = 0;
+    let mut split = DebugSplit {
+        saved: 0,
+        without_build_id: Vec::new(),
+    };
     for e in file_tree::list(&prefix_dir)? {
         let file_tree::TreeEntry::File { path, .. } = e else {
             continue;
@@ -365,10 +386,9 @@ pub fn split_debug_info(sh: &Shell, root: &Path, prefix: &str, debug_root: &Path
             continue;
         }
         let before = fs::metadata(&file)?.len();
-        let debug = debug_root.join(format!(
-            "usr/lib/debug{prefix}/{path}.debug",
-            prefix = prefix.trim_end_matches('/')
-        ));
+        // Relative to /usr/lib/debug, as the .build-id links point.
+        let debug_rel = format!("{}/{path}.debug", prefix.trim_start_matches('/'));
+        let debug = debug_root.join("usr/lib/debug").join(&debug_rel);
         fs::create_dir_all(debug.parent().expect("has a parent"))?;
         let mode = fs::metadata(&file)?.permissions();
         // A read-only library (0444 from some installs) must be writable to strip.
@@ -388,9 +408,47 @@ pub fn split_debug_info(sh: &Shell, root: &Path, prefix: &str, debug_root: &Path
         .with_context(|| format!("cannot strip {}", file.display()))?;
         fs::set_permissions(&file, mode)?;
         fs::set_permissions(&debug, fs::Permissions::from_mode(0o644))?;
-        saved += before.saturating_sub(fs::metadata(&file)?.len());
+        split.saved += before.saturating_sub(fs::metadata(&file)?.len());
+
+        let bytes = fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        match build_id(&bytes) {
+            Some(id) => link_build_id(debug_root, &id, &debug_rel)?,
+            None => split.without_build_id.push(format!("{prefix}/{path}")),
+        }
     }
-    Ok(saved)
+    Ok(split)
+}
+
+/// The GNU build id of an ELF file (its `NT_GNU_BUILD_ID` note, what
+/// `readelf -n` shows as "Build ID") in lower-case hex; None without one.
+pub fn build_id(elf_bytes: &[u8]) -> Option<String> {
+    let elf = goblin::elf::Elf::parse(elf_bytes).ok()?;
+    let notes = elf
+        .iter_note_headers(elf_bytes)
+        .or_else(|| elf.iter_note_sections(elf_bytes, None))?;
+    // map_while: a malformed note ends the walk instead of repeating.
+    notes
+        .map_while(|n| n.ok())
+        .find(|n| n.n_type == goblin::elf::note::NT_GNU_BUILD_ID && n.name == "GNU")
+        .filter(|n| n.desc.len() >= 2)
+        .map(|n| hex::encode(n.desc))
+}
+
+/// `/usr/lib/debug/.build-id/<id[..2]>/<id[2..]>.debug`, a relative link to
+/// `/usr/lib/debug/<debug_rel>`. Two files with one build id are the same
+/// file linked twice: the first keeps the link.
+fn link_build_id(debug_root: &Path, id: &str, debug_rel: &str) -> Result<()> {
+    let (dir, rest) = id.split_at(2);
+    let link = debug_root
+        .join("usr/lib/debug/.build-id")
+        .join(dir)
+        .join(format!("{rest}.debug"));
+    if link.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    fs::create_dir_all(link.parent().expect("has a parent"))?;
+    std::os::unix::fs::symlink(format!("../../{debug_rel}"), &link)
+        .with_context(|| format!("cannot create {}", link.display()))
 }
 
 /// The `<name>-debuginfo` payload: every file under `debug_root`.
@@ -436,5 +494,23 @@ mod tests {
         assert!(spec.excluded("ssl/misc/CA.pl") && spec.excluded("ssl/misc"));
         assert!(!spec.excluded("ssl/openssl.cnf"));
         assert!(spec.excluded("bin/jeprof") && !spec.excluded("bin/jeprof2"));
+    }
+
+    #[test]
+    fn build_id_is_what_readelf_shows() {
+        // This test binary, linked by the host's cc, which writes a build id.
+        let exe = std::env::current_exe().unwrap();
+        let notes = std::process::Command::new("readelf")
+            .arg("-n")
+            .arg(&exe)
+            .output()
+            .unwrap();
+        let notes = String::from_utf8_lossy(&notes.stdout);
+        let want = notes
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Build ID: "))
+            .unwrap_or_else(|| panic!("no build id in readelf -n:\n{notes}"));
+        assert_eq!(build_id(&fs::read(&exe).unwrap()).as_deref(), Some(want));
+        assert_eq!(build_id(b"\x7fELF not really"), None);
     }
 }

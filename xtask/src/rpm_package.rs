@@ -25,6 +25,10 @@ pub struct RpmSpec<'a> {
     /// None for the debuginfo package, which only adds files.
     pub scriptlets: Option<&'a Scriptlets>,
     pub requires: &'a BTreeSet<String>,
+    /// The package this one belongs to, required at exactly this version
+    /// and release (`Requires: <name> = <version>-<release>`): the
+    /// debuginfo's agent, whose files its debug files describe.
+    pub belongs_to: Option<&'a str>,
     pub source_date: u64,
     /// ASCII-armored OpenPGP secret key to sign with.
     pub sign_key: Option<PathBuf>,
@@ -57,8 +61,11 @@ impl RpmSpec<'_> {
         let config = rpm::BuildConfig::v4()
             .compression(compression)
             .source_date(self.source_date as u32);
+        // The header's Name, and so the Provides the builder adds for it
+        // (`<name> = EVR`, `<name>(x86-64) = EVR`): the debuginfo package
+        // must not carry the agent's, or rpm takes it for the agent.
         let mut b = rpm::PackageBuilder::new(
-            &self.product.name,
+            &self.name,
             self.version,
             &self.license,
             "x86_64",
@@ -123,6 +130,12 @@ impl RpmSpec<'_> {
         for r in self.requires {
             b.requires(rpm::Dependency::any(r.as_str()));
         }
+        if let Some(package) = self.belongs_to {
+            b.requires(rpm::Dependency::eq(
+                package,
+                format!("{}-{}", self.version, self.release),
+            ));
+        }
         let pkg = match &self.sign_key {
             None => b.build().context("building the RPM")?,
             Some(key) => {
@@ -137,5 +150,80 @@ impl RpmSpec<'_> {
         pkg.write_file(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::Entry;
+
+    #[test]
+    fn debuginfo_header_has_its_own_name_and_requires_the_agent_exactly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let debug = "/usr/lib/debug/opt/x/bin/x.debug";
+        let file = tmp.path().join(debug.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, b"debug").unwrap();
+        let payload = Payload {
+            root: tmp.path().to_path_buf(),
+            entries: vec![Entry {
+                path: debug.into(),
+                kind: EntryKind::File,
+                mode: 0o644,
+                user: "root".into(),
+                group: "root".into(),
+                config: false,
+                marker: Marker::None,
+            }],
+        };
+        let product = Product {
+            name: "x".into(),
+            prefix: "/opt/x".into(),
+            summary: "s".into(),
+            maintainer: "m".into(),
+            license: "MIT".into(),
+            homepage: "h".into(),
+            components: Vec::new(),
+            user: None,
+            group: None,
+        };
+        let target = Target::host();
+        let requires = BTreeSet::new();
+        let spec = RpmSpec {
+            product: &product,
+            name: "x-debuginfo".into(),
+            summary: "s".into(),
+            version: "1.2.3",
+            release: "4.el7".into(),
+            license: "MIT".into(),
+            description: "d".into(),
+            target: &target,
+            payload: &payload,
+            scriptlets: None,
+            requires: &requires,
+            belongs_to: Some("x"),
+            source_date: 1_700_000_000,
+            sign_key: None,
+        };
+        let path = spec.write(&tmp.path().join("dist")).unwrap();
+        assert!(path.ends_with("x-debuginfo-1.2.3-4.el7.x86_64.rpm"));
+        let header = rpm::Package::open(&path).unwrap().metadata;
+        assert_eq!(header.get_name().unwrap(), "x-debuginfo");
+        let deps = |deps: Vec<rpm::Dependency>| -> Vec<String> {
+            deps.iter()
+                .map(|d| format!("{} {:?} {}", d.name, d.flags, d.version))
+                .collect()
+        };
+        let provides = deps(header.get_provides().unwrap());
+        assert!(
+            provides.iter().all(|p| p.starts_with("x-debuginfo")),
+            "{provides:?}"
+        );
+        let requires = deps(header.get_requires().unwrap());
+        assert!(
+            requires.contains(&format!("x {:?} 1.2.3-4.el7", rpm::DependencyFlags::EQUAL)),
+            "{requires:?}"
+        );
     }
 }

@@ -1,0 +1,153 @@
+//! `<name>-debuginfo` is a package of its own beside the agent, judged by
+//! the real rpm: its header, an install of both into a throwaway root with
+//! `rpm --root`, the debug file found by build id as gdb looks it up, and an
+//! erase that leaves the agent alone. Its own test binary: `package` builds
+//! in the checkout's one work directory, which two tests of one binary would
+//! share at once.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::{ok, package, rpm_root, run, throwaway_root};
+
+/// The "Build ID" `readelf -n` shows for `elf`, if any.
+fn readelf_build_id(elf: &Path) -> Option<String> {
+    let notes = ok(Command::new("readelf").arg("-n").arg(elf));
+    notes
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .map(String::from)
+}
+
+#[test]
+fn debuginfo_installs_beside_the_agent_and_is_found_by_build_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent_rpm = package(&tmp.path().join("dist"), "el7", 1, None);
+    let debug_rpm = agent_rpm.with_file_name("my-agent-debuginfo-0.1.0-1.el7.x86_64.rpm");
+
+    // The header: a name of its own, nothing of the agent's provided, the
+    // agent of exactly this build required.
+    let name = ok(Command::new("rpm")
+        .args(["-qp", "--qf", "%{NAME}"])
+        .arg(&debug_rpm));
+    assert_eq!(name, "my-agent-debuginfo");
+    let provides = ok(Command::new("rpm")
+        .args(["-qp", "--provides"])
+        .arg(&debug_rpm));
+    assert!(
+        provides
+            .lines()
+            .all(|l| l.starts_with("my-agent-debuginfo = ")
+                || l.starts_with("my-agent-debuginfo(")),
+        "only its own name is provided:\n{provides}"
+    );
+    let requires = ok(Command::new("rpm")
+        .args(["-qp", "--requires"])
+        .arg(&debug_rpm));
+    assert!(
+        requires.lines().any(|l| l == "my-agent = 0.1.0-1.el7"),
+        "{requires}"
+    );
+    let list = ok(Command::new("rpm").arg("-qlp").arg(&debug_rpm));
+    assert!(
+        list.lines()
+            .any(|l| l == "/usr/lib/debug/opt/my-agent/bin/my-agent.debug"),
+        "{list}"
+    );
+
+    // Both in one transaction. --nodeps: the throwaway root has no glibc
+    // package to satisfy the agent's Requires.
+    let root = tmp.path().join("root");
+    throwaway_root(&root);
+    ok(rpm_root(&root).arg("--initdb"));
+    ok(rpm_root(&root)
+        .args(["-i", "--nodeps", "--noplugins"])
+        .arg(&agent_rpm)
+        .arg(&debug_rpm));
+    let installed = ok(rpm_root(&root).args(["-q", "my-agent", "my-agent-debuginfo"]));
+    assert_eq!(
+        installed.lines().collect::<Vec<_>>(),
+        [
+            "my-agent-0.1.0-1.el7.x86_64",
+            "my-agent-debuginfo-0.1.0-1.el7.x86_64"
+        ]
+    );
+    let verify = |packages: &[&str]| {
+        let out = run(rpm_root(&root).args(["-V", "--nodeps"]).args(packages));
+        assert!(
+            out.status.success() && out.stdout.is_empty(),
+            "rpm -V {packages:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    verify(&["my-agent", "my-agent-debuginfo"]);
+
+    // As gdb and eu-unstrip look it up: the installed agent's build id
+    // names a link that resolves to its debug file, of the same build id
+    // and with the DWARF in it.
+    let agent = root.join("opt/my-agent/bin/my-agent");
+    let id = readelf_build_id(&agent).expect("the agent is linked with a build id");
+    let link = root.join(format!(
+        "usr/lib/debug/.build-id/{}/{}.debug",
+        &id[..2],
+        &id[2..]
+    ));
+    let target = fs::read_link(&link).unwrap_or_else(|e| panic!("{}: {e}", link.display()));
+    assert!(target.is_relative(), "{}", target.display());
+    let debug_file = fs::canonicalize(&link).unwrap();
+    assert_eq!(
+        debug_file,
+        fs::canonicalize(root.join("usr/lib/debug/opt/my-agent/bin/my-agent.debug")).unwrap()
+    );
+    assert_eq!(readelf_build_id(&debug_file).as_deref(), Some(id.as_str()));
+    let sections = ok(Command::new("readelf").arg("-S").arg(&debug_file));
+    assert!(sections.contains(".debug_info"), "{sections}");
+
+    // Every build-id link of the package resolves to a debug file of that
+    // build id; the ELF files without a build id have none.
+    let real_root = fs::canonicalize(&root).unwrap();
+    let mut linked = Vec::new();
+    for l in list
+        .lines()
+        .filter(|l| l.starts_with("/usr/lib/debug/.build-id/") && l.ends_with(".debug"))
+    {
+        let link = root.join(l.trim_start_matches('/'));
+        let id: String = l
+            .trim_start_matches("/usr/lib/debug/.build-id/")
+            .trim_end_matches(".debug")
+            .replace('/', "");
+        let file = fs::canonicalize(&link).unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert_eq!(readelf_build_id(&file).as_deref(), Some(id.as_str()), "{l}");
+        linked.push(file.strip_prefix(&real_root).unwrap().display().to_string());
+    }
+    linked.sort();
+    println!("build-id links to: {}", linked.join(", "));
+
+    // The agent needs nothing of it, it needs the agent: erasing the agent
+    // alone is refused.
+    let erase_agent = run(rpm_root(&root).args(["-e", "--test", "my-agent"]));
+    let refused = String::from_utf8_lossy(&erase_agent.stderr);
+    assert!(
+        !erase_agent.status.success() && refused.contains("my-agent-debuginfo"),
+        "{refused}"
+    );
+    ok(rpm_root(&root).args(["-e", "--noplugins", "my-agent-debuginfo"]));
+    assert!(!run(rpm_root(&root).args(["-q", "my-agent-debuginfo"]))
+        .status
+        .success());
+    assert_eq!(
+        ok(rpm_root(&root).args(["-q", "my-agent"])).trim(),
+        "my-agent-0.1.0-1.el7.x86_64"
+    );
+    assert!(agent.is_file() && !link.exists());
+    verify(&["my-agent"]);
+
+    // Installed on its own after the agent, as a DBA adds it to a running
+    // host: a package of its own, not "already installed".
+    ok(rpm_root(&root).args(["-i", "--noplugins"]).arg(&debug_rpm));
+    verify(&["my-agent", "my-agent-debuginfo"]);
+}
