@@ -78,7 +78,13 @@ impl ToolTable {
         let mut out: Vec<String> = self
             .0
             .values()
-            .filter_map(|p| if dnf { p.dnf.as_deref() } else { p.apt.as_deref() })
+            .filter_map(|p| {
+                if dnf {
+                    p.dnf.as_deref()
+                } else {
+                    p.apt.as_deref()
+                }
+            })
             .flat_map(str::split_whitespace)
             .map(String::from)
             .collect();
