@@ -182,10 +182,14 @@ enum Event {
 /// Deepest nesting a config may have: far beyond any real config, far
 /// below what would exhaust the stack (each level is a recursive call).
 pub const MAX_DEPTH: usize = 64;
-/// Most nodes a document may expand to, aliases counted at their full size
-/// each time they are used: a "billion laughs" file of a few hundred bytes
-/// is an error here, not gigabytes of memory.
-pub const MAX_NODES: usize = 100_000;
+/// Most nodes a document may have, aliases counted at their full size each
+/// time they are used: room for a mapping of 100,000 keys (200,000 nodes)
+/// and the rest of a config, while a 4 MiB file of `[x,x,x,...]` stops at
+/// a few tens of MiB.
+pub const MAX_NODES: usize = 300_000;
+/// Most nodes that aliases may add: a "billion laughs" file of a few
+/// hundred bytes is an error here, not gigabytes of memory.
+pub const MAX_ALIAS_NODES: usize = 100_000;
 
 /// Parses the one document of `text`; None for an empty file. Nesting,
 /// alias expansion and document count are bounded (MAX_DEPTH, MAX_NODES,
@@ -220,6 +224,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
 struct Context {
     anchors: HashMap<String, (Node, usize)>,
     nodes: usize,
+    aliased: usize,
 }
 
 impl Context {
@@ -234,6 +239,20 @@ impl Context {
             });
         }
         Ok(())
+    }
+
+    /// Counts the `n` nodes an alias expands to.
+    fn count_alias(&mut self, n: usize, mark: Mark) -> Result<(), YamlError> {
+        self.aliased = self.aliased.saturating_add(n);
+        if self.aliased > MAX_ALIAS_NODES {
+            return Err(YamlError {
+                mark,
+                message: format!(
+                    "aliases expand to more than {MAX_ALIAS_NODES} nodes (each counted every time it is used)"
+                ),
+            });
+        }
+        self.count(n, mark)
     }
 }
 
@@ -285,7 +304,7 @@ fn node(
                     message: format!("unknown alias `*{anchor}`"),
                 });
             };
-            cx.count(size, mark)?;
+            cx.count_alias(size, mark)?;
             return Ok(node);
         }
         Event::SeqStart { anchor, mark } => {
@@ -392,7 +411,11 @@ mod tests {
         }
         assert!(doc.len() < 1000, "{}", doc.len());
         let e = parse(&doc).unwrap_err();
-        assert!(e.message.contains("more than 100000 nodes"), "{e}");
+        assert!(
+            e.message
+                .contains("aliases expand to more than 100000 nodes"),
+            "{e}"
+        );
         assert!(e.mark.line >= 4, "{e}");
         // Aliases within the limit still resolve.
         assert!(parse("a: &k [1, 2]\nb: *k\nc: *k\n").is_ok());

@@ -126,7 +126,11 @@ fn hostile_configs_are_errors_and_do_not_hurt_a_running_agent() {
     let at = GOOD.find("mysql.error").unwrap();
     bad_utf8.splice(at..at, [0xff, 0xfe]);
     let cases: [(&str, Vec<u8>, &str); 5] = [
-        ("laughs.yml", laughs.into_bytes(), "more than 100000 nodes"),
+        (
+            "laughs.yml",
+            laughs.into_bytes(),
+            "aliases expand to more than 100000 nodes",
+        ),
         (
             "deep.yml",
             deep.into_bytes(),
