@@ -218,6 +218,9 @@ fn fluent_bit_sends_100k_records_to_the_input_with_acks_and_gzip() {
     assert!(agent.stop().success());
 }
 
+/// Fluentd sends over TLS with a client certificate the input verifies
+/// (`tls_client_ca_file`), and the shared-key handshake; a client without
+/// a certificate is refused, counted and logged.
 #[test]
 fn fluentd_sends_100k_records_to_the_input_with_a_shared_key_over_tls() {
     let dir = tempfile::tempdir().unwrap();
@@ -226,23 +229,61 @@ fn fluentd_sends_100k_records_to_the_input_with_a_shared_key_over_tls() {
     // A DNS name: Ruby 3.1's openssl fails on IP subjectAltNames when
     // checking the host ("address family must be specified").
     let (cert, key) = self_signed_certificate(dir.path(), "aggregator", "DNS:localhost");
-    let (agent, _) = receiving_agent(
+    // The client's certificate is its own CA: the input trusts just it.
+    let (client_cert, client_key) =
+        self_signed_certificate(dir.path(), "client", "DNS:fluentd-client");
+    let (agent, metrics) = receiving_agent(
         dir.path(),
         port,
         &sink,
         &format!(
-            "    shared_key: s3cret\n    self_hostname: my-agent-test\n    tls_cert_file: {}\n    tls_key_file: {}\n",
+            "    shared_key: s3cret\n    self_hostname: my-agent-test\n    tls_cert_file: {}\n    tls_key_file: {}\n    tls_client_ca_file: {}\n",
             cert.display(),
-            key.display()
+            key.display(),
+            client_cert.display()
         ),
+    );
+    // Without a client certificate: no handshake, no data read.
+    let mut refused =
+        openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+    refused.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let outcome = refused
+        .build()
+        .connect("localhost", tcp)
+        .map_err(|e| e.to_string())
+        .and_then(|mut tls| {
+            // TLS 1.3: the server's refusal arrives after the client's
+            // side of the handshake is done, on the first read.
+            let mut byte = [0u8; 1];
+            match tls.read(&mut byte) {
+                Ok(0) => Err("closed".to_string()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+    assert!(
+        outcome.is_err(),
+        "a client without a certificate was served"
+    );
+    wait_until("tls_failed counted", || {
+        metric(metrics, "my_agent_source_errors_total", "tls_failed") >= 1
+    });
+    assert!(
+        agent.log_text().contains("TLS handshake"),
+        "{}",
+        agent.log_text()
     );
     let input = dir.path().join("app.log");
     append_lines(&input, (0..100_000).map(numbered_line));
     let conf = format!(
-        "<source>\n  @type tail\n  path {}\n  pos_file {}/app.pos\n  read_from_head true\n  tag app.lines\n  <parse>\n    @type none\n  </parse>\n</source>\n<match **>\n  @type forward\n  transport tls\n  tls_cert_path {}\n  tls_verify_hostname true\n  require_ack_response true\n  ack_response_timeout 30\n  <security>\n    self_hostname fluentd-test\n    shared_key s3cret\n  </security>\n  <server>\n    host localhost\n    port {port}\n  </server>\n  <buffer>\n    flush_interval 0.2s\n  </buffer>\n</match>\n",
+        "<source>\n  @type tail\n  path {}\n  pos_file {}/app.pos\n  read_from_head true\n  tag app.lines\n  <parse>\n    @type none\n  </parse>\n</source>\n<match **>\n  @type forward\n  transport tls\n  tls_cert_path {}\n  tls_client_cert_path {}\n  tls_client_private_key_path {}\n  tls_verify_hostname true\n  require_ack_response true\n  ack_response_timeout 30\n  <security>\n    self_hostname fluentd-test\n    shared_key s3cret\n  </security>\n  <server>\n    host localhost\n    port {port}\n  </server>\n  <buffer>\n    flush_interval 0.2s\n  </buffer>\n</match>\n",
         input.display(),
         dir.path().display(),
-        cert.display()
+        cert.display(),
+        client_cert.display(),
+        client_key.display()
     );
     let _fluentd = Peer::fluentd(&dir.path().join("fluentd"), &conf);
     sink.wait_for(Duration::from_secs(180), "100,000 records", |r| {
@@ -304,6 +345,135 @@ fn a_receiver_that_never_acks_loses_the_chunk_to_the_next_one() {
         agent.log_text().contains("not acked"),
         "{}",
         agent.log_text()
+    );
+    assert!(agent.stop().success());
+}
+
+/// A receiver that stops answering heartbeats while the agent waits for
+/// its acks (a host gone without closing its sockets): phi accrual marks
+/// it down long before `ack_timeout` and the chunk moves to the standby.
+/// When a receiver answers on its port again, heartbeats bring it back
+/// (no request spent on it, `recover_wait` far off) and it takes the next
+/// records.
+#[test]
+fn heartbeats_move_chunks_off_a_silent_receiver_and_bring_it_back() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    silent.set_nonblocking(true).unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let (took, gone) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (t, g) = (took.clone(), gone.clone());
+    let listener = std::thread::spawn(move || {
+        while !g.load(SeqCst) {
+            match silent.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    let t = t.clone();
+                    // Reads and never acks; the socket stays open.
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            t.fetch_add(n, SeqCst);
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        // The listener closes: heartbeats are refused from here on.
+    });
+    let standby_port = free_port();
+    let standby_out = dir.path().join("standby");
+    std::fs::create_dir_all(&standby_out).unwrap();
+    let _standby = Peer::fluent_bit(
+        &dir.path().join("fb-standby"),
+        &fluent_bit_receiver(standby_port, &standby_out, ""),
+    );
+    let metrics = free_port();
+    let outputs = format!(
+        "outputs:\n  - match: \"mysql.**\"\n    type: forward\n    ack_timeout: 120s\n    recover_wait: 120s\n    heartbeat_interval: 200ms\n    servers:\n      - {{host: 127.0.0.1, port: {silent_port}}}\n      - {{host: 127.0.0.1, port: {standby_port}, standby: true}}\n    buffer:\n      type: file\n      path: {}/buffer\n      flush_interval: 100ms\n",
+        dir.path().display()
+    );
+    let agent = Agent::start(
+        dir.path(),
+        &format!(
+            "system:\n  metrics:\n    bind: 127.0.0.1:{metrics}\n{}",
+            tail_to(dir.path(), &outputs)
+        ),
+    );
+    let log = dir.path().join("mysqld.err");
+    append_lines(&log, (0..200).map(numbered_line));
+    wait_until("the silent receiver read the chunk", || {
+        took.load(SeqCst) > 0
+    });
+    // Heartbeats answered so far give the detector its intervals.
+    std::thread::sleep(Duration::from_secs(1));
+    gone.store(true, SeqCst);
+    listener.join().unwrap();
+    let moved = Instant::now();
+    let events = wait_for_events(
+        "the standby",
+        Duration::from_secs(30),
+        || read_fluent_bit_files(&standby_out),
+        200,
+    );
+    eprintln!(
+        "the chunk reached the standby {:?} after the heartbeats stopped (ack_timeout 120s)",
+        moved.elapsed()
+    );
+    assert_each_line_once(&events, 200, "mysql.error");
+    assert!(
+        agent.log_text().contains("no heartbeat answered"),
+        "{}",
+        agent.log_text()
+    );
+    let state = |port: u16, state: &str| {
+        try_get_metrics(metrics)
+            .unwrap_or_default()
+            .contains(&format!(
+                "server=\"127.0.0.1:{port}\",state=\"{state}\"}} 1"
+            ))
+    };
+    assert!(!state(silent_port, "up"), "{}", get_metrics(metrics));
+    // A receiver on the silent one's port again: back with its heartbeats.
+    let back_out = dir.path().join("back");
+    std::fs::create_dir_all(&back_out).unwrap();
+    let _back = Peer::fluent_bit(
+        &dir.path().join("fb-back"),
+        &fluent_bit_receiver(silent_port, &back_out, ""),
+    );
+    wait_until("the receiver up again by its heartbeats", || {
+        state(silent_port, "up")
+    });
+    assert!(
+        agent.log_text().contains("answers heartbeats again"),
+        "{}",
+        agent.log_text()
+    );
+    append_lines(&log, (200..400).map(numbered_line));
+    let events = wait_for_events(
+        "the primary, back",
+        Duration::from_secs(30),
+        || read_fluent_bit_files(&back_out),
+        200,
+    );
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter_map(|e| seq_of(e.record["message"].as_str()?))
+        .collect();
+    assert!(seqs.iter().all(|&n| (200..400).contains(&n)), "{seqs:?}");
+    assert_eq!(
+        read_fluent_bit_files(&standby_out).len(),
+        200,
+        "the standby idle again"
     );
     assert!(agent.stop().success());
 }

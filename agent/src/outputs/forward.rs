@@ -10,13 +10,16 @@
 //! re-send. With `require_ack_response` (the default) a request is done
 //! only when every message is acked within `ack_timeout`; otherwise it
 //! moves on to the next receiver (see `servers`), and the flusher retries
-//! as for `http` when none took it.
+//! as for `http` when none took it. Heartbeats (see `heartbeat`) find a
+//! receiver gone before a request does, and one back without spending a
+//! request on it.
 
 mod connection;
+pub mod heartbeat;
 pub mod servers;
 
-use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -31,7 +34,7 @@ use crate::yaml::NodeKind;
 
 use super::{Attempt, BoxFuture, Output, OutputSettings, RecordEncoding, RequestFormat};
 use connection::{Connection, Dial};
-use servers::{Server, ServerConfig, Servers, TlsConfig};
+use servers::{Cause, Server, ServerConfig, Servers, TlsConfig};
 
 /// `type: forward`'s entry in the outputs table.
 pub fn settings(f: &mut Fields) -> ConfigResult<Box<dyn OutputSettings>> {
@@ -49,6 +52,9 @@ pub struct ForwardConfig {
     pub keepalive: bool,
     pub keepalive_timeout: Duration,
     pub recover_wait: Duration,
+    /// Zero: no heartbeats.
+    pub heartbeat_interval: Duration,
+    pub phi_threshold: f64,
     pub compress: Compression,
     pub time_as_integer: bool,
     pub max_chunk_bytes: usize,
@@ -177,10 +183,18 @@ impl ForwardConfig {
             keepalive: f.bool("keepalive", true)?,
             keepalive_timeout: f.duration("keepalive_timeout", Duration::from_secs(60))?,
             recover_wait: f.duration("recover_wait", Duration::from_secs(10))?,
+            heartbeat_interval: f.duration("heartbeat_interval", Duration::from_secs(1))?,
+            phi_threshold: f.uint("phi_threshold", 16)? as f64,
             compress,
             time_as_integer: f.bool("time_as_integer", false)?,
             max_chunk_bytes: max_chunk_bytes as usize,
         };
+        if cfg.phi_threshold < 1.0 {
+            return error(
+                f.node(),
+                "forward: phi_threshold must be at least 1 (16 is Fluentd's default)",
+            );
+        }
         if cfg.ack_timeout.is_zero() || cfg.connect_timeout.is_zero() {
             return error(
                 f.node(),
@@ -204,7 +218,7 @@ impl OutputSettings for ForwardConfig {
     }
 }
 
-fn tls_connector(tls: &TlsConfig) -> anyhow::Result<tokio_native_tls::TlsConnector> {
+fn tls_connector(tls: &TlsConfig) -> anyhow::Result<native_tls::TlsConnector> {
     let mut b = native_tls::TlsConnector::builder();
     if let Some(ca) = &tls.ca_file {
         b.disable_built_in_roots(true);
@@ -230,7 +244,7 @@ fn tls_connector(tls: &TlsConfig) -> anyhow::Result<tokio_native_tls::TlsConnect
         b.danger_accept_invalid_certs(true)
             .danger_accept_invalid_hostnames(true);
     }
-    Ok(b.build().context("setting up TLS (OpenSSL)")?.into())
+    b.build().context("setting up TLS (OpenSSL)")
 }
 
 /// A message's bytes and its chunk id (None when no ack is wanted).
@@ -238,8 +252,10 @@ pub type Message = (Vec<u8>, Option<Vec<u8>>);
 
 pub struct ForwardOutput {
     config: ForwardConfig,
-    servers: std::sync::Arc<Servers>,
-    tls: Vec<Option<tokio_native_tls::TlsConnector>>,
+    servers: Arc<Servers>,
+    tls: Vec<Option<native_tls::TlsConnector>>,
+    /// Tells the heartbeat threads to stop when the output goes.
+    stop_heartbeats: Arc<AtomicBool>,
     /// Idle keepalive connections, by server index.
     idle: Mutex<Vec<(usize, Connection)>>,
 }
@@ -256,15 +272,41 @@ impl ForwardOutput {
                 false => None,
             });
         }
-        let servers = std::sync::Arc::new(Servers {
+        let servers = Arc::new(Servers {
             list: config.servers.iter().cloned().map(Server::new).collect(),
         });
         Ok(ForwardOutput {
             config,
             servers,
             tls,
+            stop_heartbeats: Arc::new(AtomicBool::new(false)),
             idle: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Starts the heartbeats (once).
+    fn start_heartbeats(&self) {
+        if self.config.heartbeat_interval.is_zero()
+            || self.servers.list[0]
+                .heartbeats
+                .swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        for s in &self.servers.list[1..] {
+            s.heartbeats.store(true, Ordering::Relaxed);
+        }
+        heartbeat::start(
+            &self.servers,
+            &self.tls,
+            heartbeat::Settings {
+                interval: self.config.heartbeat_interval,
+                phi_threshold: self.config.phi_threshold,
+                connect_timeout: self.config.connect_timeout,
+                recover_wait: self.config.recover_wait,
+            },
+            self.stop_heartbeats.clone(),
+        );
     }
 
     /// The request's records as PackedForward messages, each with its
@@ -351,7 +393,16 @@ impl ForwardOutput {
             server
                 .in_flight
                 .fetch_add(messages.len() as u64, Ordering::Relaxed);
-            let result = self.send_to(index, server, &messages).await;
+            let losses = server.heartbeat_losses.load(Ordering::Relaxed);
+            let result = tokio::select! {
+                r = self.send_to(index, server, &messages) => r,
+                // Heartbeats say it is gone: waiting out ack_timeout on it
+                // would only delay the chunks (the connection is dropped,
+                // so a late ack cannot be mistaken for another's).
+                () = heartbeat_lost(server, losses) => Err(std::io::Error::other(
+                    "its heartbeats stopped while chunks waited for its acks"
+                ).into()),
+            };
             server
                 .in_flight
                 .fetch_sub(messages.len() as u64, Ordering::Relaxed);
@@ -366,8 +417,13 @@ impl ForwardOutput {
                     return Attempt::Done;
                 }
                 Err(e) => {
+                    let cause = if e.chain().any(|c| c.is::<std::io::Error>()) {
+                        Cause::Transport
+                    } else {
+                        Cause::Protocol
+                    };
                     let e = format!("{}: {e:#}", server.address());
-                    if server.failed(&e, self.config.recover_wait) {
+                    if server.failed(&e, cause, self.config.recover_wait) {
                         log::warn(&format!("forward: receiver {e}; trying the next one"));
                     }
                     errors.push(e);
@@ -390,10 +446,13 @@ impl ForwardOutput {
             Some(c) => c,
             None => {
                 let c = &server.config;
+                let tls = self.tls[index]
+                    .clone()
+                    .map(tokio_native_tls::TlsConnector::from);
                 let dial = Dial {
                     host: &c.host,
                     port: c.port,
-                    tls: self.tls[index].as_ref(),
+                    tls: tls.as_ref(),
                     connect_timeout: self.config.connect_timeout,
                     shared_key: c.shared_key.as_deref(),
                     self_hostname: &self.config.self_hostname,
@@ -460,8 +519,25 @@ impl Output for ForwardOutput {
         Box::pin(self.send(body))
     }
 
+    fn start(&self) {
+        self.start_heartbeats();
+    }
+
     fn forward_servers(&self) -> Option<std::sync::Arc<Servers>> {
         Some(self.servers.clone())
+    }
+}
+
+impl Drop for ForwardOutput {
+    fn drop(&mut self) {
+        self.stop_heartbeats.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Resolves once heartbeats have found `server` gone since `losses` was read.
+async fn heartbeat_lost(server: &Server, losses: u64) {
+    while server.heartbeat_losses.load(Ordering::Relaxed) == losses {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -525,6 +601,8 @@ mod tests {
             keepalive: true,
             keepalive_timeout: Duration::from_secs(1),
             recover_wait: Duration::from_secs(1),
+            heartbeat_interval: Duration::ZERO,
+            phi_threshold: 16.0,
             compress: Compression::Gzip,
             time_as_integer: false,
             max_chunk_bytes: 1024,

@@ -199,6 +199,9 @@ pub trait Output: Send + Sync {
     }
     /// Delivers one body; the flusher retries, splits or dead-letters by
     /// the answer.
+    /// Called once when the pipeline goes live (not for a dry run or a
+    /// reload that is given up): starts what runs beside deliveries.
+    fn start(&self) {}
     fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt>;
     /// A forward output's receivers, for `/status` and `/metrics`.
     fn forward_servers(&self) -> Option<Arc<forward::servers::Servers>> {
@@ -367,6 +370,7 @@ impl PreparedSink {
             .map_err(|e| anyhow::anyhow!("output {}: cannot open its buffer: {e}", config.id))?;
         let (type_name, endpoint) = output.describe();
         let buffer = Arc::new(buffer);
+        output.start();
         let servers = output.forward_servers();
         if let Some(s) = &servers {
             registry.register_forward_servers(&config.id, s.clone());

@@ -53,7 +53,12 @@ impl Connection {
             TcpStream::connect((dial.host, dial.port)),
         )
         .await
-        .map_err(|_| anyhow!("no connection within {:?}", dial.connect_timeout))?
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {:?}", dial.connect_timeout),
+            )
+        })?
         .context("cannot connect")?;
         let _ = tcp.set_nodelay(true);
         let stream: Pin<Box<dyn Stream>> = match dial.tls {
@@ -178,7 +183,13 @@ impl Connection {
                 .map_err(|_| anyhow!("no answer within the timeout"))?
                 .context("reading the answer")?;
             if n == 0 {
-                bail!("the receiver closed the connection");
+                // An io::Error: a transport failure, which a heartbeat can
+                // see mended (see `servers::Cause`).
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the receiver closed the connection",
+                )
+                .into());
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }

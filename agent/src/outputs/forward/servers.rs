@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::heartbeat::{self, Detector};
+
 /// TLS settings, for the output and per server.
 #[derive(Debug, Clone, Default)]
 pub struct TlsConfig {
@@ -56,12 +58,24 @@ impl State {
     }
 }
 
+/// Why a receiver last failed: a heartbeat can vouch for its transport,
+/// not for its protocol.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cause {
+    /// Refused, reset, closed, timed out connecting, or heartbeats lost.
+    Transport,
+    /// A refused handshake or certificate, missing acks, a broken answer.
+    Protocol,
+}
+
 #[derive(Debug)]
 struct Health {
     failures: u32,
+    cause: Cause,
     retry_at: Option<Instant>,
     last_error: Option<String>,
     last_ack: Option<std::time::SystemTime>,
+    detector: Detector,
 }
 
 /// One receiver: its settings, health and counters.
@@ -72,6 +86,11 @@ pub struct Server {
     pub in_flight: AtomicU64,
     pub reconnects: AtomicU64,
     pub chunks_acked: AtomicU64,
+    /// How often heartbeats found it gone while it was up: a request
+    /// waiting on it gives up when this changes.
+    pub heartbeat_losses: AtomicU64,
+    /// Whether heartbeats are sent (phi is reported only then).
+    pub heartbeats: std::sync::atomic::AtomicBool,
 }
 
 /// What `/status` and `/metrics` show of a receiver.
@@ -84,6 +103,8 @@ pub struct ServerReport {
     /// Seconds since the epoch of its last ack.
     pub last_ack: Option<f64>,
     pub last_error: Option<String>,
+    /// The failure detector's phi now, when heartbeats are sent.
+    pub phi: Option<f64>,
 }
 
 impl Server {
@@ -92,13 +113,17 @@ impl Server {
             config,
             health: Mutex::new(Health {
                 failures: 0,
+                cause: Cause::Transport,
                 retry_at: None,
                 last_error: None,
                 last_ack: None,
+                detector: Detector::default(),
             }),
             in_flight: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             chunks_acked: AtomicU64::new(0),
+            heartbeat_losses: AtomicU64::new(0),
+            heartbeats: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -138,19 +163,70 @@ impl Server {
     }
 
     /// Marks it failed; true when it was up before (worth a log line).
-    pub fn failed(&self, error: &str, recover_wait: Duration) -> bool {
+    pub fn failed(&self, error: &str, cause: Cause, recover_wait: Duration) -> bool {
         let mut h = self.health.lock().unwrap();
         let was_up = h.failures == 0;
         h.failures = h.failures.saturating_add(1);
+        h.cause = cause;
         let factor = 1u32 << (h.failures - 1).min(4);
         h.retry_at = Some(Instant::now() + recover_wait * factor);
         h.last_error = Some(error.to_string());
         was_up
     }
 
+    /// One heartbeat's outcome (see `heartbeat`).
+    pub fn heartbeat(&self, alive: bool, settings: &heartbeat::Settings) {
+        let now = Instant::now();
+        let mut h = self.health.lock().unwrap();
+        if alive {
+            h.detector.arrived(now);
+            if h.failures > 0 && h.cause == Cause::Transport {
+                h.failures = 0;
+                h.retry_at = None;
+                h.last_error = None;
+                drop(h);
+                crate::log::info(&format!(
+                    "forward: receiver {} answers heartbeats again: back in use",
+                    self.address()
+                ));
+            }
+            return;
+        }
+        if h.failures > 0 {
+            return;
+        }
+        let phi = h.detector.phi(now);
+        if phi <= settings.phi_threshold {
+            return;
+        }
+        let silent = h
+            .detector
+            .last()
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let error = format!(
+            "{}: no heartbeat answered for {:.1}s (phi {phi:.1} > phi_threshold {})",
+            self.address(),
+            silent.as_secs_f64(),
+            settings.phi_threshold
+        );
+        h.failures = 1;
+        h.cause = Cause::Transport;
+        h.retry_at = Some(now + settings.recover_wait);
+        h.last_error = Some(error.clone());
+        drop(h);
+        self.heartbeat_losses.fetch_add(1, Ordering::Relaxed);
+        crate::log::warn(&format!(
+            "forward: receiver {error}; marked down, its unacked chunks move to the next receiver"
+        ));
+    }
+
     pub fn report(&self, any_primary_up: bool) -> ServerReport {
         let state = self.state(any_primary_up);
         let h = self.health.lock().unwrap();
+        let phi = self
+            .heartbeats
+            .load(Ordering::Relaxed)
+            .then(|| h.detector.phi(Instant::now()));
         ServerReport {
             address: self.address(),
             state,
@@ -163,6 +239,7 @@ impl Server {
                     .map(|d| d.as_secs_f64())
             }),
             last_error: h.last_error.clone(),
+            phi,
         }
     }
 }
@@ -240,6 +317,7 @@ impl Servers {
                     "reconnects": r.reconnects,
                     "last_ack_unix": r.last_ack,
                     "last_error": r.last_error,
+                    "heartbeat_phi": r.phi,
                 })
             })
             .collect();
@@ -270,7 +348,7 @@ pub fn render_metrics(outputs: &[(String, std::sync::Arc<Servers>)], out: &mut S
         &'static str,
         fn(&ServerReport) -> Option<f64>,
     );
-    let families: [Family; 4] = [
+    let families: [Family; 5] = [
         (
             "in_flight_chunks",
             "gauge",
@@ -294,6 +372,12 @@ pub fn render_metrics(outputs: &[(String, std::sync::Arc<Servers>)], out: &mut S
             "gauge",
             "When the receiver last acked a chunk",
             |r| r.last_ack,
+        ),
+        (
+            "heartbeat_phi",
+            "gauge",
+            "The failure detector's phi for the receiver's heartbeats (down above phi_threshold)",
+            |r| r.phi,
         ),
     ];
     let _ = writeln!(out, "# HELP my_agent_forward_server_state A forward output's receiver: 1 for its current state (up, suspected, down, standby)");
@@ -352,13 +436,13 @@ mod tests {
         );
         assert_eq!(servers.list[2].state(true), State::Standby);
 
-        servers.list[0].failed("refused", Duration::from_secs(60));
-        servers.list[1].failed("refused", Duration::from_secs(60));
+        servers.list[0].failed("refused", Cause::Transport, Duration::from_secs(60));
+        servers.list[1].failed("refused", Cause::Transport, Duration::from_secs(60));
         let order: Vec<u16> = servers.order().iter().map(|s| s.config.port).collect();
         assert_eq!(order[0], 3, "the standby takes over: {order:?}");
         assert_eq!(servers.list[2].state(false), State::Up);
         assert_eq!(servers.list[0].state(false), State::Suspected);
-        servers.list[0].failed("refused", Duration::from_secs(60));
+        servers.list[0].failed("refused", Cause::Transport, Duration::from_secs(60));
         assert_eq!(servers.list[0].state(false), State::Down);
 
         servers.list[0].succeeded(1);
@@ -371,7 +455,7 @@ mod tests {
         let servers = Servers {
             list: vec![server(1, 1, false), server(2, 1, false)],
         };
-        servers.list[0].failed("timeout", Duration::ZERO);
+        servers.list[0].failed("timeout", Cause::Protocol, Duration::ZERO);
         let order: Vec<u16> = servers.order().iter().map(|s| s.config.port).collect();
         assert_eq!(order, [1, 2], "the one whose wait is over is probed first");
     }
