@@ -27,6 +27,7 @@ pub mod payload;
 pub mod product;
 pub mod recipe;
 pub mod rpm_package;
+pub mod rpm_rules;
 pub mod source_cache;
 pub mod targets;
 pub mod template;

@@ -256,9 +256,11 @@ pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
     let spec = prepared.spec(product, &opts.target, opts.sign_key.clone());
     eprintln!("==> package: writing {}", spec.file_name());
     let rpm = spec.write(&opts.dist)?;
+    crate::rpm_rules::check_package(&rpm, &opts.target)?;
     let debug_spec = prepared.debuginfo_spec(product, &opts.target, opts.sign_key.clone());
     eprintln!("==> package: writing {}", debug_spec.file_name());
     let debug_rpm = debug_spec.write(&opts.dist)?;
+    crate::rpm_rules::check_package(&debug_rpm, &opts.target)?;
     let (version, release, payload, report, recipes, components, requires) = (
         &prepared.version,
         &prepared.release,

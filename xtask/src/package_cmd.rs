@@ -14,7 +14,7 @@ use crate::layout::Layout;
 use crate::package::{self, Built, PackageOptions, PackageResult};
 use crate::product::Product;
 use crate::targets::{Target, TargetTable};
-use crate::{agent_build, container, vagrant};
+use crate::{agent_build, container, rpm_rules, vagrant};
 
 /// Everything `package` needs besides the flags.
 pub struct Context<'a> {
@@ -30,6 +30,10 @@ pub struct Context<'a> {
 pub fn run(cx: &Context, flags: PackageFlags) -> Result<Vec<PackageResult>> {
     let table = TargetTable::load(&cx.layout.recipes.join("targets.toml"))?;
     let targets = table.select(&flags.target)?;
+    // A key a target's rpm cannot verify fails now, not after the build.
+    if let Some(key) = &flags.sign_key {
+        rpm_rules::check_sign_key(key, &targets)?;
+    }
     let host = builder::host_glibc();
     let dist = flags
         .dist_dir

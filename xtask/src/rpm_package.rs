@@ -130,6 +130,11 @@ impl RpmSpec<'_> {
         for r in self.requires {
             b.requires(rpm::Dependency::any(r.as_str()));
         }
+        // rpmbuild declares the payload's compressor when it is not gzip;
+        // rpm-rs declares only zstd's.
+        if let Compression::Xz(_) = self.target.compression {
+            b.requires(rpm::Dependency::rpmlib("PayloadIsXz", "5.2-1"));
+        }
         if let Some(package) = self.belongs_to {
             b.requires(rpm::Dependency::eq(
                 package,

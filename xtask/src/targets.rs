@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::health::Version;
+use crate::rpm_rules::RpmRules;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +36,8 @@ struct TargetSpec {
     vagrant_box: Option<String>,
     zig_glibc: Option<String>,
     all: bool,
+    /// What its rpm accepts; none for a target with no rules (the host).
+    rpm: Option<RpmRules>,
 }
 
 /// The RPM payload compression.
@@ -69,6 +72,8 @@ pub struct Target {
     pub vagrant_box: Option<String>,
     pub zig_glibc: Option<Version>,
     pub in_all: bool,
+    /// What its rpm accepts (`[target.NAME.rpm]`); None: not checked.
+    pub rpm: Option<RpmRules>,
 }
 
 impl Target {
@@ -87,6 +92,7 @@ impl Target {
             vagrant_box: None,
             zig_glibc: None,
             in_all: false,
+            rpm: None,
         }
     }
 
@@ -203,6 +209,19 @@ fn convert(name: &str, s: TargetSpec) -> Result<Target> {
             bail!("zig_glibc {z} is newer than the target's glibc {c}");
         }
     }
+    if let Some(rules) = &s.rpm {
+        let payload = match compression {
+            Compression::Gzip(_) => "gzip",
+            Compression::Xz(_) => "xz",
+        };
+        if !rules.payload_compressors.iter().any(|c| c == payload) {
+            bail!(
+                "`compression = \"{payload}\"`: rpm {} reads {}",
+                rules.version,
+                rules.payload_compressors.join(", ")
+            );
+        }
+    }
     Ok(Target {
         name: name.to_string(),
         description: s.description,
@@ -216,6 +235,7 @@ fn convert(name: &str, s: TargetSpec) -> Result<Target> {
         vagrant_box: s.vagrant_box,
         zig_glibc,
         in_all: s.all,
+        rpm: s.rpm,
     })
 }
 
