@@ -210,6 +210,10 @@ mod tests {
         assert!(at(2.0) > 1.0 && at(2.0) < 16.0, "{}", at(2.0));
         assert!(at(4.0) > 16.0, "three beats missed: {}", at(4.0));
         assert!(at(2.0) < at(3.0) && at(3.0) < at(4.0));
-        assert!(at(1000.0).is_finite() && at(1000.0) > 300.0, "{}", at(1000.0));
+        assert!(
+            at(1000.0).is_finite() && at(1000.0) > 300.0,
+            "{}",
+            at(1000.0)
+        );
     }
 }
