@@ -505,6 +505,7 @@ impl ForwardInput {
         };
         let mut conn = Conn {
             buf: Vec::new(),
+            scan: msgpack::FrameScan::default(),
             peer: peer.to_string(),
         };
         let hostname = peer.rsplit_once(':').map_or(peer, |(h, _)| h).to_string();
@@ -752,6 +753,8 @@ impl ForwardInput {
 /// What has been read of a connection and not yet used.
 struct Conn {
     buf: Vec<u8>,
+    /// How far the frame at the start of `buf` has been scanned.
+    scan: msgpack::FrameScan,
     peer: String,
 }
 
@@ -774,7 +777,7 @@ impl Conn {
         };
         let mut idle = Duration::ZERO;
         loop {
-            match msgpack::frame_len(&self.buf, &limits, max) {
+            match self.scan.next(&self.buf, &limits, max) {
                 Ok(Some(len)) if len <= max => {
                     let frame: Vec<u8> = self.buf.drain(..len).collect();
                     if self.buf.capacity() > (1 << 20) && self.buf.len() < (64 << 10) {
