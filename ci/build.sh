@@ -59,4 +59,13 @@ for rpm in "$dist"/*-"$release".*.rpm; do
     rpm -qp --requires "$rpm" | grep 'GLIBC_' | sort -V | tail -n 1
     rpmlint -c ci/rpmlint.toml "$rpm" || status=1
 done
-exit "$status"
+[ "$status" -eq 0 ] || exit "$status"
+
+# The yum/dnf repository hosts install from: target/repo/<dist>/x86_64 with
+# signed metadata when a key is given, the .repo file and the release RPM.
+# MY_AGENT_REPO_URL is where it will be served (baseurl in the .repo file).
+base_url=()
+if [ -n "${MY_AGENT_REPO_URL:-}" ]; then
+    base_url=(--base-url "$MY_AGENT_REPO_URL")
+fi
+cargo xtask repo --dist-dir "$dist" --out target/repo "${sign[@]}" "${base_url[@]}"

@@ -56,6 +56,33 @@ pub enum Command {
     Test(TestFlags),
     /// Benchmarks: the agent (1M error-log lines), slow-log parsing (200 MB), the RPM step vs rpmbuild, forward vs fluent-bit
     Bench(BenchFlags),
+    /// Lay out target/dist's RPMs as a signed yum/dnf repository per EL release, with a .repo file and a release RPM
+    Repo(RepoFlags),
+}
+
+#[derive(Debug, Args)]
+pub struct RepoFlags {
+    /// Sign unsigned RPMs and repomd.xml with this ASCII-armored OpenPGP secret key (no passphrase)
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// The URL hosts reach the repository at [default: file:// of --out]
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// The repository's folder [default: target/repo]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Where `cargo xtask package` wrote the RPMs [default: target/dist]
+    #[arg(long, value_name = "DIR")]
+    pub dist_dir: Option<PathBuf>,
+    /// Another folder of RPMs to include (older releases: upgrades and downgrades), repeatable
+    #[arg(long, value_name = "DIR")]
+    pub add: Vec<PathBuf>,
+    /// Another ASCII-armored public key hosts should trust, shipped beside the signing key's (key rotation), repeatable
+    #[arg(long, value_name = "FILE")]
+    pub trust: Vec<PathBuf>,
+    /// Timestamp of the signatures and the release RPM [default: the last commit's time]
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    pub source_date_epoch: Option<u64>,
 }
 
 #[derive(Debug, Args)]

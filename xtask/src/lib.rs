@@ -26,6 +26,7 @@ pub mod package_cmd;
 pub mod payload;
 pub mod product;
 pub mod recipe;
+pub mod repo;
 pub mod rpm_package;
 pub mod rpm_rules;
 pub mod source_cache;

@@ -10,7 +10,7 @@ use xtask::flags::{Command, DepsFlags, Global, Xtask};
 use xtask::layout::{workspace_root, Layout};
 use xtask::product::Product;
 use xtask::targets::Target;
-use xtask::{agent_build, bench, bench_forward, package_cmd, test_cmd};
+use xtask::{agent_build, bench, bench_forward, package, package_cmd, repo, test_cmd};
 
 fn main() {
     let flags = Xtask::parse();
@@ -55,6 +55,24 @@ fn run(flags: Xtask) -> Result<()> {
             for r in &results {
                 eprintln!("==> wrote {}", r.rpm.display());
             }
+        }
+        Command::Repo(r) => {
+            let table = xtask::targets::TargetTable::load(&layout.recipes.join("targets.toml"))?;
+            let opts = repo::RepoOptions {
+                dist: r
+                    .dist_dir
+                    .unwrap_or_else(|| layout.root.join("target/dist")),
+                add: r.add,
+                trust: r.trust,
+                out: r.out.unwrap_or_else(|| layout.root.join("target/repo")),
+                sign_key: r.sign_key,
+                base_url: r.base_url,
+                version: package::agent_version()?,
+                source_date: package::source_date(&sh, r.source_date_epoch)?,
+            };
+            let tools = xtask::tools::ToolTable::load(&layout.recipes.join("tools.toml"))?;
+            let pip_dir = layout.cache.join("tools/pip");
+            repo::run(&sh, &product, &table, (&tools, &pip_dir), &opts)?;
         }
         Command::Agent(d) => {
             let report = deps::run(&sh, &product, &layout, &deps_options(d))?;

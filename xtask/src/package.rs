@@ -47,7 +47,7 @@ pub fn agent_version() -> Result<String> {
 
 /// SOURCE_DATE_EPOCH, else the last commit's time, so rebuilding a commit
 /// gives the same bytes.
-fn source_date(sh: &Shell, explicit: Option<u64>) -> Result<u64> {
+pub fn source_date(sh: &Shell, explicit: Option<u64>) -> Result<u64> {
     if let Some(t) = explicit {
         return Ok(t);
     }

@@ -8,35 +8,8 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
-
 use crate::targets::Target;
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RpmRules {
-    /// The rpm release the target ships, for messages.
-    pub version: String,
-    /// The `rpmlib()` features it provides (`rpm --showrc` lists them).
-    pub rpmlib: Vec<String>,
-    /// Payload compressors it reads: gzip, xz, bzip2, zstd.
-    pub payload_compressors: Vec<String>,
-    /// File digest algorithms it verifies: md5, sha256, sha384, sha512.
-    pub file_digests: Vec<String>,
-    /// OpenPGP algorithms whose signatures it verifies: rsa, dsa, eddsa.
-    pub signature_algorithms: Vec<String>,
-    /// Whether it verifies a signature made by a signing subkey.
-    pub signing_subkeys: bool,
-    /// Whether it imports a key whose self-signatures use SHA-1.
-    pub sha1_self_signatures: bool,
-}
-
-impl RpmRules {
-    fn name(&self, target: &Target) -> String {
-        format!("target {} (rpm {})", target.name, self.version)
-    }
-}
+use anyhow::{bail, Context, Result};
 
 /// Holds the RPM at `path` to its target's rules: every `rpmlib()` feature
 /// it requires, its payload compressor and its file digests.

@@ -10,7 +10,6 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::health::Version;
-use crate::rpm_rules::RpmRules;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +37,34 @@ struct TargetSpec {
     all: bool,
     /// What its rpm accepts; none for a target with no rules (the host).
     rpm: Option<RpmRules>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+/// What one target's rpm accepts (`[target.NAME.rpm]`); `rpm_rules`
+/// holds packages and keys to it.
+pub struct RpmRules {
+    /// The rpm release the target ships, for messages.
+    pub version: String,
+    /// The `rpmlib()` features it provides (`rpm --showrc` lists them).
+    pub rpmlib: Vec<String>,
+    /// Payload compressors it reads: gzip, xz, bzip2, zstd.
+    pub payload_compressors: Vec<String>,
+    /// File digest algorithms it verifies: md5, sha256, sha384, sha512.
+    pub file_digests: Vec<String>,
+    /// OpenPGP algorithms whose signatures it verifies: rsa, dsa, eddsa.
+    pub signature_algorithms: Vec<String>,
+    /// Whether it verifies a signature made by a signing subkey.
+    pub signing_subkeys: bool,
+    /// Whether it imports a key whose self-signatures use SHA-1.
+    pub sha1_self_signatures: bool,
+}
+
+impl RpmRules {
+    /// "target el7 (rpm 4.11.3)", for messages.
+    pub fn name(&self, target: &Target) -> String {
+        format!("target {} (rpm {})", target.name, self.version)
+    }
 }
 
 /// The RPM payload compression.
