@@ -16,6 +16,7 @@
 
 mod connection;
 pub mod heartbeat;
+mod phi;
 pub mod servers;
 
 use std::sync::atomic::{AtomicBool, Ordering};

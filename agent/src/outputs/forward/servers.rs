@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::heartbeat::{self, Detector};
+use super::phi::Detector;
 
 /// TLS settings, for the output and per server.
 #[derive(Debug, Clone, Default)]
@@ -174,8 +174,9 @@ impl Server {
         was_up
     }
 
-    /// One heartbeat's outcome (see `heartbeat`).
-    pub fn heartbeat(&self, alive: bool, settings: &heartbeat::Settings) {
+    /// One heartbeat's outcome (see `heartbeat`): above `phi_threshold`
+    /// an up receiver is marked down for `recover_wait`.
+    pub fn heartbeat(&self, alive: bool, phi_threshold: f64, recover_wait: Duration) {
         let now = Instant::now();
         let mut h = self.health.lock().unwrap();
         if alive {
@@ -196,7 +197,7 @@ impl Server {
             return;
         }
         let phi = h.detector.phi(now);
-        if phi <= settings.phi_threshold {
+        if phi <= phi_threshold {
             return;
         }
         let silent = h
@@ -207,11 +208,11 @@ impl Server {
             "{}: no heartbeat answered for {:.1}s (phi {phi:.1} > phi_threshold {})",
             self.address(),
             silent.as_secs_f64(),
-            settings.phi_threshold
+            phi_threshold
         );
         h.failures = 1;
         h.cause = Cause::Transport;
-        h.retry_at = Some(now + settings.recover_wait);
+        h.retry_at = Some(now + recover_wait);
         h.last_error = Some(error.clone());
         drop(h);
         self.heartbeat_losses.fetch_add(1, Ordering::Relaxed);
