@@ -23,6 +23,17 @@ fn tail_to(dir: &Path, outputs: &str) -> String {
     format!("{}{outputs}", &base[..at])
 }
 
+/// An agent running `tail_to(dir, outputs)` with `/metrics` on a port of
+/// its own; returns it with that port.
+fn tailing_agent(dir: &Path, outputs: &str) -> (Agent, u16) {
+    let metrics = free_port();
+    let config = format!(
+        "system:\n  metrics:\n    bind: 127.0.0.1:{metrics}\n{}",
+        tail_to(dir, outputs)
+    );
+    (Agent::start(dir, &config), metrics)
+}
+
 fn forward_output(port: u16, extra: &str, buffer: &Path) -> String {
     format!(
         "outputs:\n  - match: \"mysql.**\"\n    type: forward\n    host: 127.0.0.1\n    port: {port}\n    retry_wait: 200ms\n    retry_max_interval: 1s\n{extra}    buffer:\n      type: file\n      path: {}\n      flush_interval: 100ms\n",
@@ -397,18 +408,11 @@ fn heartbeats_move_chunks_off_a_silent_receiver_and_bring_it_back() {
         &dir.path().join("fb-standby"),
         &fluent_bit_receiver(standby_port, &standby_out, ""),
     );
-    let metrics = free_port();
     let outputs = format!(
         "outputs:\n  - match: \"mysql.**\"\n    type: forward\n    ack_timeout: 120s\n    recover_wait: 120s\n    heartbeat_interval: 200ms\n    servers:\n      - {{host: 127.0.0.1, port: {silent_port}}}\n      - {{host: 127.0.0.1, port: {standby_port}, standby: true}}\n    buffer:\n      type: file\n      path: {}/buffer\n      flush_interval: 100ms\n",
         dir.path().display()
     );
-    let agent = Agent::start(
-        dir.path(),
-        &format!(
-            "system:\n  metrics:\n    bind: 127.0.0.1:{metrics}\n{}",
-            tail_to(dir.path(), &outputs)
-        ),
-    );
+    let (agent, metrics) = tailing_agent(dir.path(), &outputs);
     let log = dir.path().join("mysqld.err");
     append_lines(&log, (0..200).map(numbered_line));
     wait_until("the silent receiver read the chunk", || {
@@ -721,14 +725,7 @@ fn failover_to_weighted_receivers_loses_nothing() {
         ports[2],
         dir.path().display()
     );
-    let metrics = free_port();
-    let agent = Agent::start(
-        dir.path(),
-        &format!(
-            "system:\n  metrics:\n    bind: 127.0.0.1:{metrics}\n{}",
-            tail_to(dir.path(), &outputs)
-        ),
-    );
+    let (agent, metrics) = tailing_agent(dir.path(), &outputs);
     let log = dir.path().join("mysqld.err");
     let all = || -> Vec<Received> { outs.iter().flat_map(|o| read_fluent_bit_files(o)).collect() };
     for batch in 0..30u64 {

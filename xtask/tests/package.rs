@@ -337,32 +337,9 @@ fn package_layout_lint_install_upgrade_erase() {
 
 /// A throwaway OpenPGP key made with gpg: (secret, public) armored files.
 fn signing_key(dir: &Path) -> (PathBuf, PathBuf) {
-    let home = dir.join("gnupg");
-    fs::create_dir(&home).unwrap();
-    fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let gpg = || {
-        let mut c = Command::new("gpg");
-        c.arg("--homedir").arg(&home).args([
-            "--batch",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ]);
-        c
-    };
-    ok(gpg().args([
-        "--quick-gen-key",
-        "my-agent test <test@localhost>",
-        "rsa2048",
-        "sign",
-        "never",
-    ]));
-    let secret = dir.join("secret.asc");
+    let (home, secret) = common::gpg_key(dir, "test", &["rsa2048", "sign", "never"], &[]);
     let public = dir.join("public.asc");
-    let s = ok(gpg().args(["--armor", "--export-secret-keys", "test@localhost"]));
-    fs::write(&secret, s).unwrap();
-    let p = ok(gpg().args(["--armor", "--export", "test@localhost"]));
+    let p = ok(common::gpg(&home).args(["--armor", "--export", "test@localhost"]));
     fs::write(&public, p).unwrap();
     (secret, public)
 }

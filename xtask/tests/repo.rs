@@ -42,35 +42,6 @@ fn planted(dir: &Path, dist: &str, release: u32, sign: Option<&Path>) -> PathBuf
     path
 }
 
-fn gpg(home: &Path) -> Command {
-    let mut c = Command::new("gpg");
-    c.arg("--homedir").arg(home).args([
-        "--batch",
-        "--pinentry-mode",
-        "loopback",
-        "--passphrase",
-        "",
-    ]);
-    c
-}
-
-/// An RSA key (the one kind every EL target verifies): its gpg home and
-/// the armored secret key.
-fn rsa_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let home = dir.join(format!("gnupg-{name}"));
-    fs::create_dir(&home).unwrap();
-    fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let uid = format!("{name} <{name}@localhost>");
-    ok(gpg(&home).args(["--quick-gen-key", &uid, "rsa2048", "sign", "never"]));
-    let secret = dir.join(format!("{name}.asc"));
-    fs::write(
-        &secret,
-        ok(gpg(&home).args(["--armor", "--export-secret-keys", &uid])),
-    )
-    .unwrap();
-    (home, secret)
-}
-
 fn repo(tmp: &Path, dist: &Path, out: &Path, key: &Path) {
     let out = xtask(
         tmp,
@@ -185,7 +156,7 @@ fn host_root(dir: &Path, name: &str, out: &Path) -> (PathBuf, PathBuf) {
 fn a_signed_repository_installs_upgrades_and_downgrades_with_dnf() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let (home, secret) = rsa_key(t, "fleet");
+    let (home, secret) = gpg_key(t, "fleet", &["rsa2048", "sign", "never"], &[]);
     let dist1 = t.join("dist1");
     let dist2 = t.join("dist2");
     for dist in ["el8", "el9"] {
@@ -247,7 +218,7 @@ fn a_signed_repository_installs_upgrades_and_downgrades_with_dnf() {
     let repodata = out.join("el9/x86_64/repodata");
 
     // A key that is not the repository's: its metadata is refused.
-    let (stranger_home, _) = rsa_key(t, "stranger");
+    let (stranger_home, _) = gpg_key(t, "stranger", &["rsa2048", "sign", "never"], &[]);
     let other_public = t.join("stranger.pub");
     fs::write(
         &other_public,

@@ -73,43 +73,26 @@ fn a_planted_rpmlib_feature_is_refused_for_the_target_that_lacks_it() {
     );
 }
 
-/// A throwaway key from gpg: `args` after `--quick-gen-key UID`, plus an
-/// optional signing subkey; returns the armored secret key.
-fn gpg_key(dir: &Path, name: &str, args: &[&str], subkey: Option<&str>, extra: &[&str]) -> PathBuf {
-    let home = dir.join(format!("gnupg-{name}"));
-    fs::create_dir(&home).unwrap();
-    fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let gpg = || {
-        let mut c = Command::new("gpg");
-        c.arg("--homedir").arg(&home).args([
-            "--batch",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ]);
-        c.args(extra);
-        c
-    };
-    let uid = format!("{name} <{name}@localhost>");
-    ok(gpg().arg("--quick-gen-key").arg(&uid).args(args));
-    if let Some(algo) = subkey {
-        let listing = ok(gpg().args(["--with-colons", "--list-keys", &uid]));
-        let fpr = listing
-            .lines()
-            .find_map(|l| l.strip_prefix("fpr:"))
-            .and_then(|l| l.split(':').find(|f| f.len() == 40))
-            .unwrap()
-            .to_string();
-        ok(gpg().args(["--quick-add-key", &fpr, algo, "sign", "never"]));
-    }
-    let path = dir.join(format!("{name}.asc"));
+/// A throwaway key: `gen` for gpg's `--quick-gen-key`, plus a signing
+/// subkey of algorithm `subkey` when given; returns the armored secret key.
+fn key_with(dir: &Path, name: &str, gen: &[&str], subkey: Option<&str>, extra: &[&str]) -> PathBuf {
+    let (home, secret) = gpg_key(dir, name, gen, extra);
+    let Some(algo) = subkey else { return secret };
+    let uid = format!("{name}@localhost");
+    let listing = ok(gpg(&home).args(["--with-colons", "--list-keys", &uid]));
+    let fpr = listing
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:"))
+        .and_then(|l| l.split(':').find(|f| f.len() == 40))
+        .unwrap()
+        .to_string();
+    ok(gpg(&home).args(["--quick-add-key", &fpr, algo, "sign", "never"]));
     fs::write(
-        &path,
-        ok(gpg().args(["--armor", "--export-secret-keys", &uid])),
+        &secret,
+        ok(gpg(&home).args(["--armor", "--export-secret-keys", &uid])),
     )
     .unwrap();
-    path
+    secret
 }
 
 #[test]
@@ -117,10 +100,10 @@ fn signing_keys_are_held_to_each_targets_rules() {
     let tmp = tempfile::tempdir().unwrap();
     let all = targets();
 
-    let rsa = gpg_key(tmp.path(), "rsa", &["rsa2048", "sign", "never"], None, &[]);
+    let rsa = key_with(tmp.path(), "rsa", &["rsa2048", "sign", "never"], None, &[]);
     check_sign_key(&rsa, &all).unwrap();
 
-    let ed = gpg_key(tmp.path(), "ed", &["ed25519", "sign", "never"], None, &[]);
+    let ed = key_with(tmp.path(), "ed", &["ed25519", "sign", "never"], None, &[]);
     let e = format!("{:#}", check_sign_key(&ed, &all).unwrap_err());
     assert!(
         e.contains("target el7 (rpm 4.11.3) cannot verify eddsa signatures")
@@ -131,7 +114,7 @@ fn signing_keys_are_held_to_each_targets_rules() {
     );
     check_sign_key(&ed, &[target("el9")]).unwrap();
 
-    let sub = gpg_key(
+    let sub = key_with(
         tmp.path(),
         "sub",
         &["rsa2048", "cert", "never"],
@@ -146,7 +129,7 @@ fn signing_keys_are_held_to_each_targets_rules() {
     );
     check_sign_key(&sub, &[target("el8"), target("el9")]).unwrap();
 
-    let sha1 = gpg_key(
+    let sha1 = key_with(
         tmp.path(),
         "sha1",
         &["rsa2048", "sign", "never"],

@@ -385,3 +385,39 @@ pub fn verify_unit(opt: &Path, unit: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A gpg run on its own home `home`, unattended and without passphrases.
+pub fn gpg(home: &Path) -> Command {
+    let mut c = Command::new("gpg");
+    c.arg("--homedir").arg(home).args([
+        "--batch",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+    ]);
+    c
+}
+
+/// A throwaway OpenPGP key `<name>@localhost` made by gpg in its own home
+/// under `dir`: `gen` after `--quick-gen-key UID` (e.g. rsa2048 sign
+/// never), `extra` before it (e.g. --cert-digest-algo SHA1). Returns the
+/// home and the armored secret key.
+pub fn gpg_key(dir: &Path, name: &str, gen: &[&str], extra: &[&str]) -> (PathBuf, PathBuf) {
+    let home = dir.join(format!("gnupg-{name}"));
+    fs::create_dir(&home).unwrap();
+    fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let uid = format!("{name} <{name}@localhost>");
+    ok(gpg(&home)
+        .args(extra)
+        .arg("--quick-gen-key")
+        .arg(&uid)
+        .args(gen));
+    let secret = dir.join(format!("{name}.asc"));
+    fs::write(
+        &secret,
+        ok(gpg(&home).args(["--armor", "--export-secret-keys", &uid])),
+    )
+    .unwrap();
+    (home, secret)
+}
