@@ -12,9 +12,13 @@
 #   MY_AGENT_BUILDER     auto (default), zig, host, podman, docker or vagrant
 #   MY_AGENT_CACHE_DIR   sources and built components; cache this between runs
 #   SOURCE_DATE_EPOCH    timestamps (default: the last commit's time)
+#   MY_AGENT_REPO_URL    where the repository will be served (its .repo baseurl)
+#   MY_AGENT_REPO_KEEP   a folder of already published RPMs to keep in the
+#                        repository (upgrades and downgrades between releases)
 #
-# Output: target/dist/<name>-<version>-<release>.<dist>.x86_64.rpm and a
-# manifest.json beside each.
+# Output: target/dist/<name>-<version>-<release>.<dist>.x86_64.rpm with a
+# manifest.json and a CycloneDX SBOM (.cdx.json) beside each, and the signed
+# yum/dnf repository in target/repo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,4 +72,8 @@ base_url=()
 if [ -n "${MY_AGENT_REPO_URL:-}" ]; then
     base_url=(--base-url "$MY_AGENT_REPO_URL")
 fi
-cargo xtask repo --dist-dir "$dist" --out target/repo "${sign[@]}" "${base_url[@]}"
+keep=()
+if [ -n "${MY_AGENT_REPO_KEEP:-}" ] && [ -d "$MY_AGENT_REPO_KEEP" ]; then
+    keep=(--add "$MY_AGENT_REPO_KEEP")
+fi
+cargo xtask repo --dist-dir "$dist" --out target/repo "${sign[@]}" "${base_url[@]}" "${keep[@]}"
