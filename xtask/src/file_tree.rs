@@ -1,15 +1,16 @@
 //! Directory trees as data: walking them into a sorted listing with digests
 //! (the build cache's manifest) and copying them with symlinks and modes
-//! intact (cache -> stage).
+//! intact (cache -> stage); and the sha256 of one file, which every stage
+//! checks something with (sources, wheels, trees, RPMs).
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::Read;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-
-use crate::source_cache::sha256_file;
+use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -103,6 +104,23 @@ pub fn copy_into(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// sha256 of a file, hex encoded.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::builder::BuilderKind;
+use crate::layout::{workspace_root, Layout};
+use crate::product::Product;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +46,45 @@ pub struct Global {
     pub jobs: Option<usize>,
 }
 
+impl Global {
+    /// The product file with `--name`/`--prefix` applied, and where its
+    /// recipes, work and cache directories are.
+    pub fn setup(&self) -> Result<(Product, Layout)> {
+        let product_file = self
+            .product
+            .clone()
+            .unwrap_or_else(|| workspace_root().join("recipes/my-agent.toml"));
+        let prefix = self
+            .prefix
+            .as_ref()
+            .map(|p| {
+                p.to_str()
+                    .map(str::to_string)
+                    .context("--prefix is not UTF-8")
+            })
+            .transpose()?;
+        let product = Product::load(&product_file)?.with_overrides(self.name.clone(), prefix)?;
+        let recipes = self.recipes.clone().or_else(|| {
+            self.product
+                .as_ref()
+                .and_then(|p| p.parent().map(PathBuf::from))
+        });
+        let layout = Layout::new(
+            &product.name,
+            recipes,
+            self.work_dir.clone(),
+            self.cache_dir.clone(),
+        )?;
+        Ok((product, layout))
+    }
+
+    /// `--jobs`, else the number of cores.
+    pub fn jobs(&self) -> usize {
+        self.jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Fetch, verify, build and stage jemalloc, libyaml, OpenSSL and libmysqlclient
@@ -55,6 +96,8 @@ pub enum Command {
     /// Build the prefix (cached), then run every test of the workspace against it
     Test(TestFlags),
     /// Benchmarks: the agent (1M error-log lines), slow-log parsing (200 MB), the RPM step vs rpmbuild, forward vs fluent-bit
+    // Parsed here, run by the xtask-bench crate (xtask/bench), which only
+    // this command compiles: the sink and the benches stay out of the rest.
     Bench(BenchFlags),
     /// Lay out target/dist's RPMs as a signed yum/dnf repository per EL release, with a .repo file and a release RPM
     Repo(RepoFlags),
@@ -155,4 +198,21 @@ pub struct PackageFlags {
     /// Sign the RPM with this ASCII-armored OpenPGP secret key (no passphrase)
     #[arg(long, value_name = "FILE")]
     pub sign_key: Option<PathBuf>,
+}
+
+/// `--builder`: which machine and compiler build a target (`builders::plan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuilderKind {
+    /// host when the host's glibc is within the target's ceiling, else zig
+    Auto,
+    /// the host's own compiler and glibc
+    Host,
+    /// zig cc and cargo-zigbuild against the target's glibc: no container, no root
+    Zig,
+    /// a podman container of the target's distribution
+    Podman,
+    /// a docker container of the target's distribution
+    Docker,
+    /// a Vagrant box of the target's distribution
+    Vagrant,
 }

@@ -1,38 +1,39 @@
 //! The my-agent build toolchain: `cargo xtask <command>`.
 //!
 //! One path from command to result: fetch -> build deps -> (agent -> stage
-//! -> render -> health check -> rpm). Each step is a module taking typed
-//! inputs; `main.rs` only parses flags and dispatches.
+//! -> render -> health check -> rpm). `main.rs` only parses flags
+//! (`flags.rs`) and dispatches. The stages are folders, and each depends
+//! only on those below it and on the shared files here (the architecture
+//! test in agent/tests checks both):
+//!
+//! - `builders/`: `cargo xtask package`, per target: which machine builds
+//!   it (here, a container, a VM), running the package step
+//! - `package/`: the package step: the agent, the payload, health check,
+//!   service files, RPM
+//! - `deps/`: `cargo xtask deps`: recipes fetched, built, cached and staged
+//! - `toolchain/`: the compilers that build here (the host's, zig)
+//!
+//! beside them `repo/` (`cargo xtask repo`, over packages already written)
+//! and `test_cmd.rs` (`cargo xtask test`). The benches are their own crate
+//! (`xtask/bench/`), compiled only by `cargo xtask bench`.
 
-pub mod agent_build;
-pub mod apt_source;
-pub mod bench;
-pub mod bench_forward;
-pub mod bench_rpm;
-pub mod build_cache;
-pub mod builder;
-pub mod cache_lock;
-pub mod component_build;
-pub mod container;
+// Stages, top to bottom.
+pub mod builders;
+pub mod repo;
+pub mod test_cmd;
+
+pub mod package;
+
 pub mod deps;
-pub mod extract;
-pub mod fetch;
+
+pub mod toolchain;
+
+// Shared by every stage; none of these imports a stage.
 pub mod file_tree;
 pub mod flags;
-pub mod health;
 pub mod layout;
-pub mod package;
-pub mod package_cmd;
-pub mod payload;
 pub mod product;
-pub mod recipe;
-pub mod repo;
-pub mod rpm_package;
-pub mod rpm_rules;
-pub mod source_cache;
 pub mod targets;
 pub mod template;
-pub mod test_cmd;
 pub mod tools;
-pub mod vagrant;
-pub mod zig;
+pub mod version;

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::health::Version;
+use crate::version::Version;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

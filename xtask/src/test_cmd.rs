@@ -6,27 +6,8 @@ use anyhow::Result;
 use xshell::{cmd, Shell};
 
 use crate::layout::{Layout, StagedPrefix};
+use crate::package::agent_build::prefix_env;
 use crate::tools::{self, ToolTable};
-
-/// Environment that makes -sys crates build against the stage.
-pub fn prefix_env(staged: &StagedPrefix) -> Vec<(String, String)> {
-    let p = staged.path().display().to_string();
-    vec![
-        ("OPENSSL_DIR".into(), p.clone()),
-        ("OPENSSL_NO_VENDOR".into(), "1".into()),
-        ("PKG_CONFIG_PATH".into(), format!("{p}/lib/pkgconfig")),
-        // The .pc files say /opt/my-agent; the sysroot maps that to the stage.
-        (
-            "PKG_CONFIG_SYSROOT_DIR".into(),
-            staged.root.display().to_string(),
-        ),
-        (
-            "JEMALLOC_OVERRIDE".into(),
-            format!("{p}/lib/libjemalloc.so"),
-        ),
-        ("MY_AGENT_STAGED_PREFIX".into(), p),
-    ]
-}
 
 /// Installs what the tests need (`recipes/test-tools.toml`) when it is
 /// missing, then runs every test of the workspace against the stage.

@@ -9,8 +9,8 @@ use std::fs;
 use std::process::Command;
 
 use common::{ok, repo_root};
+use xtask::builders::{container, vagrant};
 use xtask::targets::TargetTable;
-use xtask::{container, vagrant};
 
 fn table() -> TargetTable {
     TargetTable::load(&repo_root().join("recipes/targets.toml")).unwrap()

@@ -272,7 +272,7 @@ fn package_layout_lint_install_upgrade_erase() {
     for l in ldd.lines().filter(|l| l.contains("=>")) {
         let name = l.split_whitespace().next().unwrap();
         assert!(
-            l.contains("/opt/my-agent/") || xtask::health::BASE_SYSTEM.contains(&name),
+            l.contains("/opt/my-agent/") || xtask::package::health::BASE_SYSTEM.contains(&name),
             "{name} is neither from the prefix nor base system: {l}"
         );
     }
@@ -346,7 +346,7 @@ fn signing_key(dir: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn health_check_fails_planted_bad_elves() {
-    use xtask::health::check;
+    use xtask::package::health::check;
     use xtask::targets::{Target, TargetTable};
     let table = TargetTable::load(&common::repo_root().join("recipes/targets.toml")).unwrap();
     let el7 = table.select("el7").unwrap().remove(0);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use xtask::rpm_rules::{check_package, check_sign_key};
+use xtask::package::rpm_rules::{check_package, check_sign_key};
 use xtask::targets::{Target, TargetTable};
 
 fn targets() -> Vec<Target> {

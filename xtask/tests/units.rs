@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 
 use common::repo_root;
-use xtask::payload::ProductVars;
+use xtask::package::payload::ProductVars;
 use xtask::targets::TargetTable;
 
 /// The systemd version that introduced each key the template may use

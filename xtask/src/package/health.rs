@@ -4,13 +4,13 @@
 //! distribution has.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use crate::targets::Target;
+use crate::version::Version;
 
 /// Libraries every target system provides (glibc family, libgcc_s,
 /// libstdc++, the dynamic loader). Anything else must be in the prefix.
@@ -27,24 +27,6 @@ pub const BASE_SYSTEM: &[&str] = &[
     "ld-linux-x86-64.so.2",
     "ld-linux-aarch64.so.1",
 ];
-
-/// A symbol version such as 2.17 or 3.4.29.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Version(pub Vec<u32>);
-
-impl Version {
-    pub fn parse(s: &str) -> Option<Version> {
-        let parts: Option<Vec<u32>> = s.split('.').map(|p| p.parse().ok()).collect();
-        parts.filter(|p| !p.is_empty()).map(Version)
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(u32::to_string).collect();
-        f.write_str(&parts.join("."))
-    }
-}
 
 /// What one ELF file needs.
 #[derive(Debug)]

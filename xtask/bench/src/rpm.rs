@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::payload::EntryKind;
-use crate::rpm_package::RpmSpec;
+use xtask::package::payload::EntryKind;
+use xtask::package::rpm_package::RpmSpec;
 
 const RUNS: usize = 3;
 
@@ -68,7 +68,7 @@ fn spec_file(spec: &RpmSpec, payload_root: &Path) -> String {
 }
 
 pub fn run(spec: &RpmSpec, payload_root: &Path, work: &Path) -> Result<()> {
-    if crate::tools::find_on_path("rpmbuild").is_none() {
+    if xtask::tools::find_on_path("rpmbuild").is_none() {
         bail!("rpmbuild is not installed (apt-get install rpm, or dnf install rpm-build)");
     }
     if work.exists() {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use test_support::{Agent, Peer};
 
-use crate::bench::write_error_log;
+use crate::agent::write_error_log;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Contender {

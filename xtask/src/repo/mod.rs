@@ -6,7 +6,7 @@
 //! `repo_gpgcheck`), a `.repo` file, the public key, and a
 //! `<name>-release` RPM that installs both.
 //!
-//! The key is held to every target's rules first (see `rpm_rules`): one
+//! The key is held to every target's rules first (see `package::rpm_rules`): one
 //! key signs everything, so it must be one all of them verify.
 
 use std::collections::BTreeMap;
@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
+use crate::package::rpm_rules;
 use crate::product::Product;
-use crate::rpm_rules;
 use crate::targets::TargetTable;
 use crate::tools::ToolTable;
 

@@ -12,9 +12,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::apt_source::AptMirror;
-use crate::recipe::{Recipe, Source};
-use crate::source_cache::{sha256_file, ChecksumMismatch, SourceCache};
+use crate::deps::apt_source::AptMirror;
+use crate::deps::recipe::{Recipe, Source};
+use crate::deps::source_cache::{ChecksumMismatch, SourceCache};
+use crate::file_tree::sha256_file;
 
 pub struct Fetcher<'a> {
     cache: &'a SourceCache,

@@ -8,9 +8,29 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::builder::Toolchain;
 use crate::layout::{workspace_root, StagedPrefix};
-use crate::test_cmd::prefix_env;
+use crate::toolchain::Toolchain;
+
+/// Environment that makes -sys crates build against the stage (the
+/// agent here, every test of the workspace in `cargo xtask test`).
+pub fn prefix_env(staged: &StagedPrefix) -> Vec<(String, String)> {
+    let p = staged.path().display().to_string();
+    vec![
+        ("OPENSSL_DIR".into(), p.clone()),
+        ("OPENSSL_NO_VENDOR".into(), "1".into()),
+        ("PKG_CONFIG_PATH".into(), format!("{p}/lib/pkgconfig")),
+        // The .pc files say /opt/my-agent; the sysroot maps that to the stage.
+        (
+            "PKG_CONFIG_SYSROOT_DIR".into(),
+            staged.root.display().to_string(),
+        ),
+        (
+            "JEMALLOC_OVERRIDE".into(),
+            format!("{p}/lib/libjemalloc.so"),
+        ),
+        ("MY_AGENT_STAGED_PREFIX".into(), p),
+    ]
+}
 
 /// Builds the agent with `toolchain` and installs it in the stage.
 /// `cache` holds the zig builder's cargo target directory, so a fresh clone

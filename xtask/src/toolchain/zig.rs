@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::health::Version;
-use crate::source_cache::sha256_file;
+use crate::file_tree::sha256_file;
 use crate::targets::ZigPin;
 use crate::tools::find_on_path;
+use crate::version::Version;
 
 /// An installed zig and cargo-zigbuild, and the wrappers that make `zig cc`
 /// look like a plain C compiler to configure, libtool and cmake.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::recipe::DebianSource;
+use crate::deps::recipe::DebianSource;
 use crate::tools::find_on_path;
 
 pub struct AptMirror {

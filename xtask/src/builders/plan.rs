@@ -1,34 +1,16 @@
 //! Which machine and compiler build a target: `--builder auto|host|zig|
-//! podman|docker|vagrant`. `host` and `zig` build here (a [`Toolchain`]);
-//! the others run `cargo xtask package --builder host` inside a container
-//! or a VM of the target's distribution.
+//! podman|docker|vagrant`. `host` and `zig` build here (a
+//! [`LocalKind`] of toolchain); the others run `cargo xtask package
+//! --builder host` inside a container or a VM of the target's distribution.
 
 use std::ffi::CStr;
 
 use anyhow::{bail, Result};
-use clap::ValueEnum;
-use xshell::Shell;
 
-use crate::build_cache::BuilderIdentity;
-use crate::health::Version;
-use crate::targets::{Target, ZigPin};
-use crate::zig::{self, ZigToolchain};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BuilderKind {
-    /// host when the host's glibc is within the target's ceiling, else zig
-    Auto,
-    /// the host's own compiler and glibc
-    Host,
-    /// zig cc and cargo-zigbuild against the target's glibc: no container, no root
-    Zig,
-    /// a podman container of the target's distribution
-    Podman,
-    /// a docker container of the target's distribution
-    Docker,
-    /// a Vagrant box of the target's distribution
-    Vagrant,
-}
+use crate::flags::BuilderKind;
+use crate::targets::Target;
+use crate::toolchain::LocalKind;
+use crate::version::Version;
 
 /// How a target is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,22 +20,6 @@ pub enum Plan {
     /// Inside a container engine (`podman` or `docker`).
     Container(&'static str),
     Vagrant,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LocalKind {
-    Host,
-    Zig(Version),
-}
-
-impl LocalKind {
-    /// Names the work directory and the agent's cargo target directory.
-    pub fn id(&self) -> String {
-        match self {
-            LocalKind::Host => "host".into(),
-            LocalKind::Zig(glibc) => format!("zig-glibc{glibc}"),
-        }
-    }
 }
 
 /// The glibc this process runs on (so the host's), e.g. 2.36.
@@ -92,55 +58,6 @@ pub fn plan(kind: BuilderKind, target: &Target, host: Option<&Version>) -> Resul
             _ => zig()?,
         },
     })
-}
-
-/// A compiler set-up on this machine.
-#[derive(Debug, Clone)]
-pub enum Toolchain {
-    Host,
-    Zig(ZigToolchain),
-}
-
-impl Toolchain {
-    /// Installs what `kind` needs (zig, cargo-zigbuild) on first use.
-    pub fn prepare(
-        sh: &Shell,
-        kind: &LocalKind,
-        cache: &std::path::Path,
-        pin: &ZigPin,
-    ) -> Result<Toolchain> {
-        Ok(match kind {
-            LocalKind::Host => Toolchain::Host,
-            LocalKind::Zig(glibc) => Toolchain::Zig(zig::ensure(sh, cache, pin, glibc)?),
-        })
-    }
-
-    pub fn kind(&self) -> LocalKind {
-        match self {
-            Toolchain::Host => LocalKind::Host,
-            Toolchain::Zig(z) => LocalKind::Zig(z.glibc.clone()),
-        }
-    }
-
-    /// What the build cache keys on: a different compiler or glibc never
-    /// reuses another's objects; targets built identically share them.
-    pub fn identity(&self, sh: &Shell) -> Result<BuilderIdentity> {
-        match self {
-            Toolchain::Host => BuilderIdentity::detect(sh),
-            Toolchain::Zig(z) => Ok(BuilderIdentity {
-                compiler: format!("zig {}", z.version),
-                target: z.c_target(),
-            }),
-        }
-    }
-
-    /// Environment for every recipe step.
-    pub fn c_env(&self) -> Vec<(String, String)> {
-        match self {
-            Toolchain::Host => Vec::new(),
-            Toolchain::Zig(z) => z.c_env(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -14,9 +14,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use xshell::cmd;
 
+use crate::builders::context::{inner_args, utf8, Context};
 use crate::flags::PackageFlags;
 use crate::package::PackageResult;
-use crate::package_cmd::{inner_args, utf8, Context};
 use crate::targets::{PackageManager, Target};
 use crate::tools::ToolTable;
 

@@ -12,9 +12,9 @@ use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 use xshell::cmd;
 
+use crate::builders::context::{inner_args, utf8, Context};
 use crate::flags::PackageFlags;
 use crate::package::PackageResult;
-use crate::package_cmd::{inner_args, utf8, Context};
 use crate::targets::{PackageManager, Target, TargetTable};
 use crate::tools::ToolTable;
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::payload::{EntryKind, Marker, Payload, Scriptlets};
+use crate::package::payload::{EntryKind, Marker, Payload, Scriptlets};
 use crate::product::Product;
 use crate::targets::{Compression, Target};
 
@@ -161,7 +161,7 @@ impl RpmSpec<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::Entry;
+    use crate::package::payload::Entry;
 
     #[test]
     fn debuginfo_header_has_its_own_name_and_requires_the_agent_exactly() {

@@ -1,5 +1,9 @@
-//! `cargo xtask package`: deps (cached) -> agent -> stage the payload ->
-//! health check -> render templates -> RPM -> manifest, then a summary.
+//! The package step, after deps: the agent built against the stage
+//! (`agent_build.rs`) -> the payload staged (`payload.rs`) -> health check
+//! (`health.rs`) -> service files rendered -> RPM (`rpm_package.rs`), held
+//! to the target's rules (`rpm_rules.rs`) -> manifest, then a summary.
+//! `cargo xtask package` runs it through a builder (`builders/`), which
+//! chooses where; nothing here knows which builder called.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,16 +12,21 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use xshell::{cmd, Shell};
 
+use crate::deps::recipe::RecipeSet;
 use crate::deps::DepsReport;
-use crate::health;
+use crate::file_tree::sha256_file;
 use crate::layout::{workspace_root, Layout};
-use crate::payload::{self, ProductVars};
+use crate::package::payload::ProductVars;
+use crate::package::rpm_package::RpmSpec;
 use crate::product::Product;
-use crate::recipe::RecipeSet;
-use crate::rpm_package::RpmSpec;
-use crate::source_cache::sha256_file;
 use crate::targets::Target;
 use crate::tools::ToolTable;
+
+pub mod agent_build;
+pub mod health;
+pub mod payload;
+pub mod rpm_package;
+pub mod rpm_rules;
 
 pub struct PackageOptions {
     pub target: Target,
@@ -256,11 +265,11 @@ pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
     let spec = prepared.spec(product, &opts.target, opts.sign_key.clone());
     eprintln!("==> package: writing {}", spec.file_name());
     let rpm = spec.write(&opts.dist)?;
-    crate::rpm_rules::check_package(&rpm, &opts.target)?;
+    crate::package::rpm_rules::check_package(&rpm, &opts.target)?;
     let debug_spec = prepared.debuginfo_spec(product, &opts.target, opts.sign_key.clone());
     eprintln!("==> package: writing {}", debug_spec.file_name());
     let debug_rpm = debug_spec.write(&opts.dist)?;
-    crate::rpm_rules::check_package(&debug_rpm, &opts.target)?;
+    crate::package::rpm_rules::check_package(&debug_rpm, &opts.target)?;
     let (version, release, payload, report, recipes, components, requires) = (
         &prepared.version,
         &prepared.release,

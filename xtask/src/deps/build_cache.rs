@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use xshell::{cmd, Shell};
 
 use crate::file_tree::{self, TreeEntry};
+use crate::toolchain::BuilderIdentity;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BuildKey(pub String);
@@ -22,31 +22,6 @@ pub struct BuildKey(pub String);
 impl std::fmt::Display for BuildKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// Which compiler builds for which target: a different one must not reuse
-/// another's objects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuilderIdentity {
-    pub compiler: String,
-    pub target: String,
-}
-
-impl BuilderIdentity {
-    pub fn detect(sh: &Shell) -> Result<BuilderIdentity> {
-        let version = cmd!(sh, "cc --version")
-            .quiet()
-            .read()
-            .context("cannot run `cc --version`")?;
-        let target = cmd!(sh, "cc -dumpmachine")
-            .quiet()
-            .read()
-            .context("cannot run `cc -dumpmachine`")?;
-        Ok(BuilderIdentity {
-            compiler: version.lines().next().unwrap_or_default().to_string(),
-            target: target.trim().to_string(),
-        })
     }
 }
 

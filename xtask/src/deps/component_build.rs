@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::recipe::Recipe;
+use crate::deps::recipe::Recipe;
 
 /// Variables available to recipe templates.
 #[derive(Debug, Serialize)]

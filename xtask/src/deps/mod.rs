@@ -1,5 +1,10 @@
 //! `cargo xtask deps`: fetch, verify, build and stage every component of the
-//! product, reusing the build cache for anything unchanged.
+//! product, reusing the build cache for anything unchanged. Each component
+//! is a recipe (`recipe.rs`, from `recipes/*.toml`); its sources are fetched
+//! (`fetch.rs`, `apt_source.rs`) into a content-addressed cache
+//! (`source_cache.rs`), extracted (`extract.rs`), built (`component_build.rs`)
+//! and kept by build key (`build_cache.rs`, one writer at a time:
+//! `cache_lock.rs`).
 
 use std::fs;
 use std::path::PathBuf;
@@ -8,19 +13,28 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use xshell::Shell;
 
-use crate::apt_source::AptMirror;
-use crate::build_cache::{BuildCache, BuildKey, KeyInputs, Lookup};
-use crate::builder::Toolchain;
-use crate::cache_lock::CacheLock;
-use crate::component_build::{ComponentBuild, StepVars};
-use crate::extract::extract;
-use crate::fetch::Fetcher;
+use crate::deps::apt_source::AptMirror;
+use crate::deps::build_cache::{BuildCache, BuildKey, KeyInputs, Lookup};
+use crate::deps::cache_lock::CacheLock;
+use crate::deps::component_build::{ComponentBuild, StepVars};
+use crate::deps::extract::extract;
+use crate::deps::fetch::Fetcher;
+use crate::deps::recipe::RecipeSet;
+use crate::deps::source_cache::SourceCache;
 use crate::file_tree;
 use crate::layout::{Layout, StagedPrefix};
 use crate::product::Product;
-use crate::recipe::RecipeSet;
-use crate::source_cache::SourceCache;
+use crate::toolchain::Toolchain;
 use crate::tools::{self, ToolTable};
+
+pub mod apt_source;
+pub mod build_cache;
+pub mod cache_lock;
+pub mod component_build;
+pub mod extract;
+pub mod fetch;
+pub mod recipe;
+pub mod source_cache;
 
 pub struct DepsOptions {
     pub sources_from: Option<PathBuf>,
