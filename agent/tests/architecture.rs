@@ -1,6 +1,9 @@
 //! The shape of `agent/src`, checked: no import cycle between its files,
 //! and every output module is registered in the outputs table (a new
-//! output is one file and one line).
+//! output is one file and one line). The same cycle finder holds the
+//! xtask (`xtask/src`, `xtask/bench/src`) to no cycle between its files
+//! and none between its stages (its folders), and keeps the bench and its
+//! sink out of what `cargo xtask package` compiles.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -130,6 +133,31 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn assert_no_cycle(what: &str, graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) {
+    if let Some(cycle) = find_cycle(graph) {
+        let names: Vec<String> = cycle.iter().map(|m| m.join("::")).collect();
+        panic!("import cycle in {what}: {}", names.join(" -> "));
+    }
+}
+
+/// The graph between top-level modules: a folder and everything in it is
+/// one node, each file at the top another.
+fn top_level(
+    graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
+    let top = |m: &[String]| m.iter().take(1).cloned().collect::<Vec<_>>();
+    let mut out: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for (from, to) in graph {
+        let entry = out.entry(top(from)).or_default();
+        entry.extend(to.iter().map(|m| top(m)).filter(|m| *m != top(from)));
+    }
+    out
+}
+
 #[test]
 fn the_import_graph_has_no_cycle() {
     let graph = edges(&src());
@@ -139,9 +167,91 @@ fn the_import_graph_has_no_cycle() {
         pipeline.contains(&vec!["sources".to_string()]),
         "edges are found: {pipeline:?}"
     );
-    if let Some(cycle) = find_cycle(&graph) {
-        let names: Vec<String> = cycle.iter().map(|m| m.join("::")).collect();
-        panic!("import cycle: {}", names.join(" -> "));
+    assert_no_cycle("agent/src", &graph);
+}
+
+#[test]
+fn the_xtasks_import_graph_has_no_cycle() {
+    let xtask = edges(&workspace().join("xtask/src"));
+    assert!(xtask.len() > 25, "found the modules: {:?}", xtask.keys());
+    let m = |s: &str| s.split("::").map(String::from).collect::<Vec<_>>();
+    let builders = xtask.get(&m("builders")).unwrap();
+    let container = xtask.get(&m("builders::container")).unwrap();
+    assert!(
+        builders.contains(&m("package")) && container.contains(&m("builders::context")),
+        "edges are found: {builders:?} {container:?}"
+    );
+    assert_no_cycle("xtask/src", &xtask);
+
+    let bench = edges(&workspace().join("xtask/bench/src"));
+    let forward = bench.get(&m("forward")).unwrap();
+    assert!(
+        forward.contains(&m("agent")),
+        "edges are found: {forward:?}"
+    );
+    assert_no_cycle("xtask/bench/src", &bench);
+}
+
+/// A folder of the xtask is a stage (deps, package, builders, ...): a
+/// builder may use the package step, the package step never reaches back
+/// into a builder.
+#[test]
+fn the_xtasks_stages_depend_downward_only() {
+    let stages = top_level(&edges(&workspace().join("xtask/src")));
+    let m = |s: &str| vec![s.to_string()];
+    assert!(
+        stages[&m("builders")].contains(&m("package"))
+            && stages[&m("package")].contains(&m("deps")),
+        "edges are found: {stages:?}"
+    );
+    assert_no_cycle("the xtask's stages", &stages);
+}
+
+/// `cargo xtask package` (and every command but `bench`) compiles the
+/// xtask alone: the benches are the xtask-bench crate, and the tests'
+/// sink (my-agent-test-support) is none of the xtask's dependencies.
+#[test]
+fn the_main_job_compiles_no_bench_code() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "xtask",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .arg("--manifest-path")
+        .arg(workspace().join("Cargo.toml"))
+        .output()
+        .unwrap();
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && tree.contains("xshell"),
+        "cargo tree -p xtask: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for crate_name in ["my-agent-test-support", "xtask-bench"] {
+        assert!(
+            !tree
+                .lines()
+                .any(|l| l.starts_with(&format!("{crate_name} "))),
+            "the xtask depends on {crate_name}:\n{tree}"
+        );
+    }
+    let mut files = Vec::new();
+    rust_files(&workspace().join("xtask/src"), &mut files);
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy();
+        assert!(!name.contains("bench"), "{} is bench code", file.display());
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.contains("test_support"),
+            "{} uses the tests' sink",
+            file.display()
+        );
     }
 }
 
