@@ -26,7 +26,8 @@ pub struct ToolPackages {
     pub pip: Option<String>,
     pub pip_sha256: Option<String>,
     /// Files that prove it installed, for what is not a command on PATH
-    /// (libraries a test peer loads); else the entry's name is a command.
+    /// (libraries a test peer loads, data a wheel ships; relative paths are
+    /// inside the wheels' folder); else the entry's name is a command.
     #[serde(default)]
     pub present: Vec<PathBuf>,
 }
@@ -154,7 +155,8 @@ fn is_root() -> bool {
 /// `pip_dir/bin`, which callers put on PATH.
 pub fn ensure(sh: &Shell, table: &ToolTable, needed: &[String], pip_dir: &Path) -> Result<()> {
     let found = |t: &str| match table.0.get(t).map(|p| &p.present) {
-        Some(files) if !files.is_empty() => files.iter().all(|f| f.exists()),
+        // A wheel's files are named relative to where wheels go.
+        Some(files) if !files.is_empty() => files.iter().all(|f| pip_dir.join(f).exists()),
         _ => find_on_path(t).is_some() || is_executable(&pip_dir.join("bin").join(t)),
     };
     let missing: Vec<&String> = needed.iter().filter(|t| !found(t)).collect();

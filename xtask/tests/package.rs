@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ok, package, rpm_root, run, throwaway_root};
+use common::{ok, package, repo_root, rpm_root, run, throwaway_root};
 
 #[test]
 fn package_layout_lint_install_upgrade_erase() {
@@ -23,6 +23,7 @@ fn package_layout_lint_install_upgrade_erase() {
         fs::read(&again).unwrap(),
         "two builds are byte-identical"
     );
+    check_sbom(&rpm1, &again, &work.join("payload"));
 
     let info = ok(Command::new("rpm").arg("-qip").arg(&rpm1));
     for want in [
@@ -86,6 +87,10 @@ fn package_layout_lint_install_upgrade_erase() {
     }
     let docs = ok(Command::new("rpm").args(["-qdp"]).arg(&rpm1));
     assert!(docs.contains("/usr/share/doc/my-agent/README.md"), "{docs}");
+    assert!(
+        docs.contains("/opt/my-agent/share/doc/sbom.cdx.json"),
+        "{docs}"
+    );
     let licenses = ok(Command::new("rpm").args(["-qLp"]).arg(&rpm1));
     assert!(
         licenses.contains("/opt/my-agent/LICENSES/openssl-LICENSE.txt"),
@@ -379,4 +384,139 @@ fn health_check_fails_planted_bad_elves() {
     let host = check(tmp.path(), "/opt/x", "/opt/x/bin/x", &Target::host()).unwrap();
     assert!(host.problems.is_empty(), "{:?}", host.problems);
     assert!(host.max_glibc.unwrap().0 >= vec![2, 34]);
+}
+
+/// Validates `doc` against the CycloneDX 1.5 JSON schema with python's
+/// jsonschema, the schema and the SPDX and JSF schemas it refers to taken
+/// from the pinned cyclonedx-python-lib wheel (recipes/test-tools.toml).
+fn cyclonedx_errors(doc: &Path) -> String {
+    let res = std::env::var_os("PYTHONPATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("cyclonedx/schema/_res"))
+                .find(|d| d.join("bom-1.5.SNAPSHOT.schema.json").is_file())
+        })
+        .expect("the CycloneDX schemas on PYTHONPATH: run through `cargo xtask test`");
+    const VALIDATE: &str = r#"
+import json, os, sys, warnings
+warnings.simplefilter("ignore")
+from jsonschema import Draft7Validator, FormatChecker, RefResolver
+res, doc = sys.argv[1], sys.argv[2]
+def load(name):
+    with open(os.path.join(res, name)) as f:
+        return json.load(f)
+store = {}
+for name in ["bom-1.5.SNAPSHOT.schema.json", "spdx.SNAPSHOT.schema.json", "jsf-0.82.SNAPSHOT.schema.json"]:
+    schema = load(name)
+    store[schema["$id"]] = schema
+    store["http://cyclonedx.org/schema/" + name] = schema
+bom = store["http://cyclonedx.org/schema/bom-1.5.schema.json"]
+validator = Draft7Validator(bom, resolver=RefResolver.from_schema(bom, store=store), format_checker=FormatChecker())
+with open(doc) as f:
+    errors = sorted(validator.iter_errors(json.load(f)), key=str)
+for e in errors[:20]:
+    print("/".join(map(str, e.absolute_path)), e.message[:300])
+"#;
+    let out = run(Command::new("python3")
+        .arg("-c")
+        .arg(VALIDATE)
+        .arg(&res)
+        .arg(doc));
+    assert!(
+        out.status.success(),
+        "the validator failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The SBOM beside the RPM and in it: a valid CycloneDX 1.5 document that
+/// names the four C components with their pinned sources and every crate
+/// compiled into the agent, the same bytes from two builds.
+fn check_sbom(rpm: &Path, again: &Path, payload: &Path) {
+    let sbom = rpm.with_extension("cdx.json");
+    let bytes = fs::read(&sbom).unwrap_or_else(|e| panic!("{}: {e}", sbom.display()));
+    assert_eq!(
+        bytes,
+        fs::read(again.with_extension("cdx.json")).unwrap(),
+        "two builds of one commit give the same SBOM"
+    );
+    assert_eq!(
+        bytes,
+        fs::read(payload.join("opt/my-agent/share/doc/sbom.cdx.json")).unwrap(),
+        "the package ships the SBOM written beside it"
+    );
+    let errors = cyclonedx_errors(&sbom);
+    assert!(errors.is_empty(), "{}: {errors}", sbom.display());
+
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    // The validator can fail: a document that breaks the schema is caught.
+    let mut broken = doc.clone();
+    broken["components"][0]["hashes"] = serde_json::json!([{ "alg": "SHA-256", "content": "zz" }]);
+    let broken_path = sbom.with_extension("broken.json");
+    fs::write(&broken_path, serde_json::to_vec(&broken).unwrap()).unwrap();
+    assert!(!cyclonedx_errors(&broken_path).is_empty());
+
+    assert_eq!(doc["metadata"]["timestamp"], "2023-11-14T22:13:20Z");
+    assert_eq!(doc["metadata"]["component"]["version"], "0.1.0-1.el9");
+    let components = doc["components"].as_array().unwrap();
+    let purls: std::collections::BTreeSet<&str> = components
+        .iter()
+        .map(|c| c["purl"].as_str().unwrap())
+        .collect();
+    for recipe in ["jemalloc", "libyaml", "openssl", "mysqlclient"] {
+        let text = fs::read_to_string(repo_root().join(format!("recipes/{recipe}.toml"))).unwrap();
+        let recipe_doc: toml::Value = toml::from_str(&text).unwrap();
+        let version = recipe_doc["version"].as_str().unwrap();
+        let c = components
+            .iter()
+            .find(|c| c["name"] == recipe)
+            .unwrap_or_else(|| panic!("{recipe} is not in the SBOM"));
+        assert_eq!(c["version"], version);
+        assert_eq!(
+            c["licenses"][0]["expression"],
+            recipe_doc["license"].as_str().unwrap()
+        );
+        // The scanners' name where the recipe gives one (jemalloc has none).
+        assert_eq!(
+            c.get("cpe").and_then(|v| v.as_str()),
+            recipe_doc.get("cpe").and_then(|v| v.as_str()),
+            "{c}"
+        );
+        // Every pinned source archive, with its sha256.
+        let refs = c["externalReferences"].to_string();
+        for source in recipe_doc["sources"].as_array().unwrap() {
+            assert!(refs.contains(source["sha256"].as_str().unwrap()), "{refs}");
+        }
+    }
+    // Every crate compiled into the agent, as cargo itself resolves them.
+    let tree = ok(Command::new(env!("CARGO")).current_dir(repo_root()).args([
+        "tree",
+        "--locked",
+        "-p",
+        "my-agent",
+        "-e",
+        "normal",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+    ]));
+    let mut crates = 0;
+    for line in tree.lines() {
+        // `serde v1.0.219`, `my-agent v0.1.0 (/path)`, `x v1 (*)`.
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(version)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let purl = format!("pkg:cargo/{name}@{}", version.trim_start_matches('v'));
+        assert!(purls.contains(purl.as_str()), "{purl} is not in the SBOM");
+        crates += 1;
+    }
+    assert!(crates > 100, "{tree}");
+    let lock = fs::read_to_string(repo_root().join("Cargo.lock")).unwrap();
+    let serde = components.iter().find(|c| c["name"] == "serde").unwrap();
+    assert!(lock.contains(serde["hashes"][0]["content"].as_str().unwrap()));
 }

@@ -22,6 +22,10 @@ pub struct Recipe {
     /// Files in the source tree copied to `LICENSES/` of the prefix.
     pub license_files: Vec<String>,
     pub homepage: String,
+    /// The component's CPE 2.3 name, which vulnerability scanners match
+    /// the SBOM against (its version field must be `version`).
+    #[serde(default)]
+    pub cpe: Option<String>,
     /// Build tools (keys of `recipes/tools.toml`) that must be on PATH.
     #[serde(default)]
     pub tools: Vec<String>,
@@ -33,7 +37,9 @@ pub struct Recipe {
     pub steps: Vec<Step>,
     #[serde(default)]
     pub install: Install,
-    /// The recipe file's bytes: part of the build cache key.
+    /// The recipe file's bytes, but for the lines that only describe the
+    /// component (`cpe = `): part of the build cache key, so naming a
+    /// component for the SBOM rebuilds nothing.
     #[serde(skip)]
     pub text: String,
     #[serde(skip)]
@@ -112,7 +118,12 @@ impl Recipe {
     pub fn parse(text: &str, path: &Path) -> Result<Recipe> {
         let mut recipe: Recipe = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
-        recipe.text = text.to_string();
+        recipe.text = text
+            .split_inclusive('\n')
+            .filter(|line| {
+                !line.trim_start().starts_with("cpe ") && !line.trim_start().starts_with("cpe=")
+            })
+            .collect();
         recipe.path = path.to_path_buf();
         recipe
             .validate()
@@ -121,6 +132,20 @@ impl Recipe {
     }
 
     fn validate(&self) -> Result<()> {
+        if let Some(cpe) = &self.cpe {
+            // cpe:2.3:part:vendor:product:version:...
+            let parts: Vec<&str> = cpe.split(':').collect();
+            if parts.len() != 13 || parts[..2] != ["cpe", "2.3"] {
+                bail!("cpe = \"{cpe}\": expected a CPE 2.3 name (cpe:2.3: and 11 fields)");
+            }
+            if parts[5] != self.version {
+                bail!(
+                    "cpe = \"{cpe}\" names version {} but the recipe builds {}: change both together",
+                    parts[5],
+                    self.version
+                );
+            }
+        }
         if let Some(stem) = self.path.file_stem().and_then(|s| s.to_str()) {
             if stem != self.name {
                 bail!(
@@ -299,6 +324,24 @@ run = ["./configure", "--prefix={{ prefix }}"]
         assert_eq!(r.name, "zlib");
         assert_eq!(r.sources[0].subdir.as_deref(), Some("zlib-1.3"));
         assert_eq!(r.steps[0].run[1], "--prefix={{ prefix }}");
+    }
+
+    #[test]
+    fn a_cpe_names_the_recipe_version_and_changes_no_build_key() {
+        let named = GOOD.replace(
+            "depends = []\n",
+            "depends = []\ncpe = \"cpe:2.3:a:zlib:zlib:1.3:*:*:*:*:*:*:*\"\n",
+        );
+        let r = parse(&named).unwrap();
+        assert_eq!(
+            r.cpe.as_deref(),
+            Some("cpe:2.3:a:zlib:zlib:1.3:*:*:*:*:*:*:*")
+        );
+        assert_eq!(r.text, parse(GOOD).unwrap().text);
+        let stale = named.replace("zlib:1.3:", "zlib:1.2:");
+        assert!(err(&stale).contains("names version 1.2 but the recipe builds 1.3"));
+        let short = named.replace(":*:*:*:*:*:*:*", "");
+        assert!(err(&short).contains("expected a CPE 2.3 name"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod health;
 pub mod payload;
 pub mod rpm_package;
 pub mod rpm_rules;
+pub mod sbom;
 
 pub struct PackageOptions {
     pub target: Target,
@@ -97,6 +98,8 @@ pub struct Prepared {
     pub recipes: RecipeSet,
     pub components: Vec<String>,
     pub source_date: u64,
+    /// The CycloneDX SBOM, shipped in the payload and written beside the RPM.
+    pub sbom: Vec<u8>,
 }
 
 impl Prepared {
@@ -221,9 +224,6 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
         systemd_version: opts.target.systemd,
         jemalloc_preload: !report.agent_links_jemalloc,
     };
-    let payload = payload::render_and_list(&root, &templates, &spec, &vars)?;
-    let scriptlets = payload::scriptlets(&templates, &vars)?;
-
     let recipes = RecipeSet::load(&layout.recipes, &product.components, &tools)?;
     let mut licenses = vec![product.license.clone()];
     for r in &recipes.ordered {
@@ -231,6 +231,35 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
             licenses.push(r.license.clone());
         }
     }
+    let license = licenses.join(" AND ");
+    let source_date = source_date(sh, opts.source_date)?;
+
+    // The SBOM goes into the payload before it is listed: the package
+    // carries the list of what it is made of.
+    eprintln!("==> package: SBOM of the C components and the agent's crates");
+    let crates = sbom::CrateGraph::load(sh, &layout.root, &layout.root.join("agent/Cargo.toml"))?;
+    let subject = sbom::SbomSubject {
+        name: &product.name,
+        version: &version,
+        release: &release,
+        license: &license,
+        summary: &product.summary,
+        homepage: &product.homepage,
+        target: &opts.target.name,
+        source_date,
+    };
+    let mut sbom = serde_json::to_vec_pretty(&sbom::document(&subject, &recipes, &crates)?)?;
+    sbom.push(b'\n');
+    let sbom_path = root
+        .join(product.prefix.trim_start_matches('/'))
+        .join(sbom::PAYLOAD_PATH);
+    fs::create_dir_all(sbom_path.parent().expect("a folder"))?;
+    fs::write(&sbom_path, &sbom)
+        .with_context(|| format!("cannot write {}", sbom_path.display()))?;
+
+    let payload = payload::render_and_list(&root, &templates, &spec, &vars)?;
+    let scriptlets = payload::scriptlets(&templates, &vars)?;
+
     let components: Vec<String> = recipes
         .ordered
         .iter()
@@ -246,7 +275,7 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
     Ok(Prepared {
         version,
         release,
-        license: licenses.join(" AND "),
+        license,
         description,
         payload,
         debug_payload,
@@ -255,7 +284,8 @@ pub fn prepare(build: &Built, opts: &PackageOptions) -> Result<Prepared> {
         report,
         recipes,
         components,
-        source_date: source_date(sh, opts.source_date)?,
+        source_date,
+        sbom,
     })
 }
 
@@ -280,6 +310,10 @@ pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
         &prepared.requires,
     );
 
+    // Beside the RPM, under its name: `cargo xtask repo` publishes it there.
+    let sbom_path = rpm.with_extension("cdx.json");
+    fs::write(&sbom_path, &prepared.sbom)
+        .with_context(|| format!("cannot write {}", sbom_path.display()))?;
     let manifest_path = opts.dist.join(format!(
         "{}-{version}-{release}.manifest.json",
         product.name
@@ -294,6 +328,7 @@ pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
         "rpm_sha256": sha256_file(&rpm)?,
         "debuginfo_rpm": debug_rpm.file_name().map(|n| n.to_string_lossy().into_owned()),
         "debuginfo_rpm_sha256": sha256_file(&debug_rpm)?,
+        "sbom": sbom_path.file_name().map(|n| n.to_string_lossy().into_owned()),
         "files": payload.entries.len(),
         "max_glibc": report.max_glibc.as_ref().map(|v| v.to_string()),
         "max_glibcxx": report.max_glibcxx.as_ref().map(|v| v.to_string()),
@@ -338,6 +373,7 @@ pub fn run(build: &Built, opts: &PackageOptions) -> Result<PackageResult> {
         payload.entries.len()
     );
     println!("manifest  {}", manifest_path.display());
+    println!("sbom      {}", sbom_path.display());
     println!("contents  {}", components.join(", "));
     println!(
         "needs     GLIBC {}  GLIBCXX {}  ({} target)",

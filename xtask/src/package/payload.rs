@@ -223,10 +223,10 @@ pub fn render_and_list(
                 (path, EntryKind::Symlink(target), 0o777)
             }
         };
-        let marker = if path.starts_with("LICENSES/") && matches!(kind, EntryKind::File) {
-            Marker::License
-        } else {
-            Marker::None
+        let marker = match &kind {
+            EntryKind::File if path.starts_with("LICENSES/") => Marker::License,
+            EntryKind::File if path.starts_with("share/doc/") => Marker::Doc,
+            _ => Marker::None,
         };
         entries.push(Entry {
             path: format!("{}/{path}", vars.prefix),

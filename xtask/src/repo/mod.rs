@@ -148,6 +148,13 @@ pub fn run(
             fs::copy(rpm_path, &dest).with_context(|| {
                 format!("cannot copy {} to {}", rpm_path.display(), dest.display())
             })?;
+            // The package's SBOM (`cargo xtask package` writes it beside
+            // the RPM), published beside it.
+            let sbom = rpm_path.with_extension("cdx.json");
+            if sbom.is_file() {
+                fs::copy(&sbom, dest.with_extension("cdx.json"))
+                    .with_context(|| format!("cannot copy {}", sbom.display()))?;
+            }
             let pkg = rpm::Package::open(&dest)
                 .with_context(|| format!("{}: not an RPM", rpm_path.display()))?;
             if let Some(signer) = &signer {
