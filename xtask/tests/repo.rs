@@ -3,9 +3,9 @@
 //! signed repository with `gpgcheck` and `repo_gpgcheck` on; an upgrade
 //! keeps a host's config edits (`.rpmnew` beside them) and a downgrade
 //! works; a tampered `repomd.xml`, an unsigned RPM and a key that is not
-//! the repository's are each refused. The packages are small ones built
-//! here (the agent's own Requires, /bin/sh and glibc, need an EL root; the
-//! package test installs the agent itself with rpm).
+//! the repository's are each refused (with small packages built here), and
+//! the agent itself installs, upgrades and downgrades from its repository on
+//! a root given what an EL host provides.
 
 mod common;
 
@@ -124,6 +124,12 @@ fn host_root(dir: &Path, name: &str, out: &Path) -> (PathBuf, PathBuf) {
     let root = dir.join(name);
     fs::create_dir_all(&root).unwrap();
     ok(Command::new("rpm").arg("--root").arg(&root).arg("--initdb"));
+    host_root_in(&root, out)
+}
+
+/// The release RPM installed in an existing `root`.
+fn host_root_in(root: &Path, out: &Path) -> (PathBuf, PathBuf) {
+    let root = root.to_path_buf();
     let release = fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -264,4 +270,124 @@ fn a_signed_repository_installs_upgrades_and_downgrades_with_dnf() {
         "{text}"
     );
     assert_eq!(installed(&root), "planted-1.0-1.el9.x86_64");
+}
+
+/// What an EL host's base system gives the agent's package: every
+/// Requires of `agent_rpm` but rpm's own features (glibc's sonames,
+/// /bin/sh, the tools its %pre runs), provided by one small package that
+/// the test installs first, as the OS would have. The tools themselves are
+/// in the root (`throwaway_root`), so the scriptlets run for real.
+fn el_base(dir: &Path, agent_rpm: &Path) -> PathBuf {
+    let requires = ok(Command::new("rpm")
+        .args(["-qp", "--requires"])
+        .arg(agent_rpm));
+    let mut b = rpm::PackageBuilder::new("el-base", "1", "MIT", "x86_64", "an EL base system");
+    b.using_config(rpm::BuildConfig::v4().compression(rpm::CompressionWithLevel::Gzip(6)));
+    let mut provided = 0;
+    for r in requires.lines().map(str::trim) {
+        if r.is_empty() || r.starts_with("rpmlib(") || r.starts_with("my-agent") {
+            continue;
+        }
+        // `/bin/sh`, `libc.so.6()(64bit)`, `libc.so.6(GLIBC_2.17)(64bit)`.
+        b.provides(rpm::Dependency::any(r.split_whitespace().next().unwrap()));
+        provided += 1;
+    }
+    assert!(provided > 5, "the agent's Requires:\n{requires}");
+    let path = dir.join("el-base-1-1.x86_64.rpm");
+    b.build().unwrap().write_file(&path).unwrap();
+    path
+}
+
+fn installed_agent(root: &Path) -> String {
+    let out = run(Command::new("rpm")
+        .arg("--root")
+        .arg(root)
+        .args(["-q", "my-agent"]));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The agent itself from its repository, as a fleet gets it: release 1 of
+/// el8 and el9 built by `cargo xtask package` (unsigned: `repo` signs
+/// them), installed with dnf on a root that has what an EL host has;
+/// release 2 published beside it, `dnf upgrade` keeps the DBA's config
+/// edit (the new default as `.rpmnew`) and what the agent keeps in
+/// /var/lib/my-agent, and `dnf downgrade` goes back.
+#[test]
+fn the_agent_installs_upgrades_and_downgrades_from_its_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (_home, secret) = gpg_key(t, "fleet", &["rsa2048", "sign", "never"], &[]);
+    let (dist1, dist2) = (t.join("dist1"), t.join("dist2"));
+    let mut agents = Vec::new();
+    for dist in ["el9", "el8"] {
+        agents.push(package(&dist1, dist, 1, None));
+        package(&dist2, dist, 2, None);
+    }
+    let out = t.join("repo");
+    repo(t, &dist1, &out, &secret);
+    // Each RPM's SBOM is published beside it.
+    for dist in ["el8", "el9"] {
+        let sbom = out.join(format!(
+            "{dist}/x86_64/my-agent-0.1.0-1.{dist}.x86_64.cdx.json"
+        ));
+        assert!(sbom.is_file(), "{} is missing", sbom.display());
+    }
+
+    let config = "etc/my-agent/my-agent.yml";
+    for ((dist, releasever), agent) in [("el9", "9"), ("el8", "8")].into_iter().zip(&agents) {
+        let root = t.join(format!("agent-{dist}"));
+        throwaway_root(&root);
+        ok(Command::new("rpm").arg("--root").arg(&root).arg("--initdb"));
+        let base = el_base(t, agent);
+        ok(Command::new("rpm")
+            .arg("--root")
+            .arg(&root)
+            .arg("-i")
+            .arg(&base));
+        let (root, key) = host_root_in(&root, &out);
+        let text = dnf_ok(&root, releasever, &key, &["install", "my-agent"]);
+        assert_eq!(
+            installed_agent(&root),
+            format!("my-agent-0.1.0-1.{dist}.x86_64"),
+            "{text}"
+        );
+        ok(Command::new("rpm")
+            .arg("--root")
+            .arg(&root)
+            .args(["-V", "my-agent"]));
+        fs::write(root.join(config), "# edited by the DBA\n").unwrap();
+        fs::write(root.join("var/lib/my-agent/positions.json"), "kept").unwrap();
+    }
+
+    repo(t, &dist2, &out, &secret);
+    for (dist, releasever) in [("el9", "9"), ("el8", "8")] {
+        let root = t.join(format!("agent-{dist}"));
+        let key = root.join("etc/pki/rpm-gpg/RPM-GPG-KEY-my-agent");
+        dnf_ok(&root, releasever, &key, &["upgrade", "my-agent"]);
+        assert_eq!(
+            installed_agent(&root),
+            format!("my-agent-0.1.0-2.{dist}.x86_64")
+        );
+        assert_eq!(
+            fs::read_to_string(root.join(config)).unwrap(),
+            "# edited by the DBA\n",
+            "the edit survives the upgrade"
+        );
+        let rpmnew = fs::read_to_string(root.join(format!("{config}.rpmnew"))).unwrap();
+        assert!(rpmnew.contains(&format!("0.1.0-2.{dist}")), "{rpmnew}");
+        assert_eq!(
+            fs::read_to_string(root.join("var/lib/my-agent/positions.json")).unwrap(),
+            "kept"
+        );
+        dnf_ok(&root, releasever, &key, &["downgrade", "my-agent"]);
+        assert_eq!(
+            installed_agent(&root),
+            format!("my-agent-0.1.0-1.{dist}.x86_64")
+        );
+        assert_eq!(
+            fs::read_to_string(root.join("var/lib/my-agent/positions.json")).unwrap(),
+            "kept"
+        );
+        assert!(root.join("opt/my-agent/bin/my-agent").is_file());
+    }
 }
