@@ -165,7 +165,7 @@ fn a_signed_repository_installs_upgrades_and_downgrades_with_dnf() {
     let (home, secret) = gpg_key(t, "fleet", &["rsa2048", "sign", "never"], &[]);
     let dist1 = t.join("dist1");
     let dist2 = t.join("dist2");
-    for dist in ["el8", "el9"] {
+    for dist in ["el7", "el8", "el9"] {
         // Unsigned: `repo` signs what is not signed yet.
         planted(&dist1, dist, 1, None);
         planted(&dist2, dist, 2, Some(&secret));
@@ -175,7 +175,7 @@ fn a_signed_repository_installs_upgrades_and_downgrades_with_dnf() {
 
     // Metadata every target reads: gzip (EL7's yum reads no zstd), and
     // repomd.xml signed by the key the release RPM ships.
-    for dist in ["el8", "el9"] {
+    for dist in ["el7", "el8", "el9"] {
         let repodata = out.join(dist).join("x86_64/repodata");
         let names: Vec<String> = fs::read_dir(&repodata)
             .unwrap()
