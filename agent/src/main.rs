@@ -4,6 +4,7 @@
 mod allocator;
 mod buffer;
 mod config;
+mod convert;
 mod event;
 mod exporter;
 mod filters;
@@ -77,6 +78,23 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Convert a td-agent/Fluentd configuration into my-agent's YAML:
+    /// exit 0 when all of it converted; 1 with each part that cannot be,
+    /// as FILE:LINE; 3 with --partial when some parts were kept as comments
+    Convert {
+        #[arg(value_name = "FILE.conf")]
+        input: PathBuf,
+        /// Write the YAML here [default: standard output]
+        #[arg(short, long, value_name = "FILE.yml")]
+        output: Option<PathBuf>,
+        /// Write what converts, with each part that does not as a comment
+        #[arg(long)]
+        partial: bool,
+        /// Where the converted config keeps read positions and buffers
+        /// (td-agent's own files have other formats and stay its own)
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/my-agent")]
+        state_dir: String,
+    },
     /// Read slow query logs as the mysql_slow_query source does and print
     /// entries, total query_time and rows examined/sent, per file and per
     /// database (compare with pt-query-digest before shipping)
@@ -132,6 +150,14 @@ fn main() {
                 output.as_deref(),
                 std::time::Duration::from_secs(timeout),
             ));
+        }
+        Some(Command::Convert {
+            input,
+            output,
+            partial,
+            state_dir,
+        }) => {
+            std::process::exit(convert::run(&input, output.as_deref(), partial, &state_dir));
         }
         Some(Command::Slowlog { files, json }) => {
             std::process::exit(slowlog_cmd::run(&files, json));

@@ -341,7 +341,11 @@ fn serve(stream: impl Read + Write, state: Arc<SinkState>) {
         if status == 200 {
             let mut parsed = Vec::new();
             for l in text.split('\n').filter(|l| !l.is_empty()) {
-                parsed.push(serde_json::from_str(l).expect("every ndjson line is JSON"));
+                match serde_json::from_str(l).expect("every ndjson line is JSON") {
+                    // A `json_array` body: its elements are the records.
+                    serde_json::Value::Array(items) => parsed.extend(items),
+                    record => parsed.push(record),
+                }
             }
             state.records.lock().unwrap().extend(parsed);
         }
