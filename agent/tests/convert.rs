@@ -266,6 +266,69 @@ fn converted_tail_configs_deliver_what_fluentd_would() {
     }
 }
 
+/// The same config and the same lines through the real Fluentd and,
+/// converted, through my-agent: the same records, field by field, but for
+/// the ingestion time each takes (`${time.to_i}` of `format none` is when
+/// the line was read).
+#[test]
+fn fluentd_and_my_agent_give_the_same_records_from_one_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..50)
+        .map(|n| match n % 5 {
+            0 => format!("2026-12-03T05:00:{n:02}.000000Z 0 [Note] [MY-012345] [InnoDB] page cleaner {n}"),
+            1 => format!("2026-12-03T05:00:{n:02}.000000Z 0 [Warning] [MY-013360] [Server] \"quoted\" \\ {n} é"),
+            _ => error_log_line(n),
+        })
+        .collect();
+    let run = |name: &str, sink: &Sink| -> PathBuf {
+        let dir = run_dir(tmp.path(), name);
+        let conf = materialize(&dir, &sink.url, 3306);
+        append_lines(&dir.join("mysqld.err"), lines.iter().cloned());
+        conf.join("side-by-side.conf")
+    };
+    let fluentd_sink = Sink::start();
+    let conf = run("fluentd", &fluentd_sink);
+    let text = fs::read_to_string(&conf).unwrap();
+    let mut fluentd = Peer::fluentd(&tmp.path().join("fluentd-peer"), &text);
+
+    let agent_sink = Sink::start();
+    let conf = run("my-agent", &agent_sink);
+    let dir = conf.parent().unwrap().parent().unwrap().to_path_buf();
+    let yml = converted(&dir, conf.parent().unwrap(), "side-by-side");
+    let agent = Agent::start(&dir, &yml);
+
+    let expected = lines.iter().filter(|l| !l.contains("InnoDB")).count();
+    for (sink, who) in [(&fluentd_sink, "Fluentd"), (&agent_sink, "my-agent")] {
+        sink.wait_for(Duration::from_secs(60), who, |r| r.len() >= expected);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    fluentd.stop();
+    assert!(agent.stop().success());
+    let from_fluentd = fluentd_sink.state.records.lock().unwrap().clone();
+    let from_agent = agent_sink.state.records.lock().unwrap().clone();
+    assert_eq!(from_fluentd.len(), expected, "{}", fluentd.log_text());
+    assert_eq!(from_agent.len(), expected);
+    eprintln!(
+        "first pair:\n  Fluentd:  {}\n  my-agent: {}",
+        from_fluentd[0], from_agent[0]
+    );
+    for (f, a) in from_fluentd.iter().zip(&from_agent) {
+        let (fo, ao) = (f.as_object().unwrap(), a.as_object().unwrap());
+        let fk: Vec<&String> = fo.keys().collect();
+        let ak: Vec<&String> = ao.keys().collect();
+        assert_eq!(fk, ak, "the same fields\nFluentd:  {f}\nmy-agent: {a}");
+        for key in ["message", "hostname", "service", "tag"] {
+            assert_eq!(f[key], a[key], "{key}\nFluentd:  {f}\nmy-agent: {a}");
+        }
+        // The listed difference: each stamps the time it read the line.
+        let (ft, at) = (
+            f["timestamp"].as_i64().unwrap(),
+            a["timestamp"].as_i64().unwrap(),
+        );
+        assert!((ft - at).abs() <= 120, "Fluentd {ft}, my-agent {at}");
+    }
+}
+
 #[test]
 fn converted_mysql_configs_run_against_a_live_server() {
     let tmp = tempfile::tempdir().unwrap();
