@@ -406,7 +406,7 @@ fn unconvertible_parts_are_named_by_file_and_line() {
         (format!("<source>\n  @type tail\n  path /x\n  tag t\n  path_key file\n</source>\n{out}"), 5, "`path_key` of the tail source is not supported"),
         (format!("{tail}<match **>\n  @type http\n  endpoint http://x/\n  <buffer>\n    retry_type periodic\n  </buffer>\n</match>\n"), 11, "`retry_type periodic`"),
         (format!("{tail}<match **>\n  @type http\n  endpoint http://x/\n  <buffer>\n    flush_mode lazy\n  </buffer>\n</match>\n"), 11, "`flush_mode lazy` is not supported"),
-        (format!("<source>\n  @type http\n  port 9880\n</source>\n{out}"), 1, "the http input (in_http) is not supported yet"),
+        (format!("<source>\n  @type http\n  port 9880\n  cors_allow_origins [\"*\"]\n</source>\n{out}"), 4, "`cors_allow_origins` of the http source is not supported"),
         (format!("{tail}<match **>\n  @type http\n  endpoint \"#{{File.read('/etc/url')}}\"\n</match>\n"), 9, "embedded Ruby"),
         (format!("{tail}<match **>\n  @type copy\n  <store ignore_error>\n    @type null\n  </store>\n</match>\n"), 9, "<store ignore_error>"),
         (format!("<source>\n  @type tail\n  @label @A\n  path /x\n  tag a.log\n</source>\n{tail}<label @A>\n  <match **>\n    @type null\n  </match>\n</label>\n{out}"), 14, "also matches tag `mysql.error`"),

@@ -638,8 +638,58 @@ fn source(cx: &mut Cx, s: &Section) {
             }
         }
         "http" => {
-            cx.unmapped(&s.at, "the http input (in_http) is not supported yet: keep it on Fluentd, or post to a forward input");
-            return;
+            out.set("type", Node::str("http"));
+            let port = params
+                .take("port")
+                .map(|p| p.value.text().to_string())
+                .unwrap_or_else(|| "9880".into());
+            let bind = params
+                .take("bind")
+                .map(|p| p.value.text().to_string())
+                .unwrap_or_else(|| "0.0.0.0".into());
+            out.set("bind", Node::str(format!("{bind}:{port}")));
+            copy_param(
+                cx,
+                &mut params,
+                "body_size_limit",
+                "body_size_limit",
+                &mut out,
+                Kind::Size,
+            );
+            copy_param(
+                cx,
+                &mut params,
+                "add_http_headers",
+                "add_http_headers",
+                &mut out,
+                Kind::Bool,
+            );
+            copy_param(
+                cx,
+                &mut params,
+                "add_remote_addr",
+                "add_remote_addr",
+                &mut out,
+                Kind::Bool,
+            );
+            for (key, why) in [
+                (
+                    "keepalive_timeout",
+                    "my-agent keeps idle connections as its HTTP server does",
+                ),
+                ("blocking_timeout", "not needed"),
+                (
+                    "dump_error_log",
+                    "my-agent logs each refused request (400) and counts it",
+                ),
+            ] {
+                if params.take(key).is_some() {
+                    out.comment(format!("{key}: {why}"));
+                }
+            }
+            for sub in &s.sections {
+                cx.unmapped(&sub.at, format!("<{}> in an http source is not supported (JSON, ndjson and msgpack bodies are read as in_http's default)", sub.name));
+            }
         }
         other => {
             cx.unmapped(&s.at, format!("`@type {other}` sources are not supported: keep them on a Fluentd or fluent-bit and forward to my-agent's forward input"));

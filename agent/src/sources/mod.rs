@@ -4,6 +4,7 @@ pub mod file_discovery;
 pub mod file_identity;
 pub mod file_key;
 pub mod forward;
+pub mod http;
 pub mod mysql_query;
 pub mod position;
 pub mod position_journal;
@@ -73,6 +74,7 @@ const TYPES: &[(&str, ParseSettings)] = &[
     ("mysql_slow_query", tail::slow_query_settings),
     ("mysql_query", mysql_query::settings),
     ("forward", forward::settings),
+    ("http", http::settings),
 ];
 
 /// Reads the settings of a source of type `kind`.
