@@ -166,6 +166,13 @@ pub struct BenchFlags {
     /// build's figures as ratios to it
     #[arg(long, value_name = "BINARY")]
     pub against: Option<std::path::PathBuf>,
+    /// Also run the agent bench with fluent-bit (the binary given, else
+    /// ../shared/tools/fluent-bit/fluent-bit) configured alike (tail with a
+    /// DB, record_modifier, http json_lines, filesystem storage, 0.2 s
+    /// flush), alternating three rounds, and report my-agent's figures as
+    /// ratios to fluent-bit's
+    #[arg(long, value_name = "FLUENT_BIT", num_args = 0..=1)]
+    pub peer: Option<Option<std::path::PathBuf>>,
 }
 
 #[derive(Debug, Args)]

@@ -258,3 +258,154 @@ pub fn run_pair(pair: &Pair, work: &Path, lines: u64, rounds: usize) -> Result<(
     );
     Ok(())
 }
+
+/// fluent-bit on the agent bench's corpus, configured as my-agent's bench
+/// config is: tail with a DB (positions on disk) and filesystem storage
+/// (buffered on disk), the host name added by record_modifier, ndjson over
+/// HTTP (`json_lines`, no date key: the same records) every 0.2 s.
+pub fn run_fluent_bit(binary: &Path, work: &Path, lines: u64) -> Result<BenchResult> {
+    if work.exists() {
+        fs::remove_dir_all(work)?;
+    }
+    fs::create_dir_all(work.join("logs"))?;
+    let log = work.join("logs/mysqld.err");
+    write_error_log(&log, lines)?;
+    let sink = Sink::start_counting();
+    let host = String::from_utf8(Command::new("hostname").output()?.stdout)?
+        .trim()
+        .to_string();
+    let (addr, uri) = sink
+        .url
+        .trim_start_matches("http://")
+        .split_once('/')
+        .expect("the sink's URL has a path");
+    let (ip, port) = addr.split_once(':').expect("the sink's URL has a port");
+    let config = format!(
+        "[SERVICE]\n    flush 0.2\n    log_level warn\n    storage.path {work}/storage\n\
+         [INPUT]\n    name tail\n    path {logs}/*.err\n    db {work}/tail.db\n    \
+         read_from_head true\n    tag mysql.error\n    key message\n    storage.type filesystem\n\
+         [FILTER]\n    name record_modifier\n    match *\n    record hostname {host}\n\
+         [OUTPUT]\n    name http\n    match *\n    host {ip}\n    port {port}\n    uri /{uri}\n    \
+         format json_lines\n    json_date_key false\n    retry_limit false\n",
+        work = work.display(),
+        logs = work.join("logs").display(),
+    );
+    let conf = work.join("fluent-bit.conf");
+    fs::write(&conf, &config)?;
+    let start = |conf: &Path| {
+        Command::new(binary)
+            .arg("-c")
+            .arg(conf)
+            .arg("-l")
+            .arg(work.join("fluent-bit.log"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+    };
+    eprintln!(
+        "==> bench: running {} (the same pipeline)",
+        binary.display()
+    );
+    let t0 = Instant::now();
+    let mut child = start(&conf)?;
+    let pid = child.id();
+    let mut cpu = 0.0;
+    while sink.counted() < lines {
+        if t0.elapsed() > Duration::from_secs(900) {
+            let _ = child.kill();
+            bail!(
+                "fluent-bit delivered {} of {lines} records in 15 minutes",
+                sink.counted()
+            );
+        }
+        cpu = test_support::cpu_seconds(pid);
+        thread::sleep(Duration::from_millis(2));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = test_support::cpu_seconds(pid).max(cpu);
+    let peak_kib = test_support::status_field(pid, "VmHWM");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Idle: a fresh fluent-bit with nothing to read.
+    fs::remove_dir_all(work.join("storage")).ok();
+    fs::remove_file(work.join("tail.db")).ok();
+    fs::write(&log, b"")?;
+    let mut idle = start(&conf)?;
+    thread::sleep(Duration::from_secs(3));
+    let idle_kib = test_support::status_field(idle.id(), "VmRSS");
+    let _ = idle.kill();
+    let _ = idle.wait();
+    Ok(BenchResult {
+        secs,
+        cpu,
+        peak_kib,
+        idle_kib,
+    })
+}
+
+/// my-agent and fluent-bit (`peer`) on the same bench, alternating for
+/// `rounds`; prints each round, then each figure's median and range and
+/// my-agent/fluent-bit's, with issue 21's goals.
+pub fn run_peer(agent: &Path, peer: &Path, work: &Path, lines: u64, rounds: usize) -> Result<()> {
+    let mut pairs = Vec::new();
+    for round in 0..rounds {
+        let f = run_fluent_bit(peer, &work.join("fluent-bit"), lines)?;
+        let m = run(agent, &work.join("my-agent"), lines)?;
+        eprintln!(
+            "==> bench my-agent vs fluent-bit: round {} of {rounds} done",
+            round + 1
+        );
+        pairs.push((f, m));
+    }
+    let rate = |r: &BenchResult| lines as f64 / r.secs;
+    let cpu_per_million = |r: &BenchResult| r.cpu * 1e6 / lines as f64;
+    let peak = |r: &BenchResult| r.peak_kib as f64 / 1024.0;
+    let idle = |r: &BenchResult| r.idle_kib as f64 / 1024.0;
+    println!(
+        "my-agent ({}) vs fluent-bit ({}), {lines} lines, {rounds} rounds:",
+        agent.display(),
+        peer.display()
+    );
+    println!("  round  records/s fluent-bit  my-agent  ratio   CPU-s/M fluent-bit  my-agent  ratio   peak MiB  fb  mine  ratio   idle MiB  fb  mine  ratio");
+    for (i, (f, m)) in pairs.iter().enumerate() {
+        println!(
+            "  {:>5}  {:>20.0}  {:>8.0}  {:>5.2}  {:>18.2}  {:>8.2}  {:>5.2}  {:>12.1}  {:>4.1}  {:>5.2}  {:>12.1}  {:>4.1}  {:>5.2}",
+            i + 1,
+            rate(f),
+            rate(m),
+            rate(m) / rate(f),
+            cpu_per_million(f),
+            cpu_per_million(m),
+            cpu_per_million(m) / cpu_per_million(f),
+            peak(f),
+            peak(m),
+            peak(m) / peak(f),
+            idle(f),
+            idle(m),
+            idle(m) / idle(f),
+        );
+    }
+    type Figure<'a> = (&'static str, &'a dyn Fn(&BenchResult) -> f64, &'static str);
+    let figures: [Figure; 4] = [
+        ("records/s", &rate, "goal >= 2.5x"),
+        ("CPU-s per million", &cpu_per_million, "goal <= 0.2x"),
+        ("peak RSS MiB", &peak, "goal <= 0.25x"),
+        ("idle RSS MiB", &idle, "goal <= 0.6x"),
+    ];
+    for (name, figure, goal) in figures {
+        let f = crate::spread::Spread::of(pairs.iter().map(|(f, _)| figure(f)));
+        let m = crate::spread::Spread::of(pairs.iter().map(|(_, m)| figure(m)));
+        let ratio = crate::spread::Spread::of(pairs.iter().map(|(f, m)| figure(m) / figure(f)));
+        println!(
+            "  median {name:<17}  fluent-bit {}  my-agent {}  my-agent/fluent-bit {:.2}x ({:.2} - {:.2}) {goal}",
+            f.show(),
+            m.show(),
+            ratio.median,
+            ratio.low,
+            ratio.high
+        );
+    }
+    Ok(())
+}

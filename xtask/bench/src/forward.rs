@@ -28,6 +28,7 @@ use anyhow::{bail, Context, Result};
 use test_support::{Agent, Peer};
 
 use crate::agent::write_error_log;
+use crate::spread::Spread;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Contender {
@@ -301,33 +302,5 @@ fn report(title: &str, lines: u64, pairs: &[(Measured, Measured)]) {
             ratio.low,
             ratio.high
         );
-    }
-}
-
-/// The median and range of a few rounds' figure.
-struct Spread {
-    median: f64,
-    low: f64,
-    high: f64,
-}
-
-impl Spread {
-    fn of(values: impl Iterator<Item = f64>) -> Spread {
-        let mut v: Vec<f64> = values.collect();
-        v.sort_by(f64::total_cmp);
-        Spread {
-            median: v[v.len() / 2],
-            low: v[0],
-            high: v[v.len() - 1],
-        }
-    }
-
-    fn show(&self) -> String {
-        // Records/s read best whole, CPU seconds and MiB with decimals.
-        let digits = if self.median >= 1000.0 { 0 } else { 2 };
-        format!(
-            "{:.digits$} ({:.digits$} - {:.digits$})",
-            self.median, self.low, self.high
-        )
     }
 }

@@ -26,6 +26,7 @@ mod agent;
 mod forward;
 mod rpm;
 mod slowlog;
+mod spread;
 
 fn main() {
     let flags = Xtask::parse();
@@ -88,6 +89,16 @@ fn bench(sh: &Shell, product: &Product, layout: &Layout, jobs: usize, b: BenchFl
             other: ("this", &agent),
         };
         agent::run_pair(&pair, &layout.work.join("bench-against"), b.lines, 3)?;
+    }
+    if let Some(peer) = &b.peer {
+        let peer = peer.clone().unwrap_or_else(test_support::fluent_bit_binary);
+        let Ok(peer) = std::fs::canonicalize(&peer) else {
+            bail!(
+                "--peer {}: no such file; fluent-bit 5.1.1 is in ../shared/tools (see its README)",
+                peer.display()
+            );
+        };
+        agent::run_peer(&agent, &peer, &layout.work.join("bench-peer"), b.lines, 3)?;
     }
     if only.as_deref() == Some("forward") {
         forward::run(&agent, &layout.work.join("bench-forward"), b.lines, 3)?;
