@@ -415,6 +415,12 @@ fn unconvertible_parts_are_named_by_file_and_line() {
         (format!("@include https://example.com/td-agent.conf\n{tail}{out}"), 1, "including a URL is not supported"),
         (format!("{tail}<match **>\n  @type http\n  endpoint http://x/\n  <buffer>\n    chunk_limit_size 8t\n  </buffer>\n</match>\n"), 11, "expected a size like 8m"),
         (format!("{tail}{out}<source>\n  @type tail\n  path /x\n"), 11, "`<source>` is never closed"),
+        (format!("{tail}<filter **>\n  @type record_transformer\n  <record>\n    copy ${{message}}\n  </record>\n</filter>\n{out}"), 10, "expands a bare `${field}` to nothing"),
+        (format!("{tail}{out}<filter mysql.**>\n  @type grep\n  <exclude>\n    key message\n    pattern x\n  </exclude>\n</filter>\n"), 11, "this filter comes after <match mysql.**>"),
+        (format!("{tail}<filter **>\n  @type grep\n  <regexp>\n    key $.a.b\n    pattern x\n  </regexp>\n</filter>\n{out}"), 11, "a record accessor"),
+        (format!("<source>\n  @type forward\n  @label @IN\n</source>\n<label @IN>\n  <match **>\n    @type null\n  </match>\n</label>\n{tail}{out}"), 16, "also matches the tags of a source routed to @IN"),
+        (format!("<source>\n  @type tail\n  path /var/log/app-%Y%m%d.log\n  tag a\n</source>\n{out}"), 3, "strftime patterns in paths"),
+        (format!("{tail}<filter **>\n  @type record_transformer\n  auto_typecast false\n</filter>\n{out}"), 9, "`auto_typecast false` is not supported"),
     ];
     assert!(cases.len() >= 20);
     for (i, (conf, line, what)) in cases.iter().enumerate() {
@@ -442,6 +448,20 @@ fn unconvertible_parts_are_named_by_file_and_line() {
             "case {i}:\n{y}"
         );
     }
+    // Ruby's regexp flags become Rust's; a later parameter wins.
+    let path = dir.join("flags.conf");
+    fs::write(
+        &path,
+        "<source>\n  @type tail\n  path /x\n  tag t\n  tag mysql.error\n</source>\n<filter **>\n  @type grep\n  <regexp>\n    key message\n    pattern /^error/im\n  </regexp>\n</filter>\n<match **>\n  @type null\n</match>\n",
+    )
+    .unwrap();
+    let out = convert(dir, &path, &[]);
+    let y = text(&out);
+    assert!(out.status.success(), "{y}");
+    assert!(
+        y.contains("pattern: \"(?is)^error\"") && y.contains("tag: mysql.error"),
+        "{y}"
+    );
     // Hostile files: a FIFO, a device, a include loop.
     let fifo = dir.join("fifo.conf");
     assert!(Command::new("mkfifo")

@@ -50,10 +50,14 @@ const CONF: &str = r#"<source>
 
 /// One request on its own connection: the status code.
 fn send(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
+    request(port, "POST", path, headers, body)
+}
+
+fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: convert-test\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: convert-test\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -131,6 +135,22 @@ fn requests(port: u16) -> Vec<u16> {
             br#"{"via":"proxy"}"#,
         ),
         send(port, "/app.bad", &json, b"not json"),
+        // A health check: 200, and no record.
+        request(port, "GET", "/app.health?json=%7B%22g%22%3A1%7D", &[], b""),
+        send(
+            port,
+            "/app.zlib?time=1700000008",
+            &[
+                ("Content-Type", "application/json"),
+                ("Content-Encoding", "deflate"),
+            ],
+            &{
+                let mut e =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(br#"{"deflated":true,"time":null}"#).unwrap();
+                e.finish().unwrap()
+            },
+        ),
     ]
 }
 
@@ -179,9 +199,15 @@ fn fluentd_and_my_agent_take_the_same_requests_to_the_same_records() {
     // One difference, on purpose: Fluentd answers 200 to a body that is
     // not JSON and drops it (a debug line only); my-agent says 400, so the
     // client knows its record went nowhere.
-    assert_eq!(fluentd_codes, [200, 200, 200, 200, 200, 200, 200, 200]);
-    assert_eq!(agent_codes, [200, 200, 200, 200, 200, 200, 200, 400]);
-    let expected = 9;
+    assert_eq!(
+        fluentd_codes,
+        [200, 200, 200, 200, 200, 200, 200, 200, 200, 200]
+    );
+    assert_eq!(
+        agent_codes,
+        [200, 200, 200, 200, 200, 200, 200, 400, 200, 200]
+    );
+    let expected = 10;
     fluentd_sink.wait_for(Duration::from_secs(30), "Fluentd", |r| r.len() >= expected);
     agent_sink.wait_for(Duration::from_secs(30), "my-agent", |r| r.len() >= expected);
     std::thread::sleep(Duration::from_millis(1500));
@@ -210,7 +236,7 @@ fn fluentd_and_my_agent_take_the_same_requests_to_the_same_records() {
         times,
         [
             1700000000, 1700000001, 1700000002, 1700000003, 1700000003, 1700000004, 1700000005,
-            1700000006, 1700000007
+            1700000006, 1700000007, 1700000008
         ]
     );
     assert_eq!(from_agent[8]["REMOTE_ADDR"], "10.1.2.3");

@@ -496,7 +496,7 @@ fn check_sbom(rpm: &Path, again: &Path, payload: &Path) {
         "-p",
         "my-agent",
         "-e",
-        "normal",
+        "normal,no-proc-macro",
         "--target",
         "x86_64-unknown-linux-gnu",
         "--prefix",

@@ -60,8 +60,10 @@ pub struct Section {
 }
 
 impl Section {
+    /// A parameter's value; written twice, the last one counts, as in
+    /// Fluentd.
     pub fn param(&self, key: &str) -> Option<&Param> {
-        self.params.iter().find(|p| p.key == key)
+        self.params.iter().rev().find(|p| p.key == key)
     }
 
     /// `@type`, or v0.12's `type`.
@@ -314,8 +316,8 @@ impl<'a> Parser<'a> {
             Some('\'') => {
                 let mut text = rest[1..].to_string();
                 loop {
-                    if let Some(end) = text.find('\'') {
-                        return Ok(Value::Plain(text[..end].to_string()));
+                    if let Some(v) = single_quoted(&text) {
+                        return Ok(Value::Plain(v));
                     }
                     let Some((_, more)) = self.next_line() else {
                         return Err(ParseError(format!(
@@ -344,12 +346,37 @@ impl<'a> Parser<'a> {
                 }
             }
             _ => {
-                // ` #` starts a comment after a bare value.
-                let end = rest.find(" #").unwrap_or(rest.len());
+                // ` #` (or a tab and `#`) starts a comment after a bare value.
+                let end = [rest.find(" #"), rest.find("\t#")]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(rest.len());
                 Ok(Value::Plain(rest[..end].trim_end().to_string()))
             }
         }
     }
+}
+
+/// A single-quoted value up to its closing quote: only `\'` and `\\` are
+/// escapes, as Fluentd reads them.
+fn single_quoted(text: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => return Some(out),
+            '\\' => match chars.next()? {
+                c @ ('\'' | '\\') => out.push(c),
+                other => {
+                    out.push('\\');
+                    out.push(other);
+                }
+            },
+            c => out.push(c),
+        }
+    }
+    None
 }
 
 fn balanced(text: &str, open: char, close: char) -> bool {
@@ -389,6 +416,10 @@ fn unescape_until_quote(text: &str) -> Option<String> {
                 't' => out.push('\t'),
                 'r' => out.push('\r'),
                 '0' => out.push('\0'),
+                'f' => out.push('\u{c}'),
+                'b' => out.push('\u{8}'),
+                // A backslash at the end of a line joins the next one.
+                '\n' => {}
                 other => out.push(other),
             },
             c => out.push(c),
@@ -435,6 +466,19 @@ mod tests {
         );
         assert_eq!(m.param("password").unwrap().value.text(), "p#ss");
         assert_eq!(m.param("password").unwrap().at.line, 14);
+    }
+
+    #[test]
+    fn reads_values_as_fluentd_does() {
+        let root = parse(
+            "<match a>\n  p1 'it\\'s'\n  p2 bare\t# comment\n  p3 \"one \\\n two\"\n  p4 first\n  p4 last\n</match>\n",
+        )
+        .unwrap();
+        let m = &root.sections[0];
+        assert_eq!(m.param("p1").unwrap().value.text(), "it's");
+        assert_eq!(m.param("p2").unwrap().value.text(), "bare");
+        assert_eq!(m.param("p3").unwrap().value.text(), "one  two");
+        assert_eq!(m.param("p4").unwrap().value.text(), "last");
     }
 
     #[test]

@@ -36,30 +36,46 @@ struct Cx {
     outputs: Vec<Node>,
     unmapped: Vec<Unmapped>,
     /// Tags of the sources, with the label each sends to.
-    source_tags: Vec<(String, Option<String>, At)>,
+    /// None: the source's events carry the sender's tags (forward, http).
+    source_tags: Vec<(Option<String>, Option<String>, At)>,
     /// Filter and match patterns, with the label they are in.
-    patterns: Vec<(String, Option<String>, At)>,
+    /// In file order; `true` for a `<match>`, `false` for a `<filter>`.
+    patterns: Vec<(String, Option<String>, At, bool)>,
     /// Comments for the top of the converted file.
     notes: Vec<String>,
     /// Where my-agent keeps positions and buffers (`--state-dir`).
     state_dir: String,
     buffers: usize,
+    state_paths: HashSet<String>,
 }
 
 impl Cx {
     /// A Fluentd state path (pos_file, buffer_path) moved under my-agent's
     /// state directory: the formats differ, and the service user cannot
     /// (and must not) write td-agent's files.
-    fn state_path(&self, sub: &str, fluentd: &str) -> String {
-        let name = Path::new(fluentd.trim_end_matches(['*', '.']))
+    /// Two Fluentd paths with one file name get two names here.
+    fn state_path(&mut self, sub: &str, fluentd: &str) -> String {
+        let base = Path::new(fluentd.trim_end_matches(['*', '.']))
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "state".into());
         let dir = self.state_dir.trim_end_matches('/');
-        if sub.is_empty() {
-            format!("{dir}/{name}")
-        } else {
-            format!("{dir}/{sub}/{name}")
+        let mut n = 1;
+        loop {
+            let name = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            let path = if sub.is_empty() {
+                format!("{dir}/{name}")
+            } else {
+                format!("{dir}/{sub}/{name}")
+            };
+            if self.state_paths.insert(path.clone()) {
+                return path;
+            }
+            n += 1;
         }
     }
 }
@@ -114,9 +130,10 @@ impl<'a> Params<'a> {
 }
 
 fn boolean(cx: &mut Cx, p: &Param) -> Option<bool> {
-    match p.value.text().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "" => Some(true),
-        "false" | "no" | "off" => Some(false),
+    // Fluentd's own reading: exactly these words.
+    match p.value.text() {
+        "true" | "yes" | "" => Some(true),
+        "false" | "no" => Some(false),
         other => {
             cx.unmapped(
                 &p.at,
@@ -309,8 +326,12 @@ fn top_level(cx: &mut Cx, root: &Section, label: Option<&str>) {
             ("filter", _) => filter(cx, s, label),
             ("match", _) => {
                 let patterns = pattern_of(s);
-                cx.patterns
-                    .push((patterns.clone(), label.map(String::from), s.at.clone()));
+                cx.patterns.push((
+                    patterns.clone(),
+                    label.map(String::from),
+                    s.at.clone(),
+                    true,
+                ));
                 if let Some(mut out) = output(cx, s) {
                     let mut entry = Node::map();
                     entry.comment(format!("<match {}> at {}", s.arg, s.at));
@@ -361,20 +382,64 @@ fn pattern_of(s: &Section) -> String {
 /// pattern outside it matches a tag its sources emit first.
 fn check_labels(cx: &mut Cx) {
     let mut problems = Vec::new();
-    for (pattern, in_label, at) in &cx.patterns {
+    let routed = |l: &Option<String>| {
+        l.as_deref()
+            .map_or("outside any label".to_string(), |l| format!("to {l}"))
+    };
+    for (pattern, in_label, at, _) in &cx.patterns {
         let Ok(p) = TagPattern::parse(pattern) else {
             continue;
         };
         for (tag, to_label, _) in &cx.source_tags {
-            if in_label != to_label && p.matches(tag) {
+            if in_label == to_label {
+                continue;
+            }
+            // A forward or http source takes whatever tags it is sent.
+            let (hit, shown) = match tag {
+                Some(t) => (p.matches(t), format!("tag `{t}`")),
+                None => (true, "the tags".to_string()),
+            };
+            if hit {
                 problems.push((
                     at.clone(),
                     format!(
-                        "`{pattern}` ({}) also matches tag `{tag}` of a source routed {}: my-agent routes by tag alone; give the sources distinct tags",
+                        "`{pattern}` ({}) also matches {shown} of a source routed {}: my-agent routes by tag alone; give the sources distinct tags",
                         in_label.as_deref().map_or("outside any label".to_string(), |l| format!("in <label {l}>")),
-                        to_label.as_deref().map_or("outside any label".to_string(), |l| format!("to {l}")),
+                        routed(to_label),
                     ),
                 ));
+            }
+        }
+    }
+    // Fluentd never applies a filter to a tag that a <match> before it
+    // took; my-agent applies every filter that matches.
+    for (i, (filter, label, at, is_match)) in cx.patterns.iter().enumerate() {
+        if *is_match {
+            continue;
+        }
+        let Ok(f) = TagPattern::parse(filter) else {
+            continue;
+        };
+        for (pattern, other_label, match_at, is_match) in &cx.patterns[..i] {
+            if !*is_match || other_label != label {
+                continue;
+            }
+            let Ok(m) = TagPattern::parse(pattern) else {
+                continue;
+            };
+            let taken = cx.source_tags.iter().find_map(|(tag, to, _)| match tag {
+                Some(t) if to == label && m.matches(t) && f.matches(t) => {
+                    Some(format!("tag `{t}`"))
+                }
+                None if to == label && pattern == "**" => Some("every tag".to_string()),
+                _ => None,
+            });
+            if let Some(what) = taken {
+                problems.push((
+                    at.clone(),
+                    format!("this filter comes after <match {pattern}> at {match_at}, which takes {what}: Fluentd never applies it there, my-agent would; move or drop it"),
+                ));
+                break;
             }
         }
     }
@@ -400,7 +465,20 @@ fn source(cx: &mut Cx, s: &Section) {
                 "mysql_slow_query"
             };
             out.set("type", Node::str(my_kind));
-            if let Some(p) = params.take("path") {
+            if let Some(p) = params.take("path").filter(|p| {
+                if p.value.text().contains('%') {
+                    cx.unmapped(
+                        &p.at,
+                        format!(
+                            "`path {}`: strftime patterns in paths are not supported; use a glob",
+                            p.value.text()
+                        ),
+                    );
+                    false
+                } else {
+                    true
+                }
+            }) {
                 let paths: Vec<Node> = p
                     .value
                     .text()
@@ -601,6 +679,12 @@ fn source(cx: &mut Cx, s: &Section) {
                             secret(cx, p, "shared_key", &mut out);
                         }
                         sp.finish(cx);
+                        for inner in &sub.sections {
+                            cx.unmapped(
+                                &inner.at,
+                                format!("<{}> in <security> is not supported", inner.name),
+                            );
+                        }
                     }
                     "transport" if sub.arg == "tls" => {
                         let mut tp = Params::new(sub, "<transport tls>");
@@ -620,14 +704,26 @@ fn source(cx: &mut Cx, s: &Section) {
                             &mut out,
                             Kind::Str,
                         );
-                        copy_param(
-                            cx,
-                            &mut tp,
-                            "ca_path",
-                            "tls_client_ca_file",
-                            &mut out,
-                            Kind::Str,
-                        );
+                        // Clients must present a certificate only with
+                        // client_cert_auth; ca_path alone checks nothing.
+                        let client_auth = tp
+                            .take("client_cert_auth")
+                            .and_then(|p| boolean(cx, p))
+                            .unwrap_or(false);
+                        match (tp.take("ca_path"), client_auth) {
+                            (Some(ca), true) => {
+                                out.set("tls_client_ca_file", Node::str(ca.value.text()))
+                            }
+                            (None, true) => cx.unmapped(
+                                &sub.at,
+                                "client_cert_auth without ca_path: name the CA clients' certificates must chain to",
+                            ),
+                            (Some(ca), false) => out.comment(format!(
+                                "ca_path {}: no effect without client_cert_auth",
+                                ca.value.text()
+                            )),
+                            (None, false) => {}
+                        }
                         tp.finish(cx);
                     }
                     other => cx.unmapped(
@@ -696,9 +792,11 @@ fn source(cx: &mut Cx, s: &Section) {
             return;
         }
     }
-    if let (Some(Node::Str(t)), _) = (out.get_mut("tag").cloned(), ()) {
-        cx.source_tags.push((t, label.clone(), s.at.clone()));
-    }
+    let tag = match out.get_mut("tag") {
+        Some(Node::Str(t)) => Some(t.clone()),
+        _ => None,
+    };
+    cx.source_tags.push((tag, label.clone(), s.at.clone()));
     if label.is_some() {
         out.comment(format!(
             "routed to {} in Fluentd: my-agent routes by tag",
@@ -732,8 +830,12 @@ fn tag(cx: &mut Cx, params: &mut Params, out: &mut Node, hostname: bool) {
 
 fn filter(cx: &mut Cx, s: &Section, label: Option<&str>) {
     let patterns = pattern_of(s);
-    cx.patterns
-        .push((patterns.clone(), label.map(String::from), s.at.clone()));
+    cx.patterns.push((
+        patterns.clone(),
+        label.map(String::from),
+        s.at.clone(),
+        false,
+    ));
     let Some(kind) = kind_of(s) else {
         cx.unmapped(&s.at, "<filter> without @type");
         return;
@@ -760,6 +862,9 @@ fn filter(cx: &mut Cx, s: &Section, label: Option<&str>) {
                 }
                 for p in &sub.params {
                     if let Some(v) = record_value(cx, p, ruby) {
+                        if p.value.text().contains("${time}") {
+                            out.comment(format!("{}: ${{time}} is ISO 8601 UTC with milliseconds here; Fluentd wrote Time#to_s (2024-05-15 17:02:39 +0000)", p.key));
+                        }
                         record.set(&p.key, v);
                     }
                 }
@@ -774,11 +879,16 @@ fn filter(cx: &mut Cx, s: &Section, label: Option<&str>) {
                     .collect();
                 out.set("remove_keys", Node::List(keys));
             }
-            for key in ["renew_record", "auto_typecast"] {
-                if let Some(p) = params.take(key) {
-                    if boolean(cx, p) == Some(true) {
-                        cx.unmapped(&p.at, format!("`{key} true` is not supported"));
-                    }
+            if let Some(p) = params.take("renew_record") {
+                if boolean(cx, p) == Some(true) {
+                    cx.unmapped(&p.at, "`renew_record true` is not supported");
+                }
+            }
+            // Fluentd's default, true, is what my-agent does: a value that is
+            // one placeholder keeps its type.
+            if let Some(p) = params.take("auto_typecast") {
+                if boolean(cx, p) == Some(false) {
+                    cx.unmapped(&p.at, "`auto_typecast false` is not supported: my-agent keeps a lone placeholder's type");
                 }
             }
         }
@@ -802,7 +912,11 @@ fn filter(cx: &mut Cx, s: &Section, label: Option<&str>) {
                 };
                 let mut sp = Params::new(sub, format!("<{}>", sub.name));
                 match (sp.take("key"), sp.take("pattern")) {
-                    (Some(k), Some(p)) => into.push(grep_rule(k.value.text(), p.value.text())),
+                    (Some(k), Some(p)) => {
+                        if let Some(rule) = grep_rule(cx, &p.at, k.value.text(), p.value.text()) {
+                            into.push(rule);
+                        }
+                    }
                     _ => cx.unmapped(&sub.at, format!("<{}> needs `key` and `pattern`", sub.name)),
                 }
                 sp.finish(cx);
@@ -816,7 +930,11 @@ fn filter(cx: &mut Cx, s: &Section, label: Option<&str>) {
                     {
                         params.taken.insert(p.key.as_str());
                         match p.value.text().split_once(char::is_whitespace) {
-                            Some((k, pat)) => into.push(grep_rule(k, pat.trim())),
+                            Some((k, pat)) => {
+                                if let Some(rule) = grep_rule(cx, &p.at, k, pat.trim()) {
+                                    into.push(rule);
+                                }
+                            }
                             None => {
                                 cx.unmapped(&p.at, format!("`{}`: expected `KEY PATTERN`", p.key))
                             }
@@ -840,21 +958,54 @@ fn filter(cx: &mut Cx, s: &Section, label: Option<&str>) {
     cx.filters.push(out);
 }
 
-/// `/^ERROR/` (v1) or `^ERROR` (v0.12): the regular expression itself.
-fn grep_rule(key: &str, pattern: &str) -> Node {
-    let pattern = pattern
-        .strip_prefix('/')
-        .and_then(|p| p.strip_suffix('/'))
-        .unwrap_or(pattern);
+/// `/^ERROR/i` (v1, with Ruby's flags) or `^ERROR` (v0.12): the regular
+/// expression as my-agent writes it (`(?i)^ERROR`).
+fn grep_rule(cx: &mut Cx, at: &At, key: &str, pattern: &str) -> Option<Node> {
+    if key.starts_with('$') {
+        cx.unmapped(
+            at,
+            format!("grep key `{key}`: a record accessor; my-agent matches top-level fields only"),
+        );
+        return None;
+    }
+    let pattern = match pattern.strip_prefix('/').and_then(|p| p.rsplit_once('/')) {
+        Some((re, flags)) if flags.chars().all(|c| "imx".contains(c)) => {
+            // Ruby's m is "dot matches newline": Rust's s.
+            let flags: String = flags
+                .chars()
+                .map(|c| if c == 'm' { 's' } else { c })
+                .collect();
+            if flags.is_empty() {
+                re.to_string()
+            } else {
+                format!("(?{flags}){re}")
+            }
+        }
+        Some((_, flags)) => {
+            cx.unmapped(
+                at,
+                format!("grep pattern flags `{flags}`: expected i, m or x"),
+            );
+            return None;
+        }
+        None => pattern.to_string(),
+    };
     let mut rule = Node::map();
     rule.set("key", Node::str(key));
     rule.set("pattern", Node::str(pattern));
-    rule
+    Some(rule)
 }
 
-/// A `<record>` value: the placeholders my-agent expands are kept; Fluentd's
-/// `${field}` (without enable_ruby) is `${record["field"]}` here.
+/// A `<record>` value: the placeholders my-agent expands as Fluentd does.
 fn record_value(cx: &mut Cx, p: &Param, ruby: bool) -> Option<Node> {
+    // Fluentd reads a value that is JSON as that JSON.
+    let raw = p.value.text().trim_start();
+    if (raw.starts_with('[') || raw.starts_with('{'))
+        && serde_json::from_str::<serde_json::Value>(p.value.text()).is_ok()
+    {
+        cx.unmapped(&p.at, format!("`{}`: a JSON value in <record> is not supported (my-agent's values are text with placeholders)", p.key));
+        return None;
+    }
     let text = with_hostname(cx, p)?;
     let Node::Str(text) = text else {
         return Some(text);
@@ -876,24 +1027,20 @@ fn record_value(cx: &mut Cx, p: &Param, ruby: bool) -> Option<Node> {
             Some(format!("${{{inner}}}"))
         } else if ruby && inner == "time.to_i" {
             Some("${time.to_i}".to_string())
-        } else if ruby
-            && inner.starts_with("record[\"")
+        } else if inner.starts_with("record[\"")
             && inner.ends_with("\"]")
             && inner[8..inner.len() - 2].chars().all(|c| c != '"')
         {
             Some(format!("${{{inner}}}"))
-        } else if !ruby
-            && !inner.is_empty()
-            && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            Some(format!("${{record[\"{inner}\"]}}"))
         } else {
+            // Fluentd v1 expands `${field}` to nothing (an unknown
+            // placeholder): better said than copied.
             None
         };
         match mapped {
             Some(m) => out.push_str(&m),
             None => {
-                cx.unmapped(&p.at, format!("`{}`: `${{{inner}}}` cannot be converted (supported: hostname, tag, tag_parts[N], time, and with enable_ruby time.to_i and record[\"key\"])", p.key));
+                cx.unmapped(&p.at, format!("`{}`: `${{{inner}}}` cannot be converted (supported: hostname, tag, tag_parts[N], time, record[\"key\"], and with enable_ruby time.to_i; Fluentd v1 expands a bare `${{field}}` to nothing)", p.key));
                 return None;
             }
         }
@@ -1058,10 +1205,12 @@ fn output(cx: &mut Cx, s: &Section) -> Option<Node> {
                     "format" if kind_of(sub).as_deref().unwrap_or("json") != "json" => {
                         cx.unmapped(&sub.at, "<format>: only json is supported");
                     }
-                    "format" => {}
+                    "format" => Params::new(sub, "<format>").finish(cx),
                     "auth" => {
                         let mut ap = Params::new(sub, "<auth>");
                         let mut auth = Node::map();
+                        // Fluentd's default method.
+                        auth.set("method", Node::str("basic"));
                         copy_param(cx, &mut ap, "method", "method", &mut auth, Kind::Str);
                         copy_param(cx, &mut ap, "username", "username", &mut auth, Kind::Str);
                         if let Some(pw) = ap.take("password") {
@@ -1113,6 +1262,12 @@ fn output(cx: &mut Cx, s: &Section) -> Option<Node> {
                             secret(cx, p, "shared_key", &mut out);
                         }
                         sp.finish(cx);
+                        for inner in &sub.sections {
+                            cx.unmapped(
+                                &inner.at,
+                                format!("<{}> in <security> is not supported", inner.name),
+                            );
+                        }
                     }
                     "buffer" => {}
                     other => cx.unmapped(

@@ -23,9 +23,14 @@ impl Node {
     }
 
     /// Appends `key: value` to a map.
+    /// Sets `key: value` in a map: replaces the key's value if it is there
+    /// (a later Fluentd parameter wins), else appends it.
     pub fn set(&mut self, key: &str, value: Node) {
         if let Node::Map(entries) = self {
-            entries.push((Some(key.to_string()), value));
+            match entries.iter_mut().find(|(k, _)| k.as_deref() == Some(key)) {
+                Some((_, v)) => *v = value,
+                None => entries.push((Some(key.to_string()), value)),
+            }
         }
     }
 

@@ -7,7 +7,9 @@
 //! (`REMOTE_ADDR`, the first X-Forwarded-For when there is one); a gzip
 //! `Content-Encoding` inflated within `body_size_limit`. 200 only
 //! once the records are durable in every buffer; 400 for a body that is not
-//! records, 413 over `body_size_limit`, 503 while a buffer is full.
+//! records, 413 over `body_size_limit`, 503 while a buffer is full; GET is
+//! answered 200 and takes nothing (health checks), as in_http does. At most
+//! `max_requests_in_flight` bodies are read at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +38,8 @@ pub struct HttpInputConfig {
     pub body_size_limit: usize,
     pub add_http_headers: bool,
     pub add_remote_addr: bool,
+    /// Requests read at once: what bounds memory to this many bodies.
+    pub max_requests_in_flight: usize,
 }
 
 pub fn settings(f: &mut Fields) -> ConfigResult<Box<dyn SourceSettings>> {
@@ -53,6 +57,7 @@ pub fn settings(f: &mut Fields) -> ConfigResult<Box<dyn SourceSettings>> {
         body_size_limit: f.size("body_size_limit", 32 << 20)? as usize,
         add_http_headers: f.bool("add_http_headers", false)?,
         add_remote_addr: f.bool("add_remote_addr", false)?,
+        max_requests_in_flight: f.uint("max_requests_in_flight", 16)?.max(1) as usize,
     }))
 }
 
@@ -87,6 +92,8 @@ impl SourceSettings for HttpInputConfig {
 }
 
 struct Input {
+    /// One permit per request being read and buffered.
+    permits: tokio::sync::Semaphore,
     id: String,
     config: HttpInputConfig,
     metrics: Arc<PluginMetrics>,
@@ -105,8 +112,8 @@ fn run(
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let limit = config.body_size_limit;
     let input = Arc::new(Input {
+        permits: tokio::sync::Semaphore::new(config.max_requests_in_flight),
         id,
         config,
         metrics,
@@ -118,7 +125,9 @@ fn run(
         };
         let app = axum::Router::new()
             .fallback(handle)
-            .layer(DefaultBodyLimit::max(limit))
+            // The handler reads the body itself, within body_size_limit and
+            // only once it holds a permit.
+            .layer(DefaultBodyLimit::disable())
             .with_state(input);
         let stopping = async move {
             while !stop.load(Ordering::Relaxed) {
@@ -140,11 +149,30 @@ async fn handle(
     method: axum::http::Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> (StatusCode, String) {
-    if method != axum::http::Method::POST && method != axum::http::Method::GET {
+    // in_http answers GET (load balancers' health checks) with 200 and
+    // takes nothing from it.
+    if method == axum::http::Method::GET {
+        return (StatusCode::OK, String::new());
+    }
+    if method != axum::http::Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, "POST /<tag>\n".into());
     }
+    let Ok(_permit) = input.permits.acquire().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".into());
+    };
+    let limit = input.config.body_size_limit;
+    let body: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            input.metrics.count_error("too_large");
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("413 larger than body_size_limit ({limit} bytes)\n"),
+            );
+        }
+    };
     let events = match events_of(&input.config, peer, &uri, &headers, &body) {
         Ok(e) => e,
         Err(why) => {
@@ -251,8 +279,8 @@ fn events_of(
         .and_then(|v| v.to_str().ok())
     {
         None | Some("identity") => body,
-        Some(e) if e.eq_ignore_ascii_case("gzip") => {
-            inflated = gunzip(body, config.body_size_limit)?;
+        Some(e) if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("deflate") => {
+            inflated = inflate(body, e.eq_ignore_ascii_case("gzip"), config.body_size_limit)?;
             &inflated[..]
         }
         Some(other) => return Err(format!("Content-Encoding {other}: expected gzip or none")),
@@ -336,8 +364,8 @@ fn events_of(
                     .parse::<f64>()
                     .map(|s| (s * 1e9) as i64)
                     .map_err(|_| format!("time `{s}`: expected Unix seconds"))?,
+                Some(Value::Null) | None => now_nanos(),
                 Some(other) => return Err(format!("time {other}: expected Unix seconds")),
-                None => now_nanos(),
             },
         };
         if config.add_http_headers {
@@ -358,15 +386,20 @@ fn events_of(
     Ok(Some((Arc::from(tag.as_str()), events)))
 }
 
-/// A gzip body, refused once it inflates past `limit` (a gzip bomb costs
-/// `limit` bytes, not all of memory).
-fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+/// A gzip or deflate (zlib) body, refused once it inflates past `limit`
+/// (a bomb costs `limit` bytes, not all of memory).
+fn inflate(body: &[u8], gzip: bool, limit: usize) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(body)
+    let reader: Box<dyn Read + '_> = if gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(body))
+    } else {
+        Box::new(flate2::read::ZlibDecoder::new(body))
+    };
+    reader
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| format!("gzip: {e}"))?;
+        .map_err(|e| format!("{}: {e}", if gzip { "gzip" } else { "deflate" }))?;
     if out.len() > limit {
         return Err(format!(
             "the body inflates past body_size_limit ({limit} bytes)"

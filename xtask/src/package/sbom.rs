@@ -62,6 +62,12 @@ struct MetaPackage {
     license: Option<String>,
     manifest_path: String,
     source: Option<String>,
+    targets: Vec<MetaTarget>,
+}
+
+#[derive(Deserialize)]
+struct MetaTarget {
+    kind: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -105,7 +111,7 @@ const AGENT_PLATFORM: &str = "x86_64-unknown-linux-gnu";
 impl CrateGraph {
     /// The crate at `manifest` (the agent's Cargo.toml) and its normal
     /// dependencies, transitively: what is compiled into its binary. Build
-    /// scripts' and tests' dependencies are not in the package.
+    /// scripts', tests' and proc macros' dependencies are not in it.
     pub fn load(sh: &Shell, workspace: &Path, manifest: &Path) -> Result<CrateGraph> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let workspace_manifest = workspace.join("Cargo.toml");
@@ -162,10 +168,20 @@ impl CrateGraph {
             let (Some(p), Some(node)) = (packages.get(id.as_str()), nodes.get(id.as_str())) else {
                 bail!("`cargo metadata` names {id} but does not describe it");
             };
+            // Proc macros run in the compiler; neither they nor what only
+            // they use is in the binary.
+            let proc_macro = |id: &str| {
+                packages.get(id).is_some_and(|p| {
+                    p.targets
+                        .iter()
+                        .any(|t| t.kind.iter().any(|k| k == "proc-macro"))
+                })
+            };
             let depends: BTreeSet<String> = node
                 .deps
                 .iter()
                 .filter(|d| d.dep_kinds.iter().any(|k| k.kind.is_none()))
+                .filter(|d| !proc_macro(&d.pkg))
                 .map(|d| d.pkg.clone())
                 .collect();
             todo.extend(depends.iter().cloned());
