@@ -665,27 +665,7 @@ fn source(cx: &mut Cx, s: &Section) {
             out.set("bind", Node::str(format!("{bind}:{port}")));
             for sub in &s.sections {
                 match sub.name.as_str() {
-                    "security" => {
-                        let mut sp = Params::new(sub, "<security>");
-                        copy_param(
-                            cx,
-                            &mut sp,
-                            "self_hostname",
-                            "self_hostname",
-                            &mut out,
-                            Kind::Str,
-                        );
-                        if let Some(p) = sp.take("shared_key") {
-                            secret(cx, p, "shared_key", &mut out);
-                        }
-                        sp.finish(cx);
-                        for inner in &sub.sections {
-                            cx.unmapped(
-                                &inner.at,
-                                format!("<{}> in <security> is not supported", inner.name),
-                            );
-                        }
-                    }
+                    "security" => security(cx, sub, &mut out),
                     "transport" if sub.arg == "tls" => {
                         let mut tp = Params::new(sub, "<transport tls>");
                         copy_param(
@@ -1248,27 +1228,7 @@ fn output(cx: &mut Cx, s: &Section) -> Option<Node> {
                         sp.finish(cx);
                         servers.push(server);
                     }
-                    "security" => {
-                        let mut sp = Params::new(sub, "<security>");
-                        copy_param(
-                            cx,
-                            &mut sp,
-                            "self_hostname",
-                            "self_hostname",
-                            &mut out,
-                            Kind::Str,
-                        );
-                        if let Some(p) = sp.take("shared_key") {
-                            secret(cx, p, "shared_key", &mut out);
-                        }
-                        sp.finish(cx);
-                        for inner in &sub.sections {
-                            cx.unmapped(
-                                &inner.at,
-                                format!("<{}> in <security> is not supported", inner.name),
-                            );
-                        }
-                    }
+                    "security" => security(cx, sub, &mut out),
                     "buffer" => {}
                     other => cx.unmapped(
                         &sub.at,
@@ -1461,6 +1421,30 @@ fn output(cx: &mut Cx, s: &Section) -> Option<Node> {
     }
     params.finish(cx);
     Some(out)
+}
+
+/// `<security>` of forward, either side: the handshake's host name and
+/// shared key (`<user>`/`<client>` sections are not converted).
+fn security(cx: &mut Cx, sub: &Section, out: &mut Node) {
+    let mut sp = Params::new(sub, "<security>");
+    copy_param(
+        cx,
+        &mut sp,
+        "self_hostname",
+        "self_hostname",
+        out,
+        Kind::Str,
+    );
+    if let Some(p) = sp.take("shared_key") {
+        secret(cx, p, "shared_key", out);
+    }
+    sp.finish(cx);
+    for inner in &sub.sections {
+        cx.unmapped(
+            &inner.at,
+            format!("<{}> in <security> is not supported", inner.name),
+        );
+    }
 }
 
 fn method(cx: &mut Cx, params: &mut Params, out: &mut Node) {
