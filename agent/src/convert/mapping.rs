@@ -278,6 +278,18 @@ fn copy_param(
     }
 }
 
+/// `copy_param` for each `(fluentd key, my-agent key, kind)` in `table`.
+fn copy_params(
+    cx: &mut Cx,
+    params: &mut Params,
+    out: &mut Node,
+    table: &[(&'static str, &str, Kind)],
+) {
+    for &(from, to, kind) in table {
+        copy_param(cx, params, from, to, out, kind);
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     Str,
@@ -508,29 +520,15 @@ fn source(cx: &mut Cx, s: &Section) {
                 out.set("pos_file", Node::str(cx.state_path("", p.value.text())));
             }
             tag(cx, &mut params, &mut out, false);
-            copy_param(
+            copy_params(
                 cx,
                 &mut params,
-                "read_from_head",
-                "read_from_head",
                 &mut out,
-                Kind::Bool,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "rotate_wait",
-                "rotate_wait",
-                &mut out,
-                Kind::Duration,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "refresh_interval",
-                "refresh_interval",
-                &mut out,
-                Kind::Duration,
+                &[
+                    ("read_from_head", "read_from_head", Kind::Bool),
+                    ("rotate_wait", "rotate_wait", Kind::Duration),
+                    ("refresh_interval", "refresh_interval", Kind::Duration),
+                ],
             );
             for (key, why) in [
                 ("enable_watch_timer", "my-agent polls and watches on its own"),
@@ -595,9 +593,16 @@ fn source(cx: &mut Cx, s: &Section) {
         }
         "mysql_query" => {
             out.set("type", Node::str("mysql_query"));
-            copy_param(cx, &mut params, "host", "host", &mut out, Kind::Str);
-            copy_param(cx, &mut params, "port", "port", &mut out, Kind::Int);
-            copy_param(cx, &mut params, "username", "username", &mut out, Kind::Str);
+            copy_params(
+                cx,
+                &mut params,
+                &mut out,
+                &[
+                    ("host", "host", Kind::Str),
+                    ("port", "port", Kind::Int),
+                    ("username", "username", Kind::Str),
+                ],
+            );
             if let Some(p) = params.take("password") {
                 secret(cx, p, "password", &mut out);
             }
@@ -617,39 +622,18 @@ fn source(cx: &mut Cx, s: &Section) {
                 Kind::Duration,
             );
             tag(cx, &mut params, &mut out, true);
-            copy_param(cx, &mut params, "query", "query", &mut out, Kind::Str);
-            copy_param(
+            copy_params(
                 cx,
                 &mut params,
-                "record_hostname",
-                "record_hostname",
                 &mut out,
-                Kind::Bool,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "nest_result",
-                "nest_result",
-                &mut out,
-                Kind::Bool,
-            );
-            copy_param(cx, &mut params, "nest_key", "nest_key", &mut out, Kind::Str);
-            copy_param(
-                cx,
-                &mut params,
-                "row_count",
-                "row_count",
-                &mut out,
-                Kind::Bool,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "row_count_key",
-                "row_count_key",
-                &mut out,
-                Kind::Str,
+                &[
+                    ("query", "query", Kind::Str),
+                    ("record_hostname", "record_hostname", Kind::Bool),
+                    ("nest_result", "nest_result", Kind::Bool),
+                    ("nest_key", "nest_key", Kind::Str),
+                    ("row_count", "row_count", Kind::Bool),
+                    ("row_count_key", "row_count_key", Kind::Str),
+                ],
             );
         }
         "forward" => {
@@ -668,21 +652,14 @@ fn source(cx: &mut Cx, s: &Section) {
                     "security" => security(cx, sub, &mut out),
                     "transport" if sub.arg == "tls" => {
                         let mut tp = Params::new(sub, "<transport tls>");
-                        copy_param(
+                        copy_params(
                             cx,
                             &mut tp,
-                            "cert_path",
-                            "tls_cert_file",
                             &mut out,
-                            Kind::Str,
-                        );
-                        copy_param(
-                            cx,
-                            &mut tp,
-                            "private_key_path",
-                            "tls_key_file",
-                            &mut out,
-                            Kind::Str,
+                            &[
+                                ("cert_path", "tls_cert_file", Kind::Str),
+                                ("private_key_path", "tls_key_file", Kind::Str),
+                            ],
                         );
                         // Clients must present a certificate only with
                         // client_cert_auth; ca_path alone checks nothing.
@@ -724,29 +701,15 @@ fn source(cx: &mut Cx, s: &Section) {
                 .map(|p| p.value.text().to_string())
                 .unwrap_or_else(|| "0.0.0.0".into());
             out.set("bind", Node::str(format!("{bind}:{port}")));
-            copy_param(
+            copy_params(
                 cx,
                 &mut params,
-                "body_size_limit",
-                "body_size_limit",
                 &mut out,
-                Kind::Size,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "add_http_headers",
-                "add_http_headers",
-                &mut out,
-                Kind::Bool,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "add_remote_addr",
-                "add_remote_addr",
-                &mut out,
-                Kind::Bool,
+                &[
+                    ("body_size_limit", "body_size_limit", Kind::Size),
+                    ("add_http_headers", "add_http_headers", Kind::Bool),
+                    ("add_remote_addr", "add_remote_addr", Kind::Bool),
+                ],
             );
             for (key, why) in [
                 (
@@ -1106,29 +1069,15 @@ fn output(cx: &mut Cx, s: &Section) -> Option<Node> {
                     out.set("tls_verify", Node::Bool(false));
                 }
             }
-            copy_param(
+            copy_params(
                 cx,
                 &mut params,
-                "cacert_file",
-                "tls_ca_file",
                 &mut out,
-                Kind::Str,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "open_timeout",
-                "connect_timeout",
-                &mut out,
-                Kind::Duration,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "read_timeout",
-                "request_timeout",
-                &mut out,
-                Kind::Duration,
+                &[
+                    ("cacert_file", "tls_ca_file", Kind::Str),
+                    ("open_timeout", "connect_timeout", Kind::Duration),
+                    ("read_timeout", "request_timeout", Kind::Duration),
+                ],
             );
             headers(cx, &mut params, "custom_headers", &mut out);
         }
@@ -1164,21 +1113,14 @@ fn output(cx: &mut Cx, s: &Section) -> Option<Node> {
                     out.set("tls_verify", Node::Bool(false));
                 }
             }
-            copy_param(
+            copy_params(
                 cx,
                 &mut params,
-                "open_timeout",
-                "connect_timeout",
                 &mut out,
-                Kind::Duration,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "read_timeout",
-                "request_timeout",
-                &mut out,
-                Kind::Duration,
+                &[
+                    ("open_timeout", "connect_timeout", Kind::Duration),
+                    ("read_timeout", "request_timeout", Kind::Duration),
+                ],
             );
             for sub in &s.sections {
                 match sub.name.as_str() {
@@ -1191,8 +1133,15 @@ fn output(cx: &mut Cx, s: &Section) -> Option<Node> {
                         let mut auth = Node::map();
                         // Fluentd's default method.
                         auth.set("method", Node::str("basic"));
-                        copy_param(cx, &mut ap, "method", "method", &mut auth, Kind::Str);
-                        copy_param(cx, &mut ap, "username", "username", &mut auth, Kind::Str);
+                        copy_params(
+                            cx,
+                            &mut ap,
+                            &mut auth,
+                            &[
+                                ("method", "method", Kind::Str),
+                                ("username", "username", Kind::Str),
+                            ],
+                        );
                         if let Some(pw) = ap.take("password") {
                             secret(cx, pw, "password", &mut auth);
                         }
@@ -1215,10 +1164,17 @@ fn output(cx: &mut Cx, s: &Section) -> Option<Node> {
                     "server" => {
                         let mut sp = Params::new(sub, "<server>");
                         let mut server = Node::map();
-                        copy_param(cx, &mut sp, "host", "host", &mut server, Kind::Str);
-                        copy_param(cx, &mut sp, "port", "port", &mut server, Kind::Int);
-                        copy_param(cx, &mut sp, "weight", "weight", &mut server, Kind::Int);
-                        copy_param(cx, &mut sp, "standby", "standby", &mut server, Kind::Bool);
+                        copy_params(
+                            cx,
+                            &mut sp,
+                            &mut server,
+                            &[
+                                ("host", "host", Kind::Str),
+                                ("port", "port", Kind::Int),
+                                ("weight", "weight", Kind::Int),
+                                ("standby", "standby", Kind::Bool),
+                            ],
+                        );
                         if let Some(n) = sp.take("name") {
                             server.comment(format!("name {}", n.value.text()));
                         }
@@ -1237,29 +1193,15 @@ fn output(cx: &mut Cx, s: &Section) -> Option<Node> {
                 }
             }
             out.set("servers", Node::List(servers));
-            copy_param(
+            copy_params(
                 cx,
                 &mut params,
-                "require_ack_response",
-                "require_ack_response",
                 &mut out,
-                Kind::Bool,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "ack_response_timeout",
-                "ack_timeout",
-                &mut out,
-                Kind::Duration,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "heartbeat_interval",
-                "heartbeat_interval",
-                &mut out,
-                Kind::Duration,
+                &[
+                    ("require_ack_response", "require_ack_response", Kind::Bool),
+                    ("ack_response_timeout", "ack_timeout", Kind::Duration),
+                    ("heartbeat_interval", "heartbeat_interval", Kind::Duration),
+                ],
             );
             if let Some(p) = params.take("heartbeat_type") {
                 match p.value.text() {
@@ -1268,83 +1210,34 @@ fn output(cx: &mut Cx, s: &Section) -> Option<Node> {
                     other => cx.unmapped(&p.at, format!("`heartbeat_type {other}`: my-agent's heartbeats are TCP (and TLS) connects")),
                 }
             }
-            copy_param(
+            copy_params(
                 cx,
                 &mut params,
-                "phi_threshold",
-                "phi_threshold",
                 &mut out,
-                Kind::Int,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "recover_wait",
-                "recover_wait",
-                &mut out,
-                Kind::Duration,
-            );
-            copy_param(cx, &mut params, "compress", "compress", &mut out, Kind::Str);
-            copy_param(
-                cx,
-                &mut params,
-                "time_as_integer",
-                "time_as_integer",
-                &mut out,
-                Kind::Bool,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "keepalive",
-                "keepalive",
-                &mut out,
-                Kind::Bool,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "keepalive_timeout",
-                "keepalive_timeout",
-                &mut out,
-                Kind::Duration,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "connect_timeout",
-                "connect_timeout",
-                &mut out,
-                Kind::Duration,
+                &[
+                    ("phi_threshold", "phi_threshold", Kind::Int),
+                    ("recover_wait", "recover_wait", Kind::Duration),
+                    ("compress", "compress", Kind::Str),
+                    ("time_as_integer", "time_as_integer", Kind::Bool),
+                    ("keepalive", "keepalive", Kind::Bool),
+                    ("keepalive_timeout", "keepalive_timeout", Kind::Duration),
+                    ("connect_timeout", "connect_timeout", Kind::Duration),
+                ],
             );
             if let Some(p) = params.take("transport") {
                 if p.value.text() == "tls" {
                     out.set("tls", Node::Bool(true));
                 }
             }
-            copy_param(
+            copy_params(
                 cx,
                 &mut params,
-                "tls_cert_path",
-                "tls_ca_file",
                 &mut out,
-                Kind::Str,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "tls_client_cert_path",
-                "tls_cert_file",
-                &mut out,
-                Kind::Str,
-            );
-            copy_param(
-                cx,
-                &mut params,
-                "tls_client_private_key_path",
-                "tls_key_file",
-                &mut out,
-                Kind::Str,
+                &[
+                    ("tls_cert_path", "tls_ca_file", Kind::Str),
+                    ("tls_client_cert_path", "tls_cert_file", Kind::Str),
+                    ("tls_client_private_key_path", "tls_key_file", Kind::Str),
+                ],
             );
             if let Some(p) = params.take("tls_insecure_mode") {
                 if boolean(cx, p) == Some(true) {
@@ -1688,21 +1581,18 @@ fn retry<'a>(
     );
     copy_param(cx, params, max_times, "retry_max_times", out, Kind::Int);
     copy_param(cx, params, forever, "retry_forever", out, Kind::Bool);
-    copy_param(
+    copy_params(
         cx,
         params,
-        "retry_exponential_backoff_base",
-        "retry_exponential_backoff_base",
         out,
-        Kind::Int,
-    );
-    copy_param(
-        cx,
-        params,
-        "retry_randomize",
-        "retry_randomize",
-        out,
-        Kind::Bool,
+        &[
+            (
+                "retry_exponential_backoff_base",
+                "retry_exponential_backoff_base",
+                Kind::Int,
+            ),
+            ("retry_randomize", "retry_randomize", Kind::Bool),
+        ],
     );
     if let Some(p) = params.take("retry_type") {
         if p.value.text() != "exponential_backoff" {
