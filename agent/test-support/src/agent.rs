@@ -46,6 +46,14 @@ impl Agent {
         })
     }
 
+    /// `start` with the agent's standard output written to `stdout`.
+    pub fn start_with_stdout(dir: &Path, config: &str, stdout: &Path) -> Agent {
+        let file = std::fs::File::create(stdout).expect("the stdout file is created");
+        Agent::spawn(dir, config, |cmd| {
+            cmd.stdout(file);
+        })
+    }
+
     /// `start` with RLIMIT_NOFILE set to `soft` and `hard` in the agent's
     /// process, as a service's `LimitNOFILE=` (or `prlimit`) would.
     pub fn start_with_nofile_limit(dir: &Path, config: &str, soft: u64, hard: u64) -> Agent {

@@ -49,6 +49,8 @@ pub struct RequestInfo {
 pub struct SinkState {
     /// Every record of every accepted request, in arrival order.
     pub records: Mutex<Vec<serde_json::Value>>,
+    /// Every accepted request's body, byte for byte, in arrival order.
+    pub bodies: Mutex<Vec<Vec<u8>>>,
     pub requests: Mutex<Vec<RequestInfo>>,
     mode: AtomicU8,
     /// Requests whose body contains this are answered 400.
@@ -348,6 +350,7 @@ fn serve(stream: impl Read + Write, state: Arc<SinkState>) {
                 }
             }
             state.records.lock().unwrap().extend(parsed);
+            state.bodies.lock().unwrap().push(body.clone());
         }
         let reason = match status {
             200 => "OK",
