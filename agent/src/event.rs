@@ -1,8 +1,8 @@
-//! What flows through the pipeline: a tag, a time and a JSON record.
+//! What flows through the pipeline: a tag, a time and a record.
 
 use std::sync::Arc;
 
-pub type Record = serde_json::Map<String, serde_json::Value>;
+pub use crate::record::Record;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {

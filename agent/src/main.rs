@@ -16,6 +16,7 @@ mod metrics;
 mod mysql;
 mod outputs;
 mod pipeline;
+mod record;
 mod replay;
 mod rlimit;
 mod signal_mask;

@@ -89,7 +89,8 @@ mod tests {
             record: serde_json::json!({"message": m, "level": level, "user": user})
                 .as_object()
                 .unwrap()
-                .clone(),
+                .clone()
+                .into(),
         };
         let mut events = vec![
             ev("ERROR a", 3.into(), "app"),

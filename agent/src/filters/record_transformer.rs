@@ -24,7 +24,7 @@ enum Piece {
 
 #[derive(Debug)]
 pub struct RecordTransformer {
-    fields: Vec<(String, Vec<Piece>)>,
+    fields: Vec<(std::sync::Arc<str>, Vec<Piece>)>,
     remove_keys: Vec<String>,
     hostname: String,
 }
@@ -43,7 +43,7 @@ impl RecordTransformer {
                 let key = crate::config::fields::string(k)?;
                 let template = crate::config::fields::string(v)?;
                 let pieces = parse_template(&template).or_else(|e| error(v, e))?;
-                fields.push((key, pieces));
+                fields.push((key.into(), pieces));
             }
         }
         let remove_keys = f.string_list("remove_keys")?;
@@ -58,7 +58,7 @@ impl RecordTransformer {
         for event in events {
             for (key, pieces) in &self.fields {
                 let value = self.render(pieces, event);
-                event.record.insert(key.clone(), value);
+                event.record.insert(key, value);
             }
             for key in &self.remove_keys {
                 event.record.shift_remove(key);
@@ -168,7 +168,8 @@ mod tests {
             record: serde_json::json!({"n": 5, "drop": true})
                 .as_object()
                 .unwrap()
-                .clone(),
+                .clone()
+                .into(),
         }];
         t.apply(&mut events);
         let r = &events[0].record;

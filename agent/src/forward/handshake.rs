@@ -680,7 +680,7 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].time, 1_796_231_381_824_192_530);
         assert_eq!(
-            serde_json::Value::Object(entries[0].record.clone()),
+            serde_json::Value::Object(entries[0].record.clone().into_map()),
             serde_json::json!({"message": "hi"})
         );
         assert_eq!(
@@ -728,7 +728,7 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].time, 1_796_232_198_087_591_398);
         assert_eq!(
-            serde_json::Value::Object(entries[0].record.clone()),
+            serde_json::Value::Object(entries[0].record.clone().into_map()),
             serde_json::json!({"message": "hi"})
         );
         assert_eq!(

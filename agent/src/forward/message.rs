@@ -7,6 +7,8 @@ use std::io::{self, Read, Write};
 
 use serde_json::{Map, Value as Json};
 
+use crate::record::Record;
+
 use super::handshake::{Helo, Malformed, Ping, Pong};
 use super::msgpack::{self, decode, head, skip_len, DecodeError, Head, Limits, Value};
 
@@ -76,20 +78,22 @@ pub struct Entry<'a> {
 pub struct OwnedEntry {
     /// See [`Entry::time`].
     pub time: i64,
-    pub record: Map<String, Json>,
+    pub record: Record,
     pub metadata: Option<Map<String, Json>>,
 }
 
 impl From<&Entry<'_>> for OwnedEntry {
     fn from(e: &Entry) -> Self {
-        let map = |v: &Value| match v {
-            Value::Map(pairs) => msgpack::to_json_map(pairs),
-            _ => Map::new(),
-        };
+        fn pairs<'v, 'a>(v: &'v Value<'a>) -> &'v [(Value<'a>, Value<'a>)] {
+            match v {
+                Value::Map(pairs) => pairs,
+                _ => &[],
+            }
+        }
         OwnedEntry {
             time: e.time,
-            record: map(&e.record),
-            metadata: e.metadata.as_ref().map(map),
+            record: msgpack::to_record(pairs(&e.record)),
+            metadata: e.metadata.as_ref().map(|m| msgpack::to_json_map(pairs(m))),
         }
     }
 }
@@ -521,10 +525,10 @@ pub fn write_time(out: &mut Vec<u8>, nanos: i64, as_integer: bool) {
 }
 
 /// One entry `[time, record]` appended to `out`.
-pub fn write_entry(out: &mut Vec<u8>, nanos: i64, as_integer: bool, record: &Map<String, Json>) {
+pub fn write_entry(out: &mut Vec<u8>, nanos: i64, as_integer: bool, record: &Record) {
     msgpack::write_array_len(out, 2);
     write_time(out, nanos, as_integer);
-    msgpack::write_json_map(out, record);
+    msgpack::write_fields(out, record.len(), record.iter());
 }
 
 /// A PackedForward frame, or a CompressedPackedForward one:
@@ -642,7 +646,7 @@ mod tests {
                 mode,
                 entries
                     .into_iter()
-                    .map(|e| (e.time, Json::Object(e.record)))
+                    .map(|e| (e.time, Json::Object(e.record.into_map())))
                     .collect(),
                 options,
                 skipped,
@@ -656,7 +660,12 @@ mod tests {
     fn packed_entries(n: usize) -> Vec<u8> {
         let mut out = Vec::new();
         for i in 0..n {
-            write_entry(&mut out, T + i as i64, false, &record(json!({"i": i})));
+            write_entry(
+                &mut out,
+                T + i as i64,
+                false,
+                &Record::from(record(json!({"i": i}))),
+            );
         }
         out
     }
@@ -750,7 +759,7 @@ mod tests {
         write_array_len(&mut f, 3);
         write_str(&mut f, b"app.fwd");
         write_array_len(&mut f, 5);
-        write_entry(&mut f, T, false, &record(json!({"a": 1})));
+        write_entry(&mut f, T, false, &Record::from(record(json!({"a": 1}))));
         // v1.5: [[time, metadata], record]
         write_array_len(&mut f, 2);
         write_array_len(&mut f, 2);
@@ -779,7 +788,7 @@ mod tests {
         assert_eq!(entries.len(), 2);
         assert_eq!((entries[0].time, &entries[0].metadata), (T, &None));
         assert_eq!(entries[1].time, T + 1);
-        assert_eq!(entries[1].record, record(json!({"b": 2})));
+        assert_eq!(entries[1].record, Record::from(record(json!({"b": 2}))));
         assert_eq!(entries[1].metadata, Some(record(json!({"otel": true}))));
         assert_eq!((skipped, skip_reason), (3, Some(EntryError::NotAMap)));
         assert_eq!(options.size, Some(5));
@@ -1019,7 +1028,7 @@ mod tests {
         write_array_len(&mut f, 2);
         write_str(&mut f, b"HELO");
         write_array_len(&mut f, 1);
-        write_entry(&mut f, T, false, &record(json!({"x": 1})));
+        write_entry(&mut f, T, false, &Record::from(record(json!({"x": 1}))));
         let (tag, mode, got, _, _) = events(&f);
         assert_eq!(
             (tag.as_slice(), mode, got.len()),
@@ -1087,7 +1096,7 @@ mod tests {
         );
         for e in &entries {
             assert_eq!(
-                Json::Object(e.record.clone()),
+                Json::Object(e.record.clone().into_map()),
                 json!({"message": "hi", "n": 1, "nested": {"a": [1, 2.5, null, true]}})
             );
             assert_eq!(e.metadata, Some(Map::new()));
@@ -1125,7 +1134,7 @@ mod tests {
         );
         for e in &entries {
             assert_eq!(
-                Json::Object(e.record.clone()),
+                Json::Object(e.record.clone().into_map()),
                 json!({"message": "héllo", "n": 2})
             );
             assert_eq!(e.metadata, Some(Map::new()));
@@ -1168,7 +1177,7 @@ mod tests {
         );
         for e in &entries {
             assert_eq!(
-                Json::Object(e.record.clone()),
+                Json::Object(e.record.clone().into_map()),
                 json!({"message": "hi from fluentd", "n": 3})
             );
             assert_eq!(e.metadata, None);

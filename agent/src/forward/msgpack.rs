@@ -485,6 +485,11 @@ pub fn to_json_map(pairs: &[(Value, Value)]) -> serde_json::Map<String, serde_js
     pairs.iter().map(|(k, v)| (key(k), to_json(v))).collect()
 }
 
+/// A msgpack map's pairs as a record, as `to_json_map` orders them.
+pub fn to_record(pairs: &[(Value, Value)]) -> crate::record::Record {
+    pairs.iter().map(|(k, v)| (key(k), to_json(v))).collect()
+}
+
 fn key(k: &Value) -> String {
     match k.bytes() {
         Some(b) => lossy(b),
@@ -592,8 +597,17 @@ pub fn write_json(out: &mut Vec<u8>, v: &serde_json::Value) {
 
 /// A record as a msgpack map.
 pub fn write_json_map(out: &mut Vec<u8>, map: &serde_json::Map<String, serde_json::Value>) {
-    write_map_len(out, map.len());
-    for (k, v) in map {
+    write_fields(out, map.len(), map.iter().map(|(k, v)| (k.as_str(), v)));
+}
+
+/// A map of `len` fields, in order: a record's or a JSON object's.
+pub fn write_fields<'a>(
+    out: &mut Vec<u8>,
+    len: usize,
+    fields: impl Iterator<Item = (&'a str, &'a serde_json::Value)>,
+) {
+    write_map_len(out, len);
+    for (k, v) in fields {
         write_str(out, k.as_bytes());
         write_json(out, v);
     }

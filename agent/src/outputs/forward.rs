@@ -618,7 +618,8 @@ mod tests {
             record: serde_json::json!({"message": format!("line {n}")})
                 .as_object()
                 .unwrap()
-                .clone(),
+                .clone()
+                .into(),
         };
         let mut out = Vec::new();
         RecordEncoding::Forward {
@@ -665,7 +666,8 @@ mod tests {
             record: serde_json::json!({"message": "x".repeat(2000)})
                 .as_object()
                 .unwrap()
-                .clone(),
+                .clone()
+                .into(),
         };
         RecordEncoding::Forward {
             time_as_integer: false,

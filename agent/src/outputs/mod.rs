@@ -120,9 +120,7 @@ impl RecordEncoding {
     /// Appends `event`, tagged `tag`, as this encoding stores it.
     pub fn encode(self, out: &mut Vec<u8>, tag: &str, event: &crate::event::Event) {
         match self {
-            RecordEncoding::Json => {
-                serde_json::to_writer(out, &event.record).expect("JSON values serialize")
-            }
+            RecordEncoding::Json => event.record.write_json(out),
             RecordEncoding::Forward { time_as_integer } => {
                 rmp::encode::write_str(out, tag).expect("writing to a Vec");
                 crate::forward::message::write_entry(
@@ -172,7 +170,7 @@ impl RecordEncoding {
                 let event = crate::event::Event {
                     tag: tag.into(),
                     time,
-                    record: record.clone(),
+                    record: record.clone().into(),
                 };
                 let mut out = Vec::new();
                 self.encode(&mut out, tag, &event);

@@ -377,7 +377,7 @@ fn events_of(
         events.push(Event {
             tag: Arc::from(tag.as_str()),
             time,
-            record,
+            record: record.into(),
         });
     }
     if events.is_empty() {

@@ -150,7 +150,7 @@ pub fn shape(
         vec![Event {
             tag: tag.clone(),
             time,
-            record,
+            record: record.into(),
         }]
     } else {
         result
@@ -162,7 +162,7 @@ pub fn shape(
                 Event {
                     tag: tag.clone(),
                     time,
-                    record,
+                    record: record.into(),
                 }
             })
             .collect()

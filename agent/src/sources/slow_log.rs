@@ -106,18 +106,17 @@
 
 mod fields;
 mod grammar;
-mod record;
 
 use serde_json::{Map, Value};
 
+use crate::record::Record;
 use fields::Typed;
-pub use record::SlowRecord;
 
 /// A finished entry: its record, its time (nanoseconds) and the byte
 /// offsets where it starts and just past it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlowEntry {
-    pub record: SlowRecord,
+    pub record: Record,
     pub time: Option<i64>,
     pub start: u64,
     pub end: u64,
@@ -125,8 +124,8 @@ pub struct SlowEntry {
 
 impl SlowEntry {
     /// The record as it goes down the pipeline.
-    pub fn into_record(self) -> crate::event::Record {
-        self.record.into_map()
+    pub fn into_record(self) -> Record {
+        self.record
     }
 }
 
@@ -153,7 +152,7 @@ enum State {
 struct Entry {
     start: u64,
     end: u64,
-    record: SlowRecord,
+    record: Record,
     unparsed: Map<String, Value>,
     sql: String,
     explain: String,
@@ -292,7 +291,7 @@ impl SlowLogParser {
             end: start,
             has_header,
             // Room for a MySQL header's fields without growing the map.
-            record: SlowRecord::with_capacity(16),
+            record: Record::with_capacity(16),
             newline: self.newline,
             ..Entry::default()
         };

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::record::Key;
+use crate::record::Key;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
@@ -109,7 +109,7 @@ pub fn typed(key: &str, raw: &str) -> Typed {
         Kind::Seconds => seconds(raw),
     };
     match value {
-        Some(v) => Typed::Field(Key::Borrowed(name), v),
+        Some(v) => Typed::Field(Key::Static(name), v),
         None => Typed::Unparsed,
     }
 }
@@ -144,7 +144,7 @@ mod tests {
 
     fn field(key: &str, raw: &str) -> Option<(String, Value)> {
         match typed(key, raw) {
-            Typed::Field(k, v) => Some((k.into_owned(), v)),
+            Typed::Field(k, v) => Some((String::from(k), v)),
             Typed::Unparsed => None,
         }
     }

@@ -86,7 +86,7 @@ pub(super) fn frame(
 /// With `id_key`: the record's id, from the offset where it starts.
 fn add_id(record: &mut Record, cfg: &TailConfig, key: u64, offset: u64) {
     if let Some(field) = &cfg.id_key {
-        record.insert(field.clone(), Value::String(record_id(key, offset)));
+        record.insert(field, Value::String(record_id(key, offset)));
     }
 }
 
@@ -161,7 +161,13 @@ fn utf8_boundary(bytes: &[u8], max: usize) -> usize {
     }
 }
 
-fn make_event(tag: &Arc<str>, time: i64, key: &str, line: &[u8], metrics: &PluginMetrics) -> Event {
+fn make_event(
+    tag: &Arc<str>,
+    time: i64,
+    key: &Arc<str>,
+    line: &[u8],
+    metrics: &PluginMetrics,
+) -> Event {
     let text = match std::str::from_utf8(line) {
         Ok(s) => s.to_owned(),
         Err(_) => {
@@ -169,8 +175,8 @@ fn make_event(tag: &Arc<str>, time: i64, key: &str, line: &[u8], metrics: &Plugi
             String::from_utf8_lossy(line).into_owned()
         }
     };
-    let mut record = Record::new();
-    record.insert(key.to_owned(), Value::String(text));
+    let mut record = Record::with_capacity(4);
+    record.insert(key, Value::String(text));
     Event {
         tag: tag.clone(),
         time,
@@ -301,7 +307,13 @@ mod tests {
     #[test]
     fn invalid_utf8_is_replaced_and_counted() {
         let m = PluginMetrics::default();
-        let e = make_event(&Arc::from("t"), 0, "message", b"bad \xff byte", &m);
+        let e = make_event(
+            &Arc::from("t"),
+            0,
+            &Arc::from("message"),
+            b"bad \xff byte",
+            &m,
+        );
         assert_eq!(e.record["message"], "bad \u{fffd} byte");
         assert_eq!(m.invalid_utf8.load(Ordering::Relaxed), 1);
     }

@@ -1,0 +1,400 @@
+//! A record: its fields as a short list in the order they were set, keys
+//! that are static (the names the slow-log parser knows), shared (from the
+//! config: `message_key`, `record_transformer`'s keys) or owned.
+//!
+//! Records used to be `serde_json::Map`s (an IndexMap with SipHash): per
+//! record a hash table, an entries vector and a key allocation per field,
+//! which were a fifth of the tail -> http path's CPU in a profile of the
+//! 1M-line bench (IndexMap inserts, SipHash, malloc and free). A record
+//! has a handful of fields, so a list scanned linearly is cheaper; a
+//! one-word filter of the keys present skips most scans, and a record
+//! with many fields (a forward or http sender decides that) gets a hash
+//! index, so that inserting n fields stays linear in n.
+//!
+//! The semantics are the map's: a key set again keeps its place and takes
+//! the new value, a removed key closes its gap, and records are equal when
+//! they have the same fields whatever their order.
+
+mod json;
+
+use std::hash::BuildHasher;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
+
+/// A field name.
+#[derive(Clone)]
+pub enum Key {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Owned(String),
+}
+
+impl Deref for Key {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Key::Static(s) => s,
+            Key::Shared(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<str> for Key {
+    fn eq(&self, other: &str) -> bool {
+        &**self == other
+    }
+}
+
+impl From<&'static str> for Key {
+    fn from(s: &'static str) -> Key {
+        Key::Static(s)
+    }
+}
+
+impl From<String> for Key {
+    fn from(s: String) -> Key {
+        Key::Owned(s)
+    }
+}
+
+impl From<Arc<str>> for Key {
+    fn from(s: Arc<str>) -> Key {
+        Key::Shared(s)
+    }
+}
+
+impl From<&Arc<str>> for Key {
+    fn from(s: &Arc<str>) -> Key {
+        Key::Shared(s.clone())
+    }
+}
+
+impl From<Key> for String {
+    fn from(k: Key) -> String {
+        match k {
+            Key::Owned(s) => s,
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Above this many fields a record keeps a hash index of its keys.
+const INDEXED: usize = 32;
+
+#[derive(Clone, Default)]
+pub struct Record {
+    fields: Vec<(Key, Value)>,
+    /// A one-word filter of the keys present (`bit`): most inserts are of
+    /// new keys and most lookups of the few present, so most skip the scan.
+    seen: u64,
+    index: Option<Box<KeyIndex>>,
+}
+
+/// Positions in `fields`, hashed by key (SipHash with a random key: the
+/// keys come from senders).
+#[derive(Clone)]
+struct KeyIndex {
+    table: hashbrown::HashTable<usize>,
+    state: std::hash::RandomState,
+}
+
+fn bit(key: &str) -> u64 {
+    let b = key.as_bytes();
+    let (first, last) = (b.first().copied(), b.last().copied());
+    let h = b.len() * 7 + usize::from(first.unwrap_or(0)) * 3 + usize::from(last.unwrap_or(0));
+    1 << (h % 64)
+}
+
+impl KeyIndex {
+    fn build(fields: &[(Key, Value)]) -> Box<KeyIndex> {
+        let mut ix = Box::new(KeyIndex {
+            table: hashbrown::HashTable::with_capacity(fields.len()),
+            state: std::hash::RandomState::new(),
+        });
+        for i in 0..fields.len() {
+            ix.add(fields, i);
+        }
+        ix
+    }
+
+    fn add(&mut self, fields: &[(Key, Value)], i: usize) {
+        let state = &self.state;
+        let hash = state.hash_one(&*fields[i].0);
+        self.table
+            .insert_unique(hash, i, |&j| state.hash_one(&*fields[j].0));
+    }
+
+    fn find(&self, fields: &[(Key, Value)], key: &str) -> Option<usize> {
+        let hash = self.state.hash_one(key);
+        self.table.find(hash, |&i| *fields[i].0 == *key).copied()
+    }
+}
+
+impl Record {
+    pub fn with_capacity(n: usize) -> Record {
+        Record {
+            fields: Vec::with_capacity(n),
+            seen: 0,
+            index: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        if let Some(ix) = &self.index {
+            return ix.find(&self.fields, key);
+        }
+        if self.seen & bit(key) == 0 {
+            return None;
+        }
+        self.fields.iter().position(|(k, _)| **k == *key)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.position(key).map(|i| &self.fields[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// Sets `key`; a key set again keeps its place and takes the new
+    /// value. Returns the value it had.
+    pub fn insert(&mut self, key: impl Into<Key>, value: Value) -> Option<Value> {
+        let key = key.into();
+        if let Some(i) = self.position(&key) {
+            return Some(std::mem::replace(&mut self.fields[i].1, value));
+        }
+        self.push_new(key, value);
+        None
+    }
+
+    /// Appends a field whose key is not present.
+    fn push_new(&mut self, key: Key, value: Value) {
+        self.seen |= bit(&key);
+        self.fields.push((key, value));
+        let last = self.fields.len() - 1;
+        match &mut self.index {
+            Some(ix) => ix.add(&self.fields, last),
+            None if self.fields.len() > INDEXED => self.index = Some(KeyIndex::build(&self.fields)),
+            None => {}
+        }
+    }
+
+    /// Removes `key`, closing its gap (the others keep their order).
+    pub fn shift_remove(&mut self, key: &str) -> Option<Value> {
+        let i = self.position(key)?;
+        let (_, value) = self.fields.remove(i);
+        // Positions after `i` moved: the index is rebuilt (removals are
+        // the config's `remove_keys`, a few per record at most).
+        if self.index.is_some() {
+            self.index = (self.fields.len() > INDEXED).then(|| KeyIndex::build(&self.fields));
+        }
+        Some(value)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
+        self.fields.iter().map(|(k, v)| (&**k, v))
+    }
+
+    #[cfg(test)]
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.fields.iter().map(|(k, _)| &**k)
+    }
+
+    /// The record as a JSON object, fields in order.
+    #[cfg(test)]
+    pub fn into_map(self) -> Map<String, Value> {
+        let mut map = Map::with_capacity(self.fields.len());
+        for (k, v) in self.fields {
+            map.insert(k.into(), v);
+        }
+        map
+    }
+}
+
+impl From<Map<String, Value>> for Record {
+    /// A JSON object's fields, in order (its keys are already unique).
+    fn from(map: Map<String, Value>) -> Record {
+        let mut r = Record::with_capacity(map.len());
+        for (k, v) in map {
+            r.seen |= bit(&k);
+            r.fields.push((Key::Owned(k), v));
+        }
+        if r.fields.len() > INDEXED {
+            r.index = Some(KeyIndex::build(&r.fields));
+        }
+        r
+    }
+}
+
+impl<K: Into<Key>> FromIterator<(K, Value)> for Record {
+    /// Fields in order; a repeated key keeps its first place and its last
+    /// value, as a map's inserts would.
+    fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Record {
+        let iter = iter.into_iter();
+        let mut r = Record::with_capacity(iter.size_hint().0);
+        for (k, v) in iter {
+            r.insert(k, v);
+        }
+        r
+    }
+}
+
+impl IntoIterator for Record {
+    type Item = (Key, Value);
+    type IntoIter = std::vec::IntoIter<(Key, Value)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.fields.into_iter()
+    }
+}
+
+impl std::ops::Index<&str> for Record {
+    type Output = Value;
+
+    /// Panics on a missing key, as `serde_json::Map` does.
+    fn index(&self, key: &str) -> &Value {
+        self.get(key)
+            .unwrap_or_else(|| panic!("no field `{key}` in {self:?}"))
+    }
+}
+
+impl PartialEq for Record {
+    /// The same fields with the same values, in any order (a map's
+    /// equality).
+    fn eq(&self, other: &Record) -> bool {
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Record {
+    /// A JSON object (or a msgpack map), fields in order.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.fields.len()))?;
+        for (k, v) in &self.fields {
+            map.serialize_entry(&**k, v)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behaves_as_an_ordered_map() {
+        let mut r = Record::default();
+        r.insert("user", Value::from("app"));
+        r.insert(String::from("custom"), Value::from(1));
+        assert_eq!(
+            r.insert("user", Value::from("root")),
+            Some(Value::from("app"))
+        );
+        assert_eq!(r["user"], "root");
+        assert!(r.contains_key("custom"));
+        assert!(r.get("db").is_none());
+        r.insert(Arc::<str>::from("db"), Value::Null);
+        assert_eq!(r.shift_remove("custom"), Some(Value::from(1)));
+        assert_eq!(r.keys().collect::<Vec<_>>(), ["user", "db"]);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"user":"root","db":null}"#
+        );
+        let keys: Vec<String> = r.into_map().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["user", "db"], "a key set again keeps its place");
+    }
+
+    #[test]
+    fn many_keys_are_indexed_and_stay_in_order() {
+        let mut r = Record::default();
+        for i in 0..200 {
+            r.insert(format!("k{i}"), Value::from(i));
+        }
+        assert!(r.index.is_some());
+        for i in 0..200 {
+            r.insert(format!("k{i}"), Value::from(i * 2));
+        }
+        for i in 0..200 {
+            assert_eq!(r[format!("k{i}").as_str()], i * 2);
+        }
+        assert!(r.get("absent").is_none());
+        for i in (0..200).step_by(3) {
+            assert!(r.shift_remove(&format!("k{i}")).is_some());
+        }
+        let keys: Vec<&str> = r.keys().collect();
+        let want: Vec<String> = (0..200)
+            .filter(|i| i % 3 != 0)
+            .map(|i| format!("k{i}"))
+            .collect();
+        assert_eq!(keys, want);
+        for k in &want {
+            assert!(r.contains_key(k), "{k}");
+        }
+        assert_eq!(r.len(), want.len());
+    }
+
+    #[test]
+    fn inserting_many_keys_is_linear() {
+        // 200,000 distinct keys, then each again: quadratic scanning would
+        // take minutes; the index makes it a fraction of a second.
+        let t = std::time::Instant::now();
+        let mut r = Record::default();
+        for round in 0..2 {
+            for i in 0..200_000 {
+                r.insert(format!("key{i}"), Value::from(round));
+            }
+        }
+        assert_eq!(r.len(), 200_000);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
+    fn equality_ignores_order_and_conversions_keep_it() {
+        let a: Record = [("x", Value::from(1)), ("y", Value::from(2))]
+            .into_iter()
+            .collect();
+        let b: Record = [("y", Value::from(2)), ("x", Value::from(1))]
+            .into_iter()
+            .collect();
+        assert_eq!(a, b);
+        let map = serde_json::json!({"z": 1, "a": [1, 2]})
+            .as_object()
+            .unwrap()
+            .clone();
+        let r = Record::from(map.clone());
+        assert_eq!(r.keys().collect::<Vec<_>>(), ["z", "a"]);
+        assert_eq!(r.into_map(), map);
+    }
+}
