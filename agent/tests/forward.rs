@@ -914,3 +914,127 @@ fn a_chunk_sent_again_is_acked_and_stored_once() {
     );
     assert!(agent.stop().success());
 }
+
+/// A TCP relay on a port of its own to the receiver at `to`: what the
+/// sender sends passes; what comes back (the acks) passes too until
+/// `drop_acks` is set, then is read and thrown away, as a network that
+/// loses the return path would. A refused connection to `to` closes the
+/// client's.
+struct AckDropper {
+    port: u16,
+    drop_acks: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn ack_dropper(to: u16) -> AckDropper {
+    use std::net::Shutdown;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let drop_acks = std::sync::Arc::new(AtomicBool::new(false));
+    let dropping = drop_acks.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(upstream) = TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            let (client2, upstream2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut &client, &mut &upstream);
+                let _ = upstream.shutdown(Shutdown::Both);
+                let _ = client.shutdown(Shutdown::Both);
+            });
+            let dropping = dropping.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64 << 10];
+                while let Ok(n @ 1..) = (&upstream2).read(&mut buf) {
+                    if !dropping.load(Ordering::SeqCst) && (&client2).write_all(&buf[..n]).is_err()
+                    {
+                        break;
+                    }
+                }
+                let _ = client2.shutdown(Shutdown::Both);
+                let _ = upstream2.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    AckDropper { port, drop_acks }
+}
+
+/// Failover between two of my-agent's inputs, both shipping to one
+/// collector: the primary's acks are lost for a while (it stores chunks
+/// the sender then re-sends to the standby), and later it is SIGKILLed
+/// mid-stream and restarted. Nothing is lost, the records sent twice are
+/// bounded by the chunks in flight, and because a re-sent chunk keeps its
+/// id, a collector keeping one record per `chunk_id_key` value stores
+/// each record once.
+#[test]
+fn chunks_resent_to_another_receiver_are_stored_once_by_chunk_id() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Sink::start();
+    let (p_dir, s_dir) = (dir.path().join("primary"), dir.path().join("standby"));
+    std::fs::create_dir_all(&p_dir).unwrap();
+    std::fs::create_dir_all(&s_dir).unwrap();
+    let (p_port, s_port) = (free_port(), free_port());
+    let extra = "    chunk_id_key: _chunk\n";
+    let mut primary = Some(receiving_agent(&p_dir, p_port, &collector, extra).0);
+    let (standby, _) = receiving_agent(&s_dir, s_port, &collector, extra);
+    let relay = ack_dropper(p_port);
+    let outputs = format!(
+        "outputs:\n  - match: \"mysql.**\"\n    type: forward\n    ack_timeout: 1s\n    recover_wait: 1s\n    max_request_records: 200\n    servers:\n      - {{host: 127.0.0.1, port: {}, weight: 100}}\n      - {{host: 127.0.0.1, port: {s_port}, standby: true}}\n    buffer:\n      type: file\n      path: {}/buffer\n      flush_interval: 50ms\n",
+        relay.port,
+        dir.path().display()
+    );
+    let (sender, _) = tailing_agent(dir.path(), &outputs);
+    let log = dir.path().join("mysqld.err");
+    let total = 15_000u64;
+    for batch in 0..total / 500 {
+        append_lines(&log, (batch * 500..(batch + 1) * 500).map(numbered_line));
+        std::thread::sleep(Duration::from_millis(100));
+        match batch {
+            // Records 3,000-4,999 reach the primary, whose acks are lost.
+            5 => relay.drop_acks.store(true, Ordering::SeqCst),
+            9 => {
+                std::thread::sleep(Duration::from_secs(2));
+                relay.drop_acks.store(false, Ordering::SeqCst);
+            }
+            15 => primary.take().expect("running").kill9(),
+            21 => primary = Some(receiving_agent(&p_dir, p_port, &collector, extra).0),
+            _ => {}
+        }
+    }
+    wait_until("every record at the collector", || {
+        collector.seq_counts().len() as u64 == total
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let counts = collector.seq_counts();
+    assert!((0..total).all(|n| counts.contains_key(&n)), "lost records");
+    let resent: usize = counts.values().map(|&n| n - 1).sum();
+    let records = collector.state.records.lock().unwrap().clone();
+    assert!(
+        records.iter().all(|r| r["_chunk"].is_string()),
+        "every record has its chunk id"
+    );
+    eprintln!(
+        "records at the collector {}, sent twice {resent}",
+        records.len()
+    );
+    assert!(
+        resent > 0,
+        "the lost acks made the sender send chunks again"
+    );
+    // Two faults, each with at most the requests in flight to the primary
+    // (one per flusher, max_request_records each) stored there but not
+    // acked.
+    assert!(resent <= 2 * 2 * 200, "{resent} records sent twice");
+    let stored = collector.stored_seq_counts("_chunk");
+    let twice: Vec<_> = stored.iter().filter(|(_, &n)| n != 1).take(10).collect();
+    assert!(
+        twice.is_empty(),
+        "stored more than once by chunk id: {twice:?}"
+    );
+    assert_eq!(stored.len() as u64, total);
+    assert!(sender.stop().success());
+    drop((primary, standby));
+}

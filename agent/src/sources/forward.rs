@@ -44,6 +44,10 @@ pub struct ForwardInputConfig {
     pub tag_prefix: Option<String>,
     pub source_address_key: Option<String>,
     pub source_hostname_key: Option<String>,
+    /// Each record of an acked chunk gets `<chunk id>:<n>`, the same at
+    /// whichever receiver a re-sent chunk lands: a key for a collector
+    /// that drops duplicates (an Elasticsearch `_id`).
+    pub chunk_id_key: Option<Arc<str>>,
     pub shared_key: Option<String>,
     pub self_hostname: String,
     pub users: Vec<(String, String)>,
@@ -120,6 +124,7 @@ impl ForwardInputConfig {
             tag_prefix: f.string("tag_prefix")?,
             source_address_key: f.string("source_address_key")?,
             source_hostname_key: f.string("source_hostname_key")?,
+            chunk_id_key: f.string("chunk_id_key")?.map(Arc::from),
             shared_key: f.secret("shared_key")?,
             self_hostname: f
                 .string("self_hostname")?
@@ -569,7 +574,8 @@ impl ForwardInput {
                         None => tag.into(),
                     };
                     let received = crate::event::now_nanos();
-                    let events = self.events(&tag, entries, &hostname, received);
+                    let chunk = options.chunk.as_deref();
+                    let events = self.events(&tag, entries, &hostname, received, chunk);
                     let n = events.len() as u64;
                     let seen = options
                         .chunk
@@ -589,7 +595,7 @@ impl ForwardInput {
                             self.config.max_frame_bytes,
                         ) {
                             Ok(Decoded::Events { entries, .. }) => {
-                                self.events(&tag, entries, &hostname, received)
+                                self.events(&tag, entries, &hostname, received, chunk)
                             }
                             _ => Vec::new(),
                         };
@@ -631,11 +637,18 @@ impl ForwardInput {
         entries: Vec<message::OwnedEntry>,
         peer_host: &str,
         received: i64,
+        chunk: Option<&[u8]>,
     ) -> Vec<Event> {
+        // Fluentd's chunk ids are base64 with a newline (`encode64`).
+        let chunk = chunk.map(|c| String::from_utf8_lossy(c.trim_ascii_end()));
         entries
             .into_iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 let mut record = e.record;
+                if let (Some(k), Some(c)) = (&self.config.chunk_id_key, &chunk) {
+                    record.insert(k, format!("{c}:{i}").into());
+                }
                 if let Some(k) = &self.config.source_address_key {
                     record.insert(k.clone(), peer_host.into());
                 }
