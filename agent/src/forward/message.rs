@@ -533,26 +533,32 @@ pub fn write_entry(out: &mut Vec<u8>, nanos: i64, as_integer: bool, record: &Rec
 
 /// A PackedForward frame, or a CompressedPackedForward one:
 /// `[tag, bin(entries), {"size": count, "chunk": id, "compressed": "gzip"|"zstd"}]`,
-/// `entries` being the concatenation of [`write_entry`] outputs. Without a
-/// chunk id the receiver sends no ack.
+/// `entries` being [`write_entry`] outputs, written one after the other
+/// (from wherever they are: no copy gathers them first, unless zstd needs
+/// them in one piece). Without a chunk id the receiver sends no ack.
 pub fn write_packed_forward(
     out: &mut Vec<u8>,
     tag: &[u8],
-    entries: &[u8],
+    entries: &[&[u8]],
     count: usize,
     chunk: Option<&[u8]>,
     compress: Compression,
 ) -> io::Result<()> {
-    let body: Cow<[u8]> = match compress {
-        Compression::None => Cow::Borrowed(entries),
+    let compressed = match compress {
+        Compression::None => None,
         Compression::Gzip => {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            gz.write_all(entries)?;
-            Cow::Owned(gz.finish()?)
+            for e in entries {
+                gz.write_all(e)?;
+            }
+            Some(gz.finish()?)
         }
-        Compression::Zstd => Cow::Owned(zstd::bulk::compress(entries, 3)?),
+        Compression::Zstd => Some(zstd::bulk::compress(&entries.concat(), 3)?),
     };
-    if u32::try_from(body.len()).is_err() {
+    let len = compressed
+        .as_ref()
+        .map_or_else(|| entries.iter().map(|e| e.len()).sum(), Vec::len);
+    if u32::try_from(len).is_err() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "a forward frame's entries must be under 4 GiB",
@@ -560,7 +566,15 @@ pub fn write_packed_forward(
     }
     msgpack::write_array_len(out, 3);
     msgpack::write_str(out, tag);
-    msgpack::write_bin(out, &body);
+    match &compressed {
+        Some(body) => msgpack::write_bin(out, body),
+        None => {
+            msgpack::write_bin_len(out, len);
+            for e in entries {
+                out.extend_from_slice(e);
+            }
+        }
+    }
     let name = compress.option();
     msgpack::write_map_len(
         out,
@@ -802,8 +816,15 @@ mod tests {
         let want: Vec<(i64, Json)> = (0..3).map(|i| (T + i, json!({"i": i}))).collect();
         for compress in [Compression::None, Compression::Gzip, Compression::Zstd] {
             let mut f = Vec::new();
-            write_packed_forward(&mut f, b"app.packed", &packed, 3, Some(b"abc\n"), compress)
-                .unwrap();
+            write_packed_forward(
+                &mut f,
+                b"app.packed",
+                &[&packed],
+                3,
+                Some(b"abc\n"),
+                compress,
+            )
+            .unwrap();
             let (tag, mode, got, options, skipped) = events(&f);
             assert_eq!(tag, b"app.packed");
             let mode_want = match compress {
@@ -859,7 +880,7 @@ mod tests {
         let zeros = vec![0u8; 8 << 20];
         for compress in [Compression::Gzip, Compression::Zstd] {
             let mut f = Vec::new();
-            write_packed_forward(&mut f, b"bomb", &zeros, 1, None, compress).unwrap();
+            write_packed_forward(&mut f, b"bomb", &[&zeros], 1, None, compress).unwrap();
             assert!(f.len() < 16 << 10, "{compress:?}: {} bytes", f.len());
             let err = decode_message(&f, &Limits::default(), 1 << 20).unwrap_err();
             assert!(

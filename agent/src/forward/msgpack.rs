@@ -547,8 +547,12 @@ pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 pub fn write_bin(out: &mut Vec<u8>, b: &[u8]) {
-    let _ = rmp::encode::write_bin_len(out, len32(b.len()));
+    write_bin_len(out, b.len());
     out.extend_from_slice(b);
+}
+
+pub fn write_bin_len(out: &mut Vec<u8>, n: usize) {
+    let _ = rmp::encode::write_bin_len(out, len32(n));
 }
 
 pub fn write_array_len(out: &mut Vec<u8>, n: usize) {

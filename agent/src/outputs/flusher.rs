@@ -451,7 +451,7 @@ fn request_body(
         // Separator or trailing newline, plus the closing `]`.
         let extra = match format {
             RequestFormat::JsonArray => 2,
-            RequestFormat::Concatenated => 0,
+            RequestFormat::LengthPrefixed => 4,
             _ => 1,
         };
         if end > start && body.len() + r.len() + extra > max_bytes {
@@ -460,10 +460,14 @@ fn request_body(
         if format == RequestFormat::JsonArray && end > start {
             body.push(b',');
         }
+        if format == RequestFormat::LengthPrefixed {
+            let len = u32::try_from(r.len()).expect("a stored record is under 4 GiB");
+            body.extend_from_slice(&len.to_le_bytes());
+        }
         body.extend_from_slice(r);
         if !matches!(
             format,
-            RequestFormat::JsonArray | RequestFormat::Concatenated
+            RequestFormat::JsonArray | RequestFormat::LengthPrefixed
         ) {
             body.push(b'\n');
         }

@@ -310,30 +310,36 @@ impl ForwardOutput {
         );
     }
 
-    /// The request's records as PackedForward messages, each with its
-    /// chunk id (None without acks). Err names a record too large to send.
+    /// The request's records (`RequestFormat::LengthPrefixed`) as
+    /// PackedForward messages, each with its chunk id (None without acks).
+    /// Err names a record too large to send.
     fn messages(&self, body: &[u8]) -> Result<Vec<Message>, String> {
         let mut out = Vec::new();
         let mut pos = 0;
-        // (tag, entries, count) of the message being gathered.
-        let mut current: Option<(&[u8], Vec<u8>, usize)> = None;
-        let finish = |msg: (&[u8], Vec<u8>, usize), out: &mut Vec<_>| -> Result<(), String> {
-            let (tag, entries, count) = msg;
+        let mut current: Option<Gathering> = None;
+        let finish = |msg: Gathering, out: &mut Vec<_>| -> Result<(), String> {
+            let Gathering {
+                tag,
+                entries,
+                bytes: bytes_len,
+            } = msg;
             let chunk = self.config.require_ack_response.then(|| {
                 let mut h = sha2::Sha256::new();
                 h.update(tag);
-                h.update(&entries);
+                for e in &entries {
+                    h.update(e);
+                }
                 let digest = h.finalize();
                 let mut id = [0u8; 16];
                 id.copy_from_slice(&digest[..16]);
                 message::chunk_id(id)
             });
-            let mut bytes = Vec::with_capacity(entries.len() + tag.len() + 64);
+            let mut bytes = Vec::with_capacity(bytes_len + tag.len() + 64);
             message::write_packed_forward(
                 &mut bytes,
                 tag,
                 &entries,
-                count,
+                entries.len(),
                 chunk.as_deref(),
                 self.config.compress,
             )
@@ -342,9 +348,14 @@ impl ForwardOutput {
             Ok(())
         };
         while pos < body.len() {
-            let (tag, entry, used) =
-                split_stored(&body[pos..]).map_err(|e| format!("a buffered record: {e}"))?;
-            pos += used;
+            let record = body
+                .get(pos..pos + 4)
+                .map(|n| u32::from_le_bytes(n.try_into().expect("four bytes")) as usize)
+                .and_then(|len| body.get(pos + 4..pos + 4 + len))
+                .ok_or("a buffered record: its length runs past the request")?;
+            pos += 4 + record.len();
+            let (tag, entry) =
+                split_stored(record).map_err(|e| format!("a buffered record: {e}"))?;
             if entry.len() + tag.len() + 64 > self.config.max_chunk_bytes {
                 return Err(format!(
                     "a record of {} bytes is larger than max_chunk_bytes ({})",
@@ -352,18 +363,23 @@ impl ForwardOutput {
                     self.config.max_chunk_bytes
                 ));
             }
-            let fits = current.as_ref().is_some_and(|(t, e, _)| {
-                *t == tag && e.len() + entry.len() + tag.len() + 64 <= self.config.max_chunk_bytes
+            let fits = current.as_ref().is_some_and(|g| {
+                g.tag == tag
+                    && g.bytes + entry.len() + tag.len() + 64 <= self.config.max_chunk_bytes
             });
             if !fits {
                 if let Some(msg) = current.take() {
                     finish(msg, &mut out)?;
                 }
-                current = Some((tag, Vec::new(), 0));
+                current = Some(Gathering {
+                    tag,
+                    entries: Vec::new(),
+                    bytes: 0,
+                });
             }
-            let (_, entries, count) = current.as_mut().expect("set above");
-            entries.extend_from_slice(entry);
-            *count += 1;
+            let g = current.as_mut().expect("set above");
+            g.entries.push(entry);
+            g.bytes += entry.len();
         }
         if let Some(msg) = current.take() {
             finish(msg, &mut out)?;
@@ -507,7 +523,7 @@ impl Output for ForwardOutput {
     }
 
     fn format(&self) -> RequestFormat {
-        RequestFormat::Concatenated
+        RequestFormat::LengthPrefixed
     }
 
     fn encoding(&self) -> RecordEncoding {
@@ -542,6 +558,21 @@ async fn heartbeat_lost(server: &Server, losses: u64) {
     }
 }
 
+/// A message being gathered: its tag, and its entries where they are in the
+/// request (they are copied once, when the message is written), with their
+/// bytes.
+struct Gathering<'a> {
+    tag: &'a [u8],
+    entries: Vec<&'a [u8]>,
+    bytes: usize,
+}
+
+/// A stored tag is one msgpack str.
+const TAG_LIMITS: Limits = Limits {
+    max_depth: 1,
+    max_items: 0,
+};
+
 /// Stored forward records are small, flat values written by this agent;
 /// these limits only keep a damaged chunk from costing much.
 const STORED_LIMITS: Limits = Limits {
@@ -549,24 +580,24 @@ const STORED_LIMITS: Limits = Limits {
     max_items: usize::MAX,
 };
 
-/// A stored record (`RecordEncoding::Forward`): its tag (the msgpack str's
-/// bytes), its entry (the msgpack `[time, record]`) and the bytes both
-/// take, at the start of `bytes`.
-pub fn split_stored(bytes: &[u8]) -> Result<(&[u8], &[u8], usize), String> {
-    let (tag_value, tag_len) = msgpack::decode(bytes, &STORED_LIMITS).map_err(|e| e.to_string())?;
+/// A stored record (`RecordEncoding::Forward`, one buffer frame): its tag
+/// (the msgpack str's bytes) and its entry (the msgpack `[time, record]`),
+/// which is the rest of the frame. The entry is not walked here: the
+/// frame's checksum vouches for it, and a receiver checks what it reads.
+pub fn split_stored(payload: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    let (tag_value, tag_len) = msgpack::decode(payload, &TAG_LIMITS).map_err(|e| e.to_string())?;
     let msgpack::Value::Str(tag) = tag_value else {
         return Err("expected a tag".into());
     };
-    let rest = &bytes[tag_len..];
-    let entry_len = msgpack::value_len(rest, &STORED_LIMITS)
-        .map_err(|e| e.to_string())?
-        .ok_or("a truncated entry")?;
-    Ok((tag, &rest[..entry_len], tag_len + entry_len))
+    match &payload[tag_len..] {
+        [] => Err("a tag without an entry".into()),
+        entry => Ok((tag, entry)),
+    }
 }
 
 /// A stored record as (tag, time in nanoseconds, record), for dead letters.
 pub fn decode_stored(payload: &[u8]) -> Result<(String, i64, serde_json::Value), String> {
-    let (tag, entry, _) = split_stored(payload)?;
+    let (tag, entry) = split_stored(payload)?;
     let (value, _) = msgpack::decode(entry, &STORED_LIMITS).map_err(|e| e.to_string())?;
     let msgpack::Value::Array(items) = &value else {
         return Err("expected an entry [time, record]".into());
@@ -629,19 +660,27 @@ mod tests {
         out
     }
 
+    /// Stored records as the flusher hands them over.
+    fn request(records: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
+        let mut body = Vec::new();
+        for r in records {
+            body.extend((r.len() as u32).to_le_bytes());
+            body.extend(r);
+        }
+        body
+    }
+
     /// A request is cut into one message per run of one tag, each under
     /// max_chunk_bytes; the same records give the same chunk ids every
     /// time (a retry, a restart), other records other ids.
     #[test]
     fn messages_per_tag_with_stable_chunk_ids() {
         let out = output();
-        let mut body = Vec::new();
-        for n in 0..3 {
-            body.extend(stored("a", n));
-        }
-        for n in 3..5 {
-            body.extend(stored("b", n));
-        }
+        let body = request(
+            (0..3)
+                .map(|n| stored("a", n))
+                .chain((3..5).map(|n| stored("b", n))),
+        );
         let first = out.messages(&body).unwrap();
         let again = out.messages(&body).unwrap();
         assert_eq!(first.len(), 2, "one message per tag run");
@@ -653,10 +692,7 @@ mod tests {
 
         // Over max_chunk_bytes: several messages; one record too large on
         // its own is refused before it is sent.
-        let mut many = Vec::new();
-        for n in 0..100 {
-            many.extend(stored("a", n));
-        }
+        let many = request((0..100).map(|n| stored("a", n)));
         let messages = out.messages(&many).unwrap();
         assert!(messages.len() > 1);
         let mut big_event = Vec::new();
@@ -674,7 +710,7 @@ mod tests {
         }
         .encode(&mut big_event, "a", &event);
         assert!(out
-            .messages(&big_event)
+            .messages(&request([big_event]))
             .unwrap_err()
             .contains("larger than max_chunk_bytes"));
     }

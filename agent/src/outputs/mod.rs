@@ -33,9 +33,10 @@ pub enum RequestFormat {
     JsonArray,
     /// One record per request.
     Json,
-    /// The stored records back to back, as they are (the output cuts them
-    /// into its own messages: `forward`).
-    Concatenated,
+    /// Each stored record after its length (u32, little endian), back to
+    /// back: the output cuts them into its own messages (`forward`)
+    /// without parsing a record to find where it ends.
+    LengthPrefixed,
 }
 
 impl RequestFormat {
@@ -43,7 +44,7 @@ impl RequestFormat {
         match self {
             RequestFormat::Ndjson => "application/x-ndjson",
             RequestFormat::JsonArray | RequestFormat::Json => "application/json",
-            RequestFormat::Concatenated => "application/octet-stream",
+            RequestFormat::LengthPrefixed => "application/octet-stream",
         }
     }
 }
