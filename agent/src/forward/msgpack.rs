@@ -114,6 +114,18 @@ pub(super) enum Head {
 
 /// The header at `pos` and the offset just after it; None when the header
 /// itself is cut off.
+/// The msgpack str at the start of `buf`: its bytes and the bytes it
+/// takes with its header; None if `buf` does not start with a whole str.
+pub fn leading_str(buf: &[u8]) -> Option<(&[u8], usize)> {
+    match head(buf, 0) {
+        Ok(Some((Head::Str(n), used))) => {
+            let end = used.checked_add(n as usize)?;
+            buf.get(used..end).map(|s| (s, end))
+        }
+        _ => None,
+    }
+}
+
 pub(super) fn head(buf: &[u8], pos: usize) -> Result<Option<(Head, usize)>, DecodeError> {
     let Some(&byte) = buf.get(pos) else {
         return Ok(None);

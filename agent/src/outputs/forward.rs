@@ -567,12 +567,6 @@ struct Gathering<'a> {
     bytes: usize,
 }
 
-/// A stored tag is one msgpack str.
-const TAG_LIMITS: Limits = Limits {
-    max_depth: 1,
-    max_items: 0,
-};
-
 /// Stored forward records are small, flat values written by this agent;
 /// these limits only keep a damaged chunk from costing much.
 const STORED_LIMITS: Limits = Limits {
@@ -585,10 +579,7 @@ const STORED_LIMITS: Limits = Limits {
 /// which is the rest of the frame. The entry is not walked here: the
 /// frame's checksum vouches for it, and a receiver checks what it reads.
 pub fn split_stored(payload: &[u8]) -> Result<(&[u8], &[u8]), String> {
-    let (tag_value, tag_len) = msgpack::decode(payload, &TAG_LIMITS).map_err(|e| e.to_string())?;
-    let msgpack::Value::Str(tag) = tag_value else {
-        return Err("expected a tag".into());
-    };
+    let (tag, tag_len) = msgpack::leading_str(payload).ok_or("expected a tag")?;
     match &payload[tag_len..] {
         [] => Err("a tag without an entry".into()),
         entry => Ok((tag, entry)),
