@@ -24,6 +24,11 @@ use crate::tag_pattern::TagPattern;
 /// How long a stop waits for collectors when every buffer is durable.
 const DURABLE_STOP_WAIT: Duration = Duration::from_secs(5);
 
+/// Tags whose routes are kept. Tags come from senders too (`forward`,
+/// `http`): one that makes up a tag per message must not grow the agent's
+/// memory without bound, so past this many the cache starts again.
+const MAX_ROUTES: usize = 4096;
+
 struct Route {
     filters: Vec<usize>,
     sinks: Vec<Arc<Sink>>,
@@ -52,6 +57,9 @@ impl Router {
             .map(|(_, s)| s.clone())
             .unwrap_or_default();
         let route = Arc::new(Route { filters, sinks });
+        if routes.len() >= MAX_ROUTES {
+            routes.clear();
+        }
         routes.insert(tag.clone(), route.clone());
         route
     }
@@ -310,5 +318,27 @@ impl Pipeline {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_tags_do_not_grow_the_route_cache_without_bound() {
+        let router = Router {
+            filters: Vec::new(),
+            outputs: Vec::new(),
+            routes: Mutex::new(HashMap::new()),
+            unmatched: AtomicU64::new(0),
+        };
+        for n in 0..3 * MAX_ROUTES {
+            let tag: Arc<str> = format!("sender.made.up.{n}").into();
+            router.emit(&tag, Vec::new()).unwrap();
+            assert!(router.routes.lock().unwrap().len() <= MAX_ROUTES);
+        }
+        let again: Arc<str> = "sender.made.up.1".into();
+        assert!(router.route(&again).sinks.is_empty());
     }
 }
