@@ -2,12 +2,13 @@
 //!
 //! serde_json escapes a string byte by byte; the messages of a log are
 //! mostly text with nothing to escape, and that loop was a tenth of the
-//! tail -> http path's CPU. Here eight bytes are checked at a time and
-//! copied as they are when none needs escaping. The escapes themselves are
-//! serde_json's, byte for byte (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`,
-//! other control characters as lowercase `\u00xx`, everything else as
-//! it is), so the output is what it was (tests/record_bytes.rs). Values
-//! other than strings go through serde_json.
+//! tail -> http path's CPU. Here sixteen bytes are checked at a time (SSE2;
+//! eight elsewhere) and copied as they are when none needs escaping. The
+//! escapes themselves are serde_json's, byte for byte (`\"`, `\\`, `\b`,
+//! `\f`, `\n`, `\r`, `\t`, other control characters as lowercase
+//! `\u00xx`, everything else as it is), so the output is what it was
+//! (tests/record_bytes.rs). Values other than strings go through
+//! serde_json.
 
 use serde_json::Value;
 
@@ -45,6 +46,44 @@ fn may_escape(v: u64) -> bool {
     (control | zero(v ^ (ONES * b'"' as u64)) | zero(v ^ (ONES * b'\\' as u64))) != 0
 }
 
+/// From `i` on, past the bytes of `b` that surely need no escaping: to the
+/// first that may (exactly, in whole blocks of 16), or to where fewer than
+/// eight are left.
+#[inline]
+fn skip_plain(b: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86_64 baseline (every EL target has
+        // it); the unaligned loads read 16 bytes within `b`.
+        unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let backslash = _mm_set1_epi8(b'\\' as i8);
+            let control = _mm_set1_epi8(0x1f);
+            while i + 16 <= b.len() {
+                let v = _mm_loadu_si128(b.as_ptr().add(i).cast());
+                // v <= 0x1f, unsigned: min(v, 0x1f) == v.
+                let hits = _mm_or_si128(
+                    _mm_cmpeq_epi8(_mm_min_epu8(v, control), v),
+                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                );
+                let mask = _mm_movemask_epi8(hits);
+                if mask != 0 {
+                    return i + mask.trailing_zeros() as usize;
+                }
+                i += 16;
+            }
+        }
+    }
+    while let Some(word) = b.get(i..i + 8) {
+        if may_escape(u64::from_le_bytes(word.try_into().expect("eight bytes"))) {
+            break;
+        }
+        i += 8;
+    }
+    i
+}
+
 /// `s` as a JSON string, quotes included.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
@@ -53,21 +92,16 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let mut run = 0;
     let mut i = 0;
     while i < b.len() {
-        if let Some(word) = b.get(i..i + 8) {
-            let v = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-            if !may_escape(v) {
-                i += 8;
-                continue;
-            }
-        }
-        let esc = ESCAPE[b[i] as usize];
+        i = skip_plain(b, i);
+        let Some(&byte) = b.get(i) else { break };
+        let esc = ESCAPE[byte as usize];
         if esc != 0 {
             out.extend_from_slice(&b[run..i]);
             if esc == b'u' {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b[i] >> 4)]);
-                out.push(HEX[usize::from(b[i] & 0xf)]);
+                out.push(HEX[usize::from(byte >> 4)]);
+                out.push(HEX[usize::from(byte & 0xf)]);
             } else {
                 out.push(b'\\');
                 out.push(esc);
@@ -111,11 +145,15 @@ mod tests {
             "\"\\/".into(),
             "é 😀 \u{2028} \u{7f} \u{FEFF}".into(),
         ];
-        // Every byte value below 0x80 at every position of a word.
+        // Every byte value below 0x80 at every position of two 16-byte
+        // blocks and the tail after them, alone and beside multi-byte
+        // characters (whose bytes are all >= 0x80).
         for c in 0u8..0x80 {
-            for at in 0..9 {
-                let mut s = "abcdefghijklmnop".to_string();
+            for at in 0..40 {
+                let mut s = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN".to_string();
                 s.insert(at, char::from(c));
+                cases.push(s.clone());
+                s.insert_str(at, "é€😀");
                 cases.push(s);
             }
         }
