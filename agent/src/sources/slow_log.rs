@@ -122,13 +122,6 @@ pub struct SlowEntry {
     pub end: u64,
 }
 
-impl SlowEntry {
-    /// The record as it goes down the pipeline.
-    pub fn into_record(self) -> Record {
-        self.record
-    }
-}
-
 /// Header and banner lines held while deciding whether they begin an entry
 /// (rules 3 and 4); real ones are a few hundred bytes.
 const MAX_CANDIDATE_BYTES: usize = 64 * 1024;

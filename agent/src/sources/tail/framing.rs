@@ -108,7 +108,7 @@ pub(super) fn entry_event(tag: &Arc<str>, e: SlowEntry) -> Event {
     Event {
         tag: tag.clone(),
         time: e.time.unwrap_or_else(now_nanos),
-        record: e.into_record(),
+        record: e.record,
     }
 }
 
