@@ -10,7 +10,9 @@ use serde_json::{Map, Value as Json};
 use crate::record::Record;
 
 use super::handshake::{Helo, Malformed, Ping, Pong};
-use super::msgpack::{self, decode, head, skip_len, DecodeError, Head, Limits, Value};
+use super::msgpack::{
+    self, decode, head, skip_len, DecodeError, Decoder, Head, KeyCache, Limits, Value,
+};
 
 pub use super::msgpack::EVENT_TIME_EXT;
 
@@ -256,6 +258,25 @@ impl Collected {
         self.skip_reason.get_or_insert(why);
     }
 
+    /// The event (`[time, record]` or v1.5's `[[time, metadata], record]`)
+    /// in `buf` at `pos`, as `next` with [`entry`] reads it; returns where
+    /// the next value starts.
+    fn next_entry(
+        &mut self,
+        buf: &[u8],
+        pos: usize,
+        limits: &Limits,
+        keys: &mut KeyCache,
+    ) -> Result<usize, DecodeError> {
+        match owned_entry(&buf[pos..], limits, keys) {
+            Some((e, used)) => {
+                self.entries.push(e);
+                Ok(pos + used)
+            }
+            None => self.next(buf, pos, limits, entry),
+        }
+    }
+
     /// The value in `buf` at `pos` made an event by `to_entry`, or skipped
     /// if it is over the limits; returns where the next value starts, or the
     /// error that ends the stream.
@@ -295,12 +316,13 @@ fn events(
         return Err(MessageError::Unknown("an array of fewer than two elements"));
     }
     let mut got = Collected::new();
+    let mut keys = KeyCache::default();
     let (second, after) = head(frame, pos)?.ok_or(DecodeError::Truncated(frame.len()))?;
     let (mode, packed, rest) = match second {
         Head::Array(count) => {
             pos = after;
             for _ in 0..count {
-                pos = got.next(frame, pos, limits, entry)?;
+                pos = got.next_entry(frame, pos, limits, &mut keys)?;
             }
             (Mode::Forward, None, n - 2)
         }
@@ -342,7 +364,7 @@ fn events(
             let entries = decompress(bytes, options.compressed, max_decompressed)?;
             let mut at = 0;
             while at < entries.len() {
-                match got.next(&entries, at, limits, entry) {
+                match got.next_entry(&entries, at, limits, &mut keys) {
                     Ok(next) => at = next,
                     Err(e) => {
                         got.skip(EntryError::Broken(e));
@@ -363,6 +385,60 @@ fn events(
         options,
         skipped: got.skipped,
         skip_reason: got.skip_reason,
+    })
+}
+
+/// [`entry`] then [`OwnedEntry::from`], read straight from the bytes with
+/// no [`Value`] tree between, for the shapes senders send: the event and
+/// the bytes it took. None for anything else, and for an event that is cut
+/// off, over the limits or wrong: [`entry`] then reads it and says why, so
+/// both paths agree on every error.
+fn owned_entry(buf: &[u8], limits: &Limits, keys: &mut KeyCache) -> Option<(OwnedEntry, usize)> {
+    let mut d = Decoder::new(buf, limits);
+    let Head::Array(2) = d.head(0).ok()? else {
+        return None;
+    };
+    let (time, metadata) = match d.head(1).ok()? {
+        Head::Array(2) => {
+            let time = scalar_time(&mut d, 2)?;
+            let Head::Map(n) = d.head(2).ok()? else {
+                return None;
+            };
+            (time, Some(d.json_map(n, 3).ok()?))
+        }
+        h => (time_of(&mut d, h)?, None),
+    };
+    let Head::Map(n) = d.head(1).ok()? else {
+        return None;
+    };
+    let record = d.record(n, 2, keys).ok()?;
+    let time = read_time(&time).ok()?;
+    Some((
+        OwnedEntry {
+            time,
+            record,
+            metadata,
+        },
+        d.pos(),
+    ))
+}
+
+/// The time at `depth` as `read_time` takes it; None for anything that is
+/// not a number, nil or an extension.
+fn scalar_time<'a>(d: &mut Decoder<'a>, depth: usize) -> Option<Value<'a>> {
+    let h = d.head(depth).ok()?;
+    time_of(d, h)
+}
+
+fn time_of<'a>(d: &mut Decoder<'a>, h: Head) -> Option<Value<'a>> {
+    Some(match h {
+        Head::Nil => Value::Nil,
+        Head::Int(i) => Value::Int(i),
+        Head::UInt(u) => Value::UInt(u),
+        Head::F32(f) => Value::F32(f),
+        Head::F64(f) => Value::F64(f),
+        Head::Ext(t, n) => Value::Ext(t, d.take(n).ok()?),
+        _ => return None,
     })
 }
 
@@ -629,6 +705,114 @@ mod tests {
     use serde_json::json;
 
     const MAX: usize = 1 << 20;
+
+    /// The event in `buf` as the generic path reads it: `entry` over a
+    /// decoded value, then owned.
+    fn generic(buf: &[u8], limits: &Limits) -> Option<(Result<OwnedEntry, EntryError>, usize)> {
+        let (v, used) = decode(buf, limits).ok()?;
+        Some((entry(v).map(|e| OwnedEntry::from(&e)), used))
+    }
+
+    #[test]
+    fn events_read_straight_from_bytes_equal_the_generic_reading() {
+        let mut shapes: Vec<Vec<u8>> = Vec::new();
+        let mut record = Vec::new();
+        msgpack::write_map_len(&mut record, 9);
+        write_str(&mut record, b"message");
+        write_str(&mut record, b"caf\xc3\xa9 \xff bad \"q\"");
+        write_str(&mut record, b"n");
+        rmp::encode::write_uint(&mut record, u64::MAX).unwrap();
+        write_str(&mut record, b"neg");
+        rmp::encode::write_sint(&mut record, i64::MIN).unwrap();
+        write_str(&mut record, b"f");
+        rmp::encode::write_f32(&mut record, f32::NAN).unwrap();
+        rmp::encode::write_uint(&mut record, 7).unwrap(); // a key that is not a string
+        write_bin(&mut record, b"\x00\x01");
+        write_str(&mut record, b"\xfe\xfd"); // a key that is not UTF-8
+        rmp::encode::write_nil(&mut record).unwrap();
+        write_str(&mut record, b"nested");
+        write_array_len(&mut record, 3);
+        msgpack::write_map_len(&mut record, 1);
+        write_str(&mut record, b"a");
+        rmp::encode::write_bool(&mut record, true).unwrap();
+        rmp::encode::write_f64(&mut record, 2.5).unwrap();
+        msgpack::write_ext(&mut record, EVENT_TIME_EXT, &[0, 0, 0, 1, 0, 0, 0, 2]);
+        write_str(&mut record, b"ext");
+        msgpack::write_ext(&mut record, 9, b"xyz");
+        write_str(&mut record, b"message"); // repeated: first place, last value
+        write_str(&mut record, b"again");
+        let times: Vec<Vec<u8>> = vec![
+            vec![0xd7, 0x00, 0x65, 0x53, 0xf1, 0x00, 0x07, 0x5b, 0xcd, 0x15],
+            vec![
+                0xc7, 0x08, 0x00, 0x65, 0x53, 0xf1, 0x00, 0x07, 0x5b, 0xcd, 0x15,
+            ],
+            vec![0xce, 0x65, 0x53, 0xf1, 0x00],
+            vec![0xcb, 0x41, 0xd9, 0x54, 0xfc, 0x40, 0x07, 0xe9, 0x00],
+            vec![0xc0],
+            vec![0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            vec![0xa1, b'x'],
+        ];
+        for time in &times {
+            for metadata in [
+                None,
+                Some(&b"\x80"[..]),
+                Some(b"\x81\xa1k\x01"),
+                Some(b"\x01"),
+            ] {
+                let mut e = vec![0x92];
+                match metadata {
+                    None => e.extend_from_slice(time),
+                    Some(m) => {
+                        e.push(0x92);
+                        e.extend_from_slice(time);
+                        e.extend_from_slice(m);
+                    }
+                }
+                e.extend_from_slice(&record);
+                shapes.push(e);
+            }
+        }
+        shapes.push(b"\x93\x01\x80\x80".to_vec()); // three elements
+        shapes.push(b"\x92\x01\x91\x01".to_vec()); // a record that is no map
+        let limits = Limits::default();
+        let tight = Limits {
+            max_depth: 2,
+            max_items: 12,
+        };
+        let mut compared = 0;
+        let mut fast = 0;
+        for shape in &shapes {
+            // Every shape whole, cut short, and with each byte changed.
+            let mut variants = vec![shape.clone()];
+            for cut in 0..shape.len() {
+                variants.push(shape[..cut].to_vec());
+            }
+            for (i, byte) in [0x00u8, 0xc1, 0xdf, 0x7f, 0xa5]
+                .iter()
+                .cycle()
+                .take(shape.len() * 2)
+                .enumerate()
+            {
+                let mut v = shape.clone();
+                v[i % shape.len()] = *byte;
+                variants.push(v);
+            }
+            for v in &variants {
+                for limits in [&limits, &tight] {
+                    let mut keys = KeyCache::default();
+                    if let Some((e, used)) = owned_entry(v, limits, &mut keys) {
+                        let (g, g_used) =
+                            generic(v, limits).expect("the generic path reads it too");
+                        assert_eq!((Ok(e), used), (g, g_used), "{v:02x?}");
+                        fast += 1;
+                    }
+                    compared += 1;
+                }
+            }
+        }
+        // The common shapes take the fast path.
+        assert!(fast > shapes.len(), "{fast} of {compared}");
+    }
 
     fn record(v: Json) -> Map<String, Json> {
         match v {

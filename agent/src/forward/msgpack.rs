@@ -8,7 +8,11 @@
 //! and Fluentd's PackedForward entries arrive as a str32. Text becomes UTF-8
 //! only in [`to_json`], lossily.
 
+use std::sync::Arc;
+
 use rmp::Marker;
+
+use crate::record::{Key, Record};
 
 /// One msgpack value, borrowing its strings and binaries from the input.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,8 +116,6 @@ pub(super) enum Head {
     Map(u32),
 }
 
-/// The header at `pos` and the offset just after it; None when the header
-/// itself is cut off.
 /// The msgpack str at the start of `buf`: its bytes and the bytes it
 /// takes with its header; None if `buf` does not start with a whole str.
 pub fn leading_str(buf: &[u8]) -> Option<(&[u8], usize)> {
@@ -126,10 +128,25 @@ pub fn leading_str(buf: &[u8]) -> Option<(&[u8], usize)> {
     }
 }
 
+/// The header at `pos` and the offset just after it; None when the header
+/// itself is cut off.
 pub(super) fn head(buf: &[u8], pos: usize) -> Result<Option<(Head, usize)>, DecodeError> {
     let Some(&byte) = buf.get(pos) else {
         return Ok(None);
     };
+    // The one-byte headers, which most elements of a record have, first.
+    let quick = match byte {
+        0x00..=0x7f => Some(Head::Int(i64::from(byte))),
+        0x80..=0x8f => Some(Head::Map(u32::from(byte & 0x0f))),
+        0x90..=0x9f => Some(Head::Array(u32::from(byte & 0x0f))),
+        0xa0..=0xbf => Some(Head::Str(u32::from(byte & 0x1f))),
+        0xc0 => Some(Head::Nil),
+        0xe0..=0xff => Some(Head::Int(i64::from(byte as i8))),
+        _ => None,
+    };
+    if let Some(h) = quick {
+        return Ok(Some((h, pos + 1)));
+    }
     let marker = Marker::from_u8(byte);
     // Bytes of the header after the marker: lengths, the ext type, or the
     // whole payload of a number.
@@ -365,18 +382,14 @@ pub fn skip_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
 /// buffer is refused before its vector is made), recursion by `max_depth`
 /// and [`MAX_DECODE_DEPTH`].
 pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Result<(Value<'a>, usize), DecodeError> {
-    let mut d = Decoder {
-        buf,
-        pos: 0,
-        items: 0,
-        max_depth: limits.max_depth.min(MAX_DECODE_DEPTH),
-        max_items: limits.max_items,
-    };
+    let mut d = Decoder::new(buf, limits);
     let v = d.value(0)?;
     Ok((v, d.pos))
 }
 
-struct Decoder<'a> {
+/// Reads values one after another out of a byte slice, counting them
+/// against the limits of [`decode`] (which is one `value` of a fresh one).
+pub(super) struct Decoder<'a> {
     buf: &'a [u8],
     pos: usize,
     items: u64,
@@ -385,11 +398,37 @@ struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
-    fn value(&mut self, depth: usize) -> Result<Value<'a>, DecodeError> {
+    pub(super) fn new(buf: &'a [u8], limits: &Limits) -> Self {
+        Decoder {
+            buf,
+            pos: 0,
+            items: 0,
+            max_depth: limits.max_depth.min(MAX_DECODE_DEPTH),
+            max_items: limits.max_items,
+        }
+    }
+
+    /// Where the next value starts.
+    pub(super) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The next header, consumed; an array or map header is counted
+    /// against the limits, at `depth`, before any of its elements is read.
+    pub(super) fn head(&mut self, depth: usize) -> Result<Head, DecodeError> {
         let at = self.pos;
         let (h, next) = head(self.buf, at)?.ok_or(DecodeError::Truncated(self.buf.len()))?;
         self.pos = next;
-        Ok(match h {
+        match h {
+            Head::Array(n) => self.open(depth, u64::from(n), at)?,
+            Head::Map(n) => self.open(depth, 2 * u64::from(n), at)?,
+            _ => {}
+        }
+        Ok(h)
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, DecodeError> {
+        Ok(match self.head(depth)? {
             Head::Nil => Value::Nil,
             Head::Bool(b) => Value::Bool(b),
             Head::Int(i) => Value::Int(i),
@@ -400,7 +439,6 @@ impl<'a> Decoder<'a> {
             Head::Bin(n) => Value::Bin(self.take(n)?),
             Head::Ext(t, n) => Value::Ext(t, self.take(n)?),
             Head::Array(n) => {
-                self.open(depth, u64::from(n), at)?;
                 let mut items = Vec::with_capacity((n as usize).min(self.left()));
                 for _ in 0..n {
                     items.push(self.value(depth + 1)?);
@@ -408,7 +446,6 @@ impl<'a> Decoder<'a> {
                 Value::Array(items)
             }
             Head::Map(n) => {
-                self.open(depth, 2 * u64::from(n), at)?;
                 let mut pairs = Vec::with_capacity((n as usize).min(self.left() / 2));
                 for _ in 0..n {
                     let k = self.value(depth + 1)?;
@@ -420,11 +457,85 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    /// The next value as [`to_json`] makes it, with no [`Value`] between
+    /// (the forward input's hot path: a tree per event, then a JSON copy of
+    /// it, was a third of its CPU).
+    pub(super) fn json(&mut self, depth: usize) -> Result<serde_json::Value, DecodeError> {
+        use serde_json::Value as J;
+        Ok(match self.head(depth)? {
+            Head::Nil => J::Null,
+            Head::Bool(b) => J::Bool(b),
+            Head::Int(i) => J::from(i),
+            Head::UInt(u) => J::from(u),
+            Head::F32(f) => float(f64::from(f)),
+            Head::F64(f) => float(f),
+            Head::Str(n) | Head::Bin(n) => J::String(lossy(self.take(n)?)),
+            Head::Ext(t, n) => to_json(&Value::Ext(t, self.take(n)?)),
+            Head::Array(n) => {
+                let mut items = Vec::with_capacity((n as usize).min(self.left()));
+                for _ in 0..n {
+                    items.push(self.json(depth + 1)?);
+                }
+                J::Array(items)
+            }
+            Head::Map(n) => J::Object(self.json_map(n, depth + 1)?),
+        })
+    }
+
+    /// The `n` pairs of a map whose header was read, at `depth`, as
+    /// [`to_json_map`] makes them.
+    pub(super) fn json_map(
+        &mut self,
+        n: u32,
+        depth: usize,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, DecodeError> {
+        let mut map = serde_json::Map::with_capacity((n as usize).min(self.left() / 2));
+        for _ in 0..n {
+            let k = self.key(depth)?;
+            let v = self.json(depth)?;
+            map.insert(k, v);
+        }
+        Ok(map)
+    }
+
+    /// The `n` pairs of a map whose header was read, at `depth`, as
+    /// [`to_record`] makes them; keys seen before in `keys` are shared.
+    pub(super) fn record(
+        &mut self,
+        n: u32,
+        depth: usize,
+        keys: &mut KeyCache,
+    ) -> Result<Record, DecodeError> {
+        let mut record = Record::with_capacity((n as usize).min(self.left() / 2));
+        for _ in 0..n {
+            let k = match head(self.buf, self.pos)? {
+                Some((Head::Str(len) | Head::Bin(len), next)) => {
+                    self.pos = next;
+                    keys.key(self.take(len)?)
+                }
+                _ => Key::Owned(key(&self.value(depth)?)),
+            };
+            let v = self.json(depth)?;
+            record.insert(k, v);
+        }
+        Ok(record)
+    }
+
+    fn key(&mut self, depth: usize) -> Result<String, DecodeError> {
+        match head(self.buf, self.pos)? {
+            Some((Head::Str(n) | Head::Bin(n), next)) => {
+                self.pos = next;
+                Ok(lossy(self.take(n)?))
+            }
+            _ => Ok(key(&self.value(depth)?)),
+        }
+    }
+
     fn left(&self) -> usize {
         self.buf.len() - self.pos
     }
 
-    fn take(&mut self, n: u32) -> Result<&'a [u8], DecodeError> {
+    pub(super) fn take(&mut self, n: u32) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.saturating_add(n as usize);
         let bytes = self
             .buf
@@ -453,6 +564,35 @@ impl<'a> Decoder<'a> {
             return Err(DecodeError::Truncated(self.buf.len()));
         }
         Ok(())
+    }
+}
+
+/// Record keys already made, shared by the records that repeat them (most
+/// senders' records share a few keys: `message`, `log`, `hostname`), so
+/// that each record does not allocate its own copy of each.
+#[derive(Default)]
+pub struct KeyCache {
+    keys: Vec<Arc<str>>,
+}
+
+impl KeyCache {
+    /// Keys remembered at most; later ones are owned by their records.
+    const MAX: usize = 16;
+    /// Longer keys are not remembered.
+    const MAX_LEN: usize = 64;
+
+    fn key(&mut self, bytes: &[u8]) -> Key {
+        if let Some(k) = self.keys.iter().find(|k| k.as_bytes() == bytes) {
+            return Key::Shared(k.clone());
+        }
+        let s = lossy(bytes);
+        // Only keys that are UTF-8 as sent: a lossy one never matches again.
+        if self.keys.len() < Self::MAX && bytes.len() <= Self::MAX_LEN && s.len() == bytes.len() {
+            let k: Arc<str> = s.into();
+            self.keys.push(k.clone());
+            return Key::Shared(k);
+        }
+        Key::Owned(s)
     }
 }
 
@@ -498,7 +638,7 @@ pub fn to_json_map(pairs: &[(Value, Value)]) -> serde_json::Map<String, serde_js
 }
 
 /// A msgpack map's pairs as a record, as `to_json_map` orders them.
-pub fn to_record(pairs: &[(Value, Value)]) -> crate::record::Record {
+pub fn to_record(pairs: &[(Value, Value)]) -> Record {
     pairs.iter().map(|(k, v)| (key(k), to_json(v))).collect()
 }
 
