@@ -118,7 +118,11 @@ impl StoredChunk for FileChunk {
 
     fn seal(&mut self) -> Option<Unsynced> {
         let dirty = std::mem::take(&mut self.dirty);
-        self.file.take().filter(|_| dirty).map(Unsynced::new)
+        let sealed = self.file.take().filter(|_| dirty).map(Unsynced::new);
+        if let Some(w) = &sealed {
+            w.start_writeback();
+        }
+        sealed
     }
 
     fn unsynced(&mut self) -> io::Result<Option<Unsynced>> {

@@ -607,50 +607,59 @@ pub fn write_entry(out: &mut Vec<u8>, nanos: i64, as_integer: bool, record: &Rec
     msgpack::write_fields(out, record.len(), record.iter());
 }
 
+/// Makes a chunk id from a message's tag and its entries in one piece.
+pub type ChunkIdOf<'a> = &'a dyn Fn(&[u8], &[u8]) -> Vec<u8>;
+
 /// A PackedForward frame, or a CompressedPackedForward one:
 /// `[tag, bin(entries), {"size": count, "chunk": id, "compressed": "gzip"|"zstd"}]`,
 /// `entries` being [`write_entry`] outputs, written one after the other
-/// (from wherever they are: no copy gathers them first, unless zstd needs
-/// them in one piece). Without a chunk id the receiver sends no ack.
+/// (from wherever they are: uncompressed, no copy gathers them first).
+/// `chunk_id`, if any, makes the chunk id from the tag and the entries in
+/// one piece (a hash is fastest over long input); without one the receiver
+/// sends no ack. Returns the chunk id written.
 pub fn write_packed_forward(
     out: &mut Vec<u8>,
     tag: &[u8],
     entries: &[&[u8]],
     count: usize,
-    chunk: Option<&[u8]>,
+    chunk_id: Option<ChunkIdOf>,
     compress: Compression,
-) -> io::Result<()> {
-    let compressed = match compress {
-        Compression::None => None,
-        Compression::Gzip => {
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            for e in entries {
-                gz.write_all(e)?;
-            }
-            Some(gz.finish()?)
-        }
-        Compression::Zstd => Some(zstd::bulk::compress(&entries.concat(), 3)?),
-    };
-    let len = compressed
-        .as_ref()
-        .map_or_else(|| entries.iter().map(|e| e.len()).sum(), Vec::len);
-    if u32::try_from(len).is_err() {
-        return Err(io::Error::new(
+) -> io::Result<Option<Vec<u8>>> {
+    let too_long = || {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
             "a forward frame's entries must be under 4 GiB",
-        ));
-    }
+        )
+    };
     msgpack::write_array_len(out, 3);
     msgpack::write_str(out, tag);
-    match &compressed {
-        Some(body) => msgpack::write_bin(out, body),
-        None => {
+    let chunk = match compress {
+        Compression::None => {
+            let len: usize = entries.iter().map(|e| e.len()).sum();
+            u32::try_from(len).map_err(|_| too_long())?;
             msgpack::write_bin_len(out, len);
+            let start = out.len();
             for e in entries {
                 out.extend_from_slice(e);
             }
+            chunk_id.map(|id| id(tag, &out[start..]))
         }
-    }
+        Compression::Gzip | Compression::Zstd => {
+            let all = entries.concat();
+            let body = match compress {
+                Compression::Gzip => {
+                    let mut gz =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                    gz.write_all(&all)?;
+                    gz.finish()?
+                }
+                _ => zstd::bulk::compress(&all, 3)?,
+            };
+            u32::try_from(body.len()).map_err(|_| too_long())?;
+            msgpack::write_bin(out, &body);
+            chunk_id.map(|id| id(tag, &all))
+        }
+    };
     let name = compress.option();
     msgpack::write_map_len(
         out,
@@ -658,7 +667,7 @@ pub fn write_packed_forward(
     );
     msgpack::write_str(out, b"size");
     msgpack::write_uint(out, count as u64);
-    if let Some(chunk) = chunk {
+    if let Some(chunk) = &chunk {
         msgpack::write_str(out, b"chunk");
         msgpack::write_str(out, chunk);
     }
@@ -666,7 +675,7 @@ pub fn write_packed_forward(
         msgpack::write_str(out, b"compressed");
         msgpack::write_str(out, name.as_bytes());
     }
-    Ok(())
+    Ok(chunk)
 }
 
 /// A keepalive: a bare nil.
@@ -1005,7 +1014,7 @@ mod tests {
                 b"app.packed",
                 &[&packed],
                 3,
-                Some(b"abc\n"),
+                Some(&|_: &[u8], _: &[u8]| b"abc\n".to_vec()),
                 compress,
             )
             .unwrap();

@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use sha2::Digest as _;
 
 use crate::config::fields::{error, Fields, Result as ConfigResult};
 use crate::config::named_file;
@@ -323,24 +322,30 @@ impl ForwardOutput {
                 entries,
                 bytes: bytes_len,
             } = msg;
-            let chunk = self.config.require_ack_response.then(|| {
-                let mut h = sha2::Sha256::new();
+            // A hash of the message's records, so that a re-send (after a
+            // retry, a restart, to another server) has the id a receiver
+            // saw first. BLAKE3, not SHA-256: as cryptographic (no record
+            // can be made to collide with another chunk's id and get it
+            // dropped as a duplicate) at several times the speed over the
+            // entries in one piece (SHA-256 was a fifth of the sender's
+            // CPU).
+            let chunk_id = |tag: &[u8], entries: &[u8]| {
+                let mut h = blake3::Hasher::new();
+                h.update(&(tag.len() as u64).to_le_bytes());
                 h.update(tag);
-                for e in &entries {
-                    h.update(e);
-                }
-                let digest = h.finalize();
+                h.update(entries);
                 let mut id = [0u8; 16];
-                id.copy_from_slice(&digest[..16]);
+                id.copy_from_slice(&h.finalize().as_bytes()[..16]);
                 message::chunk_id(id)
-            });
+            };
+            let ack = self.config.require_ack_response;
             let mut bytes = Vec::with_capacity(bytes_len + tag.len() + 64);
-            message::write_packed_forward(
+            let chunk = message::write_packed_forward(
                 &mut bytes,
                 tag,
                 &entries,
                 entries.len(),
-                chunk.as_deref(),
+                ack.then_some(&chunk_id as message::ChunkIdOf),
                 self.config.compress,
             )
             .map_err(|e| format!("compressing: {e}"))?;
