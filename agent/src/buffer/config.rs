@@ -42,7 +42,8 @@ impl BufferConfig {
         }
     }
 
-    pub fn from_config(f: &mut Fields) -> ConfigResult<BufferConfig> {
+    /// `flushers`: the output's default `flush_thread_count`.
+    pub fn from_config(f: &mut Fields, flushers: usize) -> ConfigResult<BufferConfig> {
         let kind = f.string("type")?.unwrap_or_else(|| "memory".into());
         let storage = match kind.as_str() {
             "memory" => Storage::Memory,
@@ -64,7 +65,7 @@ impl BufferConfig {
             chunk_limit_size: f.size("chunk_limit_size", 1 << 20)?,
             total_limit_size: f.size("total_limit_size", default_total)?,
             flush_interval: f.duration("flush_interval", Duration::from_secs(1))?,
-            flush_thread_count: f.uint("flush_thread_count", 1)? as usize,
+            flush_thread_count: f.uint("flush_thread_count", flushers as u64)? as usize,
             overflow_action: match f.string("overflow_action")?.as_deref() {
                 None | Some("block") => Overflow::Block,
                 Some("drop_oldest") | Some("drop_oldest_chunk") => Overflow::DropOldest,

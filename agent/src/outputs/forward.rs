@@ -206,6 +206,13 @@ impl ForwardConfig {
 }
 
 impl OutputSettings for ForwardConfig {
+    /// Two requests in flight, each waiting for its acks, as fluent-bit's
+    /// two out_forward workers have: with one, the sender idled through
+    /// each round trip to the receiver and back.
+    fn flush_threads(&self) -> usize {
+        2
+    }
+
     fn build(self: Box<Self>, id: &str) -> anyhow::Result<Box<dyn Output>> {
         let out = ForwardOutput::new(*self).map_err(|e| anyhow::anyhow!("output {id}: {e:#}"))?;
         Ok(Box::new(out))

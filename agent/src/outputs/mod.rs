@@ -217,6 +217,11 @@ pub trait OutputSettings: Send {
     fn can_reject(&self) -> bool {
         false
     }
+    /// The buffer's `flush_thread_count` when the config gives none: how
+    /// many requests are in flight at once.
+    fn flush_threads(&self) -> usize {
+        1
+    }
 }
 
 type ParseSettings = fn(&mut Fields) -> ConfigResult<Box<dyn OutputSettings>>;
@@ -280,11 +285,14 @@ impl SinkConfig {
         let buffer = match f.take("buffer") {
             Some(node) => {
                 let mut b = Fields::new(node, "buffer")?;
-                let cfg = BufferConfig::from_config(&mut b)?;
+                let cfg = BufferConfig::from_config(&mut b, settings.flush_threads())?;
                 b.finish()?;
                 cfg
             }
-            None => BufferConfig::memory_default(),
+            None => BufferConfig {
+                flush_thread_count: settings.flush_threads(),
+                ..BufferConfig::memory_default()
+            },
         };
         let retry = RetryConfig::from_config(f)?;
         let max_request_bytes = f.size("max_request_bytes", 1 << 20)? as usize;

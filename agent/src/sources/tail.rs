@@ -36,7 +36,8 @@ use std::time::{Duration, Instant};
 pub use config::TailConfig;
 
 use super::file_discovery;
-use super::position::PositionStore;
+use super::file_identity::FileId;
+use super::position::{Position, PositionStore};
 use super::{Built, Downstream, SourceSettings};
 use crate::config::fields::{Fields, Result as ConfigResult};
 use crate::log;
@@ -111,7 +112,16 @@ pub struct TailSource {
     last_refresh: Option<Instant>,
     /// Records were handed on since the last position commit.
     dirty: bool,
+    /// A busy source's commit under way (see `start_commit`).
+    committing: Option<Committing>,
     read_buf: Vec<u8>,
+}
+
+/// A commit under way: the output buffers syncing on a thread of their
+/// own, and the positions that are durable once they have synced.
+struct Committing {
+    synced: std::thread::JoinHandle<std::io::Result<()>>,
+    positions: Vec<(FileId, Position)>,
 }
 
 impl TailSource {
@@ -144,6 +154,7 @@ impl TailSource {
             positions,
             last_refresh: None,
             dirty: false,
+            committing: None,
             read_buf: Vec::new(),
         })
     }
@@ -155,6 +166,7 @@ impl TailSource {
         // With a memory buffer a kill loses what was handed on anyway.
         let journal = router.survives_kill();
         while !stop.load(Ordering::Relaxed) {
+            self.finish_commit(false, journal);
             self.refresh();
             self.save_new_keys(&*router);
             let mut progressed = false;
@@ -197,7 +209,13 @@ impl TailSource {
             // less often only means more re-reading after a crash, never loss.
             self.dirty |= progressed;
             if self.dirty && (!progressed || last_commit.elapsed() >= COMMIT_INTERVAL) {
-                if self.commit(&*router) {
+                if progressed {
+                    // Busy: the buffers sync while reading goes on.
+                    if self.committing.is_none() {
+                        self.start_commit(&router);
+                        last_commit = Instant::now();
+                    }
+                } else if self.commit(&*router) {
                     last_commit = Instant::now();
                 } else {
                     std::thread::sleep(self.config.poll_interval);
@@ -214,6 +232,7 @@ impl TailSource {
                 std::thread::sleep(self.config.poll_interval);
             }
         }
+        self.finish_commit(true, journal);
         if self.dirty {
             self.commit(&*router);
         }
@@ -255,8 +274,79 @@ impl TailSource {
         self.status.set_problems(problems);
     }
 
+    /// Starts a commit of the positions as they are now: the output
+    /// buffers sync on another thread (everything handed on so far, so
+    /// every record before these positions), and `finish_commit` saves the
+    /// positions once they have. Reading goes on meanwhile: done here, the
+    /// fsyncs kept the tail thread from reading for tens of milliseconds
+    /// at each commit.
+    fn start_commit(&mut self, router: &Arc<dyn Downstream>) {
+        let positions = self.files.files().map(|f| (f.id, f.position())).collect();
+        let r = router.clone();
+        match std::thread::Builder::new()
+            .name("tail-commit".into())
+            .spawn(move || r.sync())
+        {
+            Ok(synced) => {
+                self.committing = Some(Committing { synced, positions });
+                self.dirty = false;
+            }
+            // No thread: the commit is made here, as when idle.
+            Err(_) => {
+                self.commit(&**router);
+            }
+        }
+    }
+
+    /// Ends the commit under way, if any, once its buffers have synced (at
+    /// once with `wait`): saves the positions it started with. Those of
+    /// files read since are noted again in the journal, which the save
+    /// cleared (`journal`: the source keeps one), so that a kill re-reads no
+    /// more than it would have. False when the sync failed: the records are
+    /// still to be committed.
+    fn finish_commit(&mut self, wait: bool, journal: bool) -> bool {
+        let Some(c) = self.committing.take_if(|c| wait || c.synced.is_finished()) else {
+            return true;
+        };
+        match c.synced.join() {
+            Ok(Ok(())) => {
+                for (id, p) in c.positions {
+                    // Not a file released meanwhile (nor another one that
+                    // took its inode since).
+                    if self
+                        .files
+                        .get(id)
+                        .is_some_and(|f| f.position().head == p.head)
+                    {
+                        self.positions.entries.insert(id, p);
+                    }
+                }
+                if let Err(e) = self.positions.save() {
+                    log::error(&format!("tail: cannot save pos_file: {e}"));
+                }
+                if journal {
+                    for f in self.files.files() {
+                        self.positions.journal(f.id, &f.position());
+                    }
+                }
+                true
+            }
+            Ok(Err(e)) => {
+                log::error(&format!(
+                    "tail: cannot sync output buffers: {e}; positions not saved"
+                ));
+                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                self.dirty = true;
+                false
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
     /// Syncs the output buffers, then saves positions. False on failure.
     fn commit(&mut self, router: &dyn Downstream) -> bool {
+        // A commit under way first: positions are saved in order.
+        self.finish_commit(true, router.survives_kill());
         if let Err(e) = router.sync() {
             log::error(&format!(
                 "tail: cannot sync output buffers: {e}; positions not saved"
