@@ -54,6 +54,7 @@ impl ChunkStore for FileStore {
                     path: c.path,
                     file: None,
                     dirty: false,
+                    name_unsynced: false,
                     progress: None,
                 }),
             })
@@ -74,12 +75,14 @@ impl ChunkStore for FileStore {
             .create_new(true)
             .append(true)
             .open(&path)?;
-        // The new name must survive a crash too.
-        File::open(&self.dir)?.sync_all()?;
+        // The new name must survive a crash too: the directory is fsynced
+        // with the chunk's first write (`Buffer::sync`, off the appending
+        // thread), not here, where each new chunk stopped the source.
         Ok(Box::new(FileChunk {
             path,
             file: Some(file),
             dirty: false,
+            name_unsynced: true,
             progress: None,
         }))
     }
@@ -91,8 +94,23 @@ struct FileChunk {
     file: Option<File>,
     /// Written since the last fsync.
     dirty: bool,
+    /// Created and its directory not fsynced since.
+    name_unsynced: bool,
     /// Its `.ack` file, once a first request of it was delivered.
     progress: Option<ProgressFile>,
+}
+
+impl FileChunk {
+    /// `file`'s writes to make durable, and with the first of them the
+    /// chunk's name.
+    fn to_sync(&mut self, file: File) -> Unsynced {
+        match self.path.parent() {
+            Some(dir) if std::mem::take(&mut self.name_unsynced) => {
+                Unsynced::with_dir(file, dir.to_path_buf())
+            }
+            _ => Unsynced::new(file),
+        }
+    }
 }
 
 impl StoredChunk for FileChunk {
@@ -118,7 +136,7 @@ impl StoredChunk for FileChunk {
 
     fn seal(&mut self) -> Option<Unsynced> {
         let dirty = std::mem::take(&mut self.dirty);
-        let sealed = self.file.take().filter(|_| dirty).map(Unsynced::new);
+        let sealed = self.file.take().filter(|_| dirty).map(|f| self.to_sync(f));
         if let Some(w) = &sealed {
             w.start_writeback();
         }
@@ -130,7 +148,7 @@ impl StoredChunk for FileChunk {
             Some(f) if self.dirty => {
                 let handle = f.try_clone()?;
                 self.dirty = false;
-                Ok(Some(Unsynced::new(handle)))
+                Ok(Some(self.to_sync(handle)))
             }
             _ => Ok(None),
         }

@@ -60,15 +60,31 @@ pub trait StoredChunk: Send + Sync {
 
 /// Writes not yet durable. `Buffer::sync` fsyncs them outside its lock, so
 /// that flushers go on while the disk catches up.
-pub struct Unsynced(File);
+pub struct Unsynced {
+    file: File,
+    /// The directory of a file whose name is not yet durable either.
+    dir: Option<std::path::PathBuf>,
+}
 
 impl Unsynced {
     pub fn new(file: File) -> Unsynced {
-        Unsynced(file)
+        Unsynced { file, dir: None }
+    }
+
+    /// Also fsyncs `dir`, which holds the file's new name.
+    pub fn with_dir(file: File, dir: std::path::PathBuf) -> Unsynced {
+        Unsynced {
+            file,
+            dir: Some(dir),
+        }
     }
 
     pub fn sync(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()?;
+        if let Some(dir) = &self.dir {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Asks the kernel to start writing the file out now, without waiting
@@ -81,7 +97,7 @@ impl Unsynced {
         use std::os::fd::AsRawFd as _;
         // SAFETY: a plain syscall on a descriptor this value owns.
         unsafe {
-            libc::sync_file_range(self.0.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
         }
     }
 }
