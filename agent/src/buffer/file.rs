@@ -103,7 +103,7 @@ struct FileChunk {
 impl FileChunk {
     /// `file`'s writes to make durable, and with the first of them the
     /// chunk's name.
-    fn to_sync(&mut self, file: File) -> Unsynced {
+    fn writes_to_sync(&mut self, file: File) -> Unsynced {
         match self.path.parent() {
             Some(dir) if std::mem::take(&mut self.name_unsynced) => {
                 Unsynced::with_dir(file, dir.to_path_buf())
@@ -136,7 +136,11 @@ impl StoredChunk for FileChunk {
 
     fn seal(&mut self) -> Option<Unsynced> {
         let dirty = std::mem::take(&mut self.dirty);
-        let sealed = self.file.take().filter(|_| dirty).map(|f| self.to_sync(f));
+        let sealed = self
+            .file
+            .take()
+            .filter(|_| dirty)
+            .map(|f| self.writes_to_sync(f));
         if let Some(w) = &sealed {
             w.start_writeback();
         }
@@ -148,7 +152,7 @@ impl StoredChunk for FileChunk {
             Some(f) if self.dirty => {
                 let handle = f.try_clone()?;
                 self.dirty = false;
-                Ok(Some(self.to_sync(handle)))
+                Ok(Some(self.writes_to_sync(handle)))
             }
             _ => Ok(None),
         }
