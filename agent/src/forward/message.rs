@@ -400,7 +400,8 @@ fn owned_entry(buf: &[u8], limits: &Limits, keys: &mut KeyCache) -> Option<(Owne
     };
     let (time, metadata) = match d.head(1).ok()? {
         Head::Array(2) => {
-            let time = scalar_time(&mut d, 2)?;
+            let h = d.head(2).ok()?;
+            let time = time_of(&mut d, h)?;
             let Head::Map(n) = d.head(2).ok()? else {
                 return None;
             };
@@ -423,13 +424,8 @@ fn owned_entry(buf: &[u8], limits: &Limits, keys: &mut KeyCache) -> Option<(Owne
     ))
 }
 
-/// The time at `depth` as `read_time` takes it; None for anything that is
-/// not a number, nil or an extension.
-fn scalar_time<'a>(d: &mut Decoder<'a>, depth: usize) -> Option<Value<'a>> {
-    let h = d.head(depth).ok()?;
-    time_of(d, h)
-}
-
+/// The time whose header `h` was read, as `read_time` takes it; None for
+/// anything that is not a number, nil or an extension.
 fn time_of<'a>(d: &mut Decoder<'a>, h: Head) -> Option<Value<'a>> {
     Some(match h {
         Head::Nil => Value::Nil,

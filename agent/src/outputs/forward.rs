@@ -205,6 +205,22 @@ impl ForwardConfig {
     }
 }
 
+/// A message's chunk id: a hash of its tag and records, so that a re-send
+/// (after a retry, a restart, to another server) has the id a receiver saw
+/// first. BLAKE3, not SHA-256: as cryptographic (no record can be made to
+/// collide with another chunk's id and get it dropped as a duplicate) at
+/// several times the speed over the entries in one piece (SHA-256 was a
+/// fifth of the sender's CPU).
+fn chunk_id(tag: &[u8], entries: &[u8]) -> Vec<u8> {
+    let mut h = blake3::Hasher::new();
+    h.update(&(tag.len() as u64).to_le_bytes());
+    h.update(tag);
+    h.update(entries);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    message::chunk_id(id)
+}
+
 impl OutputSettings for ForwardConfig {
     /// Two requests in flight, each waiting for its acks, as fluent-bit's
     /// two out_forward workers have: with one, the sender idled through
@@ -329,22 +345,6 @@ impl ForwardOutput {
                 entries,
                 bytes: bytes_len,
             } = msg;
-            // A hash of the message's records, so that a re-send (after a
-            // retry, a restart, to another server) has the id a receiver
-            // saw first. BLAKE3, not SHA-256: as cryptographic (no record
-            // can be made to collide with another chunk's id and get it
-            // dropped as a duplicate) at several times the speed over the
-            // entries in one piece (SHA-256 was a fifth of the sender's
-            // CPU).
-            let chunk_id = |tag: &[u8], entries: &[u8]| {
-                let mut h = blake3::Hasher::new();
-                h.update(&(tag.len() as u64).to_le_bytes());
-                h.update(tag);
-                h.update(entries);
-                let mut id = [0u8; 16];
-                id.copy_from_slice(&h.finalize().as_bytes()[..16]);
-                message::chunk_id(id)
-            };
             let ack = self.config.require_ack_response;
             let mut bytes = Vec::with_capacity(bytes_len + tag.len() + 64);
             let chunk = message::write_packed_forward(
