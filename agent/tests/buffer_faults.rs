@@ -265,9 +265,13 @@ fn damaged_chunk_is_quarantined_and_delivery_goes_on() {
     wait_until("the damaged chunk quarantined", || aside.exists());
     assert_eq!(std::fs::read(&aside).unwrap(), damaged, "moved as it was");
     let held = String::from_utf8_lossy(&intact).into_owned();
+    // The chunk is moved first, then logged: wait for the line too.
+    wait_until("the quarantine logged", || {
+        agent.log_text().contains("chunk quarantined")
+    });
     let text = agent.log_text();
     assert!(
-        text.contains("chunk quarantined") && text.contains(&path.display().to_string()),
+        text.contains(&path.display().to_string()),
         "the log names the file and why:\n{text}"
     );
     assert!(text.contains("intact records of"), "{text}");
