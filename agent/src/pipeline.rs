@@ -90,7 +90,11 @@ impl Router {
             let i = match encoded.iter().position(|(e, _)| *e == sink.encoding) {
                 Some(i) => i,
                 None => {
-                    let mut frames = Vec::with_capacity(events.len() * 192);
+                    let per_event = match sink.encoding {
+                        RecordEncoding::Nothing => chunk::framed_len(0),
+                        _ => 192,
+                    };
+                    let mut frames = Vec::with_capacity(events.len() * per_event);
                     for e in &events {
                         chunk::encode_in_place(&mut frames, |out| {
                             sink.encoding.encode(out, tag, e)

@@ -6,7 +6,7 @@
 
 use crate::config::fields::{Fields, Result as ConfigResult};
 
-use super::{Attempt, BoxFuture, Output, OutputSettings};
+use super::{Attempt, BoxFuture, Output, OutputSettings, RecordEncoding};
 
 pub fn settings(_: &mut Fields) -> ConfigResult<Box<dyn OutputSettings>> {
     Ok(Box::new(Discard))
@@ -23,6 +23,11 @@ impl OutputSettings for Discard {
 impl Output for Discard {
     fn describe(&self) -> (&'static str, Option<String>) {
         ("discard", None)
+    }
+
+    /// Its buffer counts records and keeps none of their fields.
+    fn encoding(&self) -> RecordEncoding {
+        RecordEncoding::Nothing
     }
 
     fn deliver(&self, _: Vec<u8>) -> BoxFuture<'_, Attempt> {

@@ -115,6 +115,10 @@ pub enum RecordEncoding {
     /// The tag as a msgpack str, then the forward entry `[time, record]`
     /// (`forward`): a request is cut into messages without re-encoding.
     Forward { time_as_integer: bool },
+    /// Nothing but the frame (`discard`): a record that is dropped is not
+    /// encoded first. Encoding into JSON was a seventh of a forward
+    /// input's CPU when its records went to `discard`.
+    Nothing,
 }
 
 impl RecordEncoding {
@@ -122,6 +126,7 @@ impl RecordEncoding {
     pub fn encode(self, out: &mut Vec<u8>, tag: &str, event: &crate::event::Event) {
         match self {
             RecordEncoding::Json => event.record.write_json(out),
+            RecordEncoding::Nothing => {}
             RecordEncoding::Forward { time_as_integer } => {
                 rmp::encode::write_str(out, tag).expect("writing to a Vec");
                 crate::forward::message::write_entry(
@@ -139,7 +144,7 @@ impl RecordEncoding {
     /// that `replay` can send it again as it was.
     pub fn dead_letter_line(self, payload: &[u8]) -> Vec<u8> {
         match self {
-            RecordEncoding::Json => payload.to_vec(),
+            RecordEncoding::Json | RecordEncoding::Nothing => payload.to_vec(),
             RecordEncoding::Forward { .. } => {
                 let value = match forward::decode_stored(payload) {
                     Ok((tag, time, record)) => serde_json::json!({
@@ -160,6 +165,7 @@ impl RecordEncoding {
             serde_json::from_slice(line).map_err(|e| format!("not a JSON record: {e}"))?;
         match self {
             RecordEncoding::Json => Ok(line.to_vec()),
+            RecordEncoding::Nothing => Ok(Vec::new()),
             RecordEncoding::Forward { .. } => {
                 let (Some(tag), Some(time), Some(serde_json::Value::Object(record))) = (
                     value.get("tag").and_then(|t| t.as_str()),
