@@ -843,13 +843,14 @@ impl Conn {
             let step = self.buf.len().clamp(4 << 10, 256 << 10);
             let want = (max + 1 - self.buf.len()).clamp(1, step);
             let start = self.buf.len();
-            self.buf.resize(start + want, 0);
+            // Into capacity that is not zeroed first (zeroing 256 KiB per
+            // read was 2% of the input's CPU), at most `want` bytes.
+            self.buf.reserve(want);
+            let mut room = bytes::BufMut::limit(&mut self.buf, want);
             let read =
-                tokio::time::timeout(Duration::from_secs(1), stream.read(&mut self.buf[start..]))
-                    .await;
+                tokio::time::timeout(Duration::from_secs(1), stream.read_buf(&mut room)).await;
             match read {
                 Ok(Ok(0)) => {
-                    self.buf.truncate(start);
                     if start > 0 {
                         return Err(Broken::Limit(
                             "stream_broken",
@@ -858,16 +859,9 @@ impl Conn {
                     }
                     return Err(Broken::Closed);
                 }
-                Ok(Ok(n)) => {
-                    self.buf.truncate(start + n);
-                    idle = Duration::ZERO;
-                }
-                Ok(Err(_)) => {
-                    self.buf.truncate(start);
-                    return Err(Broken::Closed);
-                }
+                Ok(Ok(_)) => idle = Duration::ZERO,
+                Ok(Err(_)) => return Err(Broken::Closed),
                 Err(_) => {
-                    self.buf.truncate(start);
                     idle += Duration::from_secs(1);
                     if idle >= input.config.idle_timeout {
                         return Err(Broken::Limit(
