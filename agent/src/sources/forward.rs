@@ -510,6 +510,7 @@ impl ForwardInput {
         };
         let mut conn = Conn {
             buf: Vec::new(),
+            frame_len: 0,
             scan: msgpack::FrameScan::default(),
             peer: peer.to_string(),
         };
@@ -525,7 +526,7 @@ impl ForwardInput {
         }
         loop {
             let frame = match conn.next_frame(&mut stream, self, &stop).await {
-                Ok(f) => f,
+                Ok(()) => conn.frame(),
                 Err(Broken::Closed) => return,
                 Err(Broken::Limit(reason, m)) => {
                     self.count(reason, &format!("{peer}: {m}"));
@@ -729,12 +730,12 @@ impl ForwardInput {
         let helo = handshake::helo(&nonce, &auth_salt, true);
         stream.write_all(&helo).await.map_err(|_| Broken::Closed)?;
         let stop = AtomicBool::new(false);
-        let frame = conn.next_frame(stream, self, &stop).await?;
+        conn.next_frame(stream, self, &stop).await?;
         let limits = Limits {
             max_depth: 4,
             max_items: 16,
         };
-        let (value, _) = msgpack::decode(&frame, &limits)
+        let (value, _) = msgpack::decode(conn.frame(), &limits)
             .map_err(|e| Broken::Limit("handshake_failed", format!("PING: {e}")))?;
         let ping = handshake::Ping::from_value(&value)
             .map_err(|e| Broken::Limit("handshake_failed", format!("expected a PING: {e}")))?;
@@ -766,21 +767,31 @@ impl ForwardInput {
 /// What has been read of a connection and not yet used.
 struct Conn {
     buf: Vec<u8>,
+    /// The frame `next_frame` returned last, at the start of `buf`: used
+    /// where it lies, it is removed when the next is asked for.
+    frame_len: usize,
     /// How far the frame at the start of `buf` has been scanned.
     scan: msgpack::FrameScan,
     peer: String,
 }
 
 impl Conn {
-    /// The next whole msgpack value of the stream, at most
-    /// `max_frame_bytes`; Closed at the end of the stream (or idle too
-    /// long, counted).
+    /// The frame the last `next_frame` found.
+    fn frame(&self) -> &[u8] {
+        &self.buf[..self.frame_len]
+    }
+
+    /// Makes the next whole msgpack value of the stream, at most
+    /// `max_frame_bytes`, the `frame()`; Closed at the end of the stream
+    /// (or idle too long, counted). Frames are not copied out: a busy
+    /// connection keeps its buffer's capacity, an idle one gives it back.
     async fn next_frame(
         &mut self,
         stream: &mut Box<dyn Io>,
         input: &ForwardInput,
         stop: &AtomicBool,
-    ) -> Result<Vec<u8>, Broken> {
+    ) -> Result<(), Broken> {
+        self.buf.drain(..std::mem::take(&mut self.frame_len));
         let max = input.config.max_frame_bytes;
         // Only for finding where a frame ends: depth is bounded, items
         // are bounded by the frame size (each takes a byte at least).
@@ -792,11 +803,8 @@ impl Conn {
         loop {
             match self.scan.next(&self.buf, &limits, max) {
                 Ok(Some(len)) if len <= max => {
-                    let frame: Vec<u8> = self.buf.drain(..len).collect();
-                    if self.buf.capacity() > (1 << 20) && self.buf.len() < (64 << 10) {
-                        self.buf.shrink_to(64 << 10);
-                    }
-                    return Ok(frame);
+                    self.frame_len = len;
+                    return Ok(());
                 }
                 Ok(Some(len)) => {
                     return Err(Broken::Limit(
@@ -862,6 +870,9 @@ impl Conn {
                 Ok(Ok(_)) => idle = Duration::ZERO,
                 Ok(Err(_)) => return Err(Broken::Closed),
                 Err(_) => {
+                    // A second without a byte: the frame-sized capacity of
+                    // a burst goes back.
+                    self.buf.shrink_to(self.buf.len().max(4 << 10));
                     idle += Duration::from_secs(1);
                     if idle >= input.config.idle_timeout {
                         return Err(Broken::Limit(
