@@ -537,19 +537,19 @@ impl ForwardInput {
                 max_depth: 64,
                 max_items: self.config.max_frame_bytes,
             };
-            let decoded =
-                match message::decode_message(&frame, &limits, self.config.max_frame_bytes) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        // One whole msgpack value that is not a message: skip
-                        // it, the stream itself is intact.
-                        self.count(
-                            "message_unparsable",
-                            &format!("{peer}: skipped a message: {e}"),
-                        );
-                        continue;
-                    }
-                };
+            let decoded = match message::decode_message(frame, &limits, self.config.max_frame_bytes)
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    // One whole msgpack value that is not a message: skip
+                    // it, the stream itself is intact.
+                    self.count(
+                        "message_unparsable",
+                        &format!("{peer}: skipped a message: {e}"),
+                    );
+                    continue;
+                }
+            };
             match decoded {
                 Decoded::Events {
                     tag,
@@ -591,7 +591,7 @@ impl ForwardInput {
                         // On a full buffer the batch is decoded again from
                         // the frame rather than kept twice all along.
                         let again = || match message::decode_message(
-                            &frame,
+                            frame,
                             &limits,
                             self.config.max_frame_bytes,
                         ) {
