@@ -70,6 +70,25 @@ pub fn fluent_bit_forward_sender(dir: &Path, log: &Path, port: u16) -> String {
     )
 }
 
+/// fluent-bit: tail `log` into filesystem storage (`dir/storage`) ->
+/// out_forward to `port` with acks. With `exit_on_eof` it stops once the
+/// log is read: sent to a port where nothing listens, every record stays
+/// in storage, a backlog that a later run started on the same `dir` (its
+/// tail DB says the log is read) loads whole and sends as fast as the
+/// receiver acks.
+pub fn fluent_bit_backlog_sender(dir: &Path, log: &Path, port: u16, exit_on_eof: bool) -> String {
+    format!(
+        "[SERVICE]\n    flush 0.2\n    grace 1\n    log_level info\n    \
+         storage.path {dir}/storage\n    storage.sync normal\n    storage.backlog.mem_limit 512M\n\
+         [INPUT]\n    name tail\n    path {log}\n    db {dir}/tail.db\n    read_from_head true\n    \
+         tag mysql.error\n    key message\n    storage.type filesystem\n    exit_on_eof {exit_on_eof}\n\
+         [OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n    \
+         require_ack_response on\n    retry_limit false\n",
+        log = log.display(),
+        dir = dir.display(),
+    )
+}
+
 /// fluent-bit: in_forward on `port` -> `counter` (run it with
 /// `Peer::fluent_bit_counting`, which reads what it counted), flushed
 /// every 100 ms so that the count lags the input by little.

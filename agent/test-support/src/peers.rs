@@ -133,6 +133,19 @@ impl Peer {
         self.child.id()
     }
 
+    /// Waits up to `timeout` for the peer to exit by itself; false if it
+    /// still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -8,13 +8,22 @@
 //!   same. The sender is measured.
 //! - Receiver side: fluent-bit tails the log and sends it with acks to
 //!   my-agent's forward input (-> `discard`) against fluent-bit's in_forward
-//!   (-> `counter`). The receiver is measured.
+//!   (-> `counter`). The receiver is measured. Both receivers keep pace with
+//!   a tailing fluent-bit (~400k records/s), so its records/s are the
+//!   sender's.
+//! - Receiver side, draining a backlog: the same, but fluent-bit sends from
+//!   a backlog in its filesystem storage (filled once, before the rounds, by
+//!   tailing the log with no receiver up), as a fleet does after an
+//!   aggregator comes back. It sends as fast as the receiver acks, so
+//!   records/s are the receiver's: timed from the first records the
+//!   receiver counted to the last (fluent-bit's start-up and its loading of
+//!   the backlog, ~1 s, are the sender's, not the receiver's).
 //!
-//! A run is timed from the sender's start until the receiver has counted
-//! every line (my-agent's `/metrics`; fluent-bit's `counter` output, flushed
-//! every 100 ms: its monitoring server refreshes its counts once a second,
-//! which made every run last a whole number of seconds); CPU and peak RSS
-//! are the measured process's, from /proc.
+//! A run is otherwise timed from the sender's start until the receiver has
+//! counted every line (my-agent's `/metrics`; fluent-bit's `counter` output,
+//! flushed every 100 ms: its monitoring server refreshes its counts once a
+//! second, which made every run last a whole number of seconds); CPU and
+//! peak RSS are the measured process's over the whole run, from /proc.
 //! The two contenders alternate for a few rounds, so both see the same
 //! machine, and the report gives medians and ranges of my-agent/fluent-bit.
 
@@ -55,6 +64,9 @@ enum Side {
 /// What one run measured of the measured process.
 #[derive(Debug, Clone, Copy)]
 struct Measured {
+    /// Records counted over `secs` (all of them, but when draining a
+    /// backlog: those after the first count).
+    records: u64,
     secs: f64,
     cpu: f64,
     peak_kib: u64,
@@ -126,33 +138,99 @@ impl Receiver {
     }
 }
 
+/// What the sender sends from.
+#[derive(Clone, Copy)]
+enum Feed<'a> {
+    /// The log, tailed from its head.
+    Tail,
+    /// fluent-bit's backlog made by `fill_backlog` in this directory.
+    Backlog(&'a Path),
+}
+
 fn start_sender(
     who: Contender,
     agent_bin: &Path,
     dir: &Path,
     log: &Path,
     port: u16,
+    feed: Feed,
 ) -> Result<Running> {
-    Ok(match who {
-        Contender::MyAgent => Running::MyAgent(Agent::start_binary(
+    Ok(match (who, feed) {
+        (Contender::MyAgent, Feed::Tail) => Running::MyAgent(Agent::start_binary(
             agent_bin,
             dir,
             &test_support::agent_forward_sender(dir, log, port),
         )),
-        Contender::FluentBit => Running::FluentBit(Peer::fluent_bit(
+        (Contender::FluentBit, Feed::Tail) => Running::FluentBit(Peer::fluent_bit(
             dir,
             &test_support::fluent_bit_forward_sender(dir, log, port),
         )),
+        (Contender::FluentBit, Feed::Backlog(seed)) => {
+            copy_dir(seed, dir)?;
+            Running::FluentBit(Peer::fluent_bit(
+                dir,
+                &test_support::fluent_bit_backlog_sender(dir, log, port, false),
+            ))
+        }
+        (Contender::MyAgent, Feed::Backlog(_)) => bail!("the backlog is fluent-bit's"),
     })
 }
 
-/// One run: `sender` tails `log` (of `lines` lines) to `receiver`, both
-/// fresh in `dir`; measures the process on `side`.
+/// fluent-bit tails `log` into its filesystem storage with no receiver up
+/// and exits at the end of the log: its storage and tail DB, in
+/// `work/backlog`, are a backlog of every line for `Feed::Backlog`.
+fn fill_backlog(work: &Path, log: &Path) -> Result<PathBuf> {
+    let dir = work.join("backlog");
+    eprintln!(
+        "==> bench forward: filling fluent-bit's backlog in {}",
+        dir.display()
+    );
+    // Nothing listens there: every chunk stays in storage.
+    let nobody = test_support::free_port();
+    let mut peer = Peer::fluent_bit(
+        &dir,
+        &test_support::fluent_bit_backlog_sender(&dir, log, nobody, true),
+    );
+    if !peer.wait_exit(Duration::from_secs(300)) {
+        bail!(
+            "fluent-bit did not reach the end of {} in 5 minutes (its log: {})",
+            log.display(),
+            peer.log.display()
+        );
+    }
+    let stored = fs::read_dir(dir.join("storage"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    if stored == 0 {
+        bail!(
+            "fluent-bit left no storage in {} (its log: {})",
+            dir.display(),
+            peer.log.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// `cp -a from/. to`: fluent-bit's storage tree and tail DB, as they are.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from.join("."))
+        .arg(to)
+        .status()
+        .context("running cp")?;
+    if !status.success() {
+        bail!("cp -a {} {}: {status}", from.display(), to.display());
+    }
+    Ok(())
+}
+
+/// One run: `sender` sends `log` (of `lines` lines) from `feed` to
+/// `receiver`, both fresh in `dir`; measures the process on `side`.
 fn run_once(
     agent_bin: &Path,
     dir: &Path,
-    log: &Path,
-    lines: u64,
+    (log, lines, feed): (&Path, u64, Feed),
     (sender, receiver): (Contender, Contender),
     side: Side,
 ) -> Result<Measured> {
@@ -165,25 +243,39 @@ fn run_once(
     let port = test_support::free_port();
     let rx = Receiver::start(receiver, agent_bin, &receive_dir, port)?;
     let t0 = Instant::now();
-    let tx = start_sender(sender, agent_bin, &send_dir, log, port)?;
+    let tx = start_sender(sender, agent_bin, &send_dir, log, port, feed)?;
     let pid = match side {
         Side::Sender => tx.pid(),
         Side::Receiver => rx.process.pid(),
     };
     let (mut cpu, mut peak_kib) = (0.0f64, 0u64);
+    // When and how many the receiver had first counted.
+    let mut first: Option<(Instant, u64)> = None;
+    let mut progress = (Instant::now(), 0u64);
     loop {
         // Sampled while running: /proc forgets a process once it exits.
         cpu = cpu.max(test_support::cpu_seconds(pid));
         peak_kib = peak_kib.max(test_support::status_field(pid, "VmHWM"));
         let arrived = rx.arrived().unwrap_or(0);
+        if arrived > 0 && first.is_none() {
+            first = Some((Instant::now(), arrived));
+        }
         if arrived >= lines {
             break;
         }
-        if t0.elapsed() > Duration::from_secs(900) {
+        if arrived > progress.1 {
+            progress = (Instant::now(), arrived);
+        }
+        // A sender that stopped short (a backlog that lacks lines) ends the
+        // run in a minute, not at the 15-minute limit.
+        let stalled = progress.0.elapsed() > Duration::from_secs(60);
+        if stalled || t0.elapsed() > Duration::from_secs(900) {
             bail!(
-                "{} -> {}: {arrived} of {lines} records arrived in 15 minutes (logs in {})",
+                "{} -> {}: {arrived} of {lines} records arrived in {:.0?}, none in the last {:.0?} (logs in {})",
                 sender.name(),
                 receiver.name(),
+                t0.elapsed(),
+                progress.0.elapsed(),
                 dir.display()
             );
         }
@@ -191,12 +283,20 @@ fn run_once(
         // the records.
         thread::sleep(Duration::from_millis(20));
     }
-    let secs = t0.elapsed().as_secs_f64();
+    let (records, secs) = match (feed, first) {
+        // Drained from the first count to the last, unless it all came at
+        // once (then over the whole run, which is fewer records/s).
+        (Feed::Backlog(_), Some((t1, counted))) if counted < lines => {
+            (lines - counted, t1.elapsed().as_secs_f64())
+        }
+        _ => (lines, t0.elapsed().as_secs_f64()),
+    };
     cpu = cpu.max(test_support::cpu_seconds(pid));
     peak_kib = peak_kib.max(test_support::status_field(pid, "VmHWM"));
     drop(tx);
     drop(rx);
     Ok(Measured {
+        records,
         secs,
         cpu,
         peak_kib,
@@ -219,23 +319,38 @@ pub fn run(agent_bin: &Path, work: &Path, lines: u64, rounds: usize) -> Result<(
     fs::create_dir_all(work.join("logs"))?;
     let log = work.join("logs/mysqld.err");
     write_error_log(&log, lines)?;
+    let backlog = fill_backlog(work, &log)?;
     let run_dir = |name: &str| -> PathBuf { work.join(name) };
 
-    let (mut sending, mut receiving) = (Vec::new(), Vec::new());
+    let (mut sending, mut receiving, mut draining) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let pair = |side: Side, run: fn(Contender) -> (Contender, Contender)| {
+        let pair = |side: Side, feed: Feed, run: fn(Contender) -> (Contender, Contender)| {
             let one = |who: Contender| {
-                let name = match side {
-                    Side::Sender => format!("send-{}", who.name()),
-                    Side::Receiver => format!("receive-{}", who.name()),
+                let name = match (side, feed) {
+                    (Side::Sender, _) => format!("send-{}", who.name()),
+                    (Side::Receiver, Feed::Tail) => format!("receive-{}", who.name()),
+                    (Side::Receiver, Feed::Backlog(_)) => format!("drain-{}", who.name()),
                 };
                 eprintln!("==> bench forward: round {} of {rounds}, {name}", round + 1);
-                run_once(agent_bin, &run_dir(&name), &log, lines, run(who), side)
+                run_once(
+                    agent_bin,
+                    &run_dir(&name),
+                    (&log, lines, feed),
+                    run(who),
+                    side,
+                )
             };
             Ok::<_, anyhow::Error>((one(Contender::FluentBit)?, one(Contender::MyAgent)?))
         };
-        sending.push(pair(Side::Sender, |who| (who, Contender::FluentBit))?);
-        receiving.push(pair(Side::Receiver, |who| (Contender::FluentBit, who))?);
+        let to_fluent_bit = |who| (who, Contender::FluentBit);
+        let from_fluent_bit = |who| (Contender::FluentBit, who);
+        sending.push(pair(Side::Sender, Feed::Tail, to_fluent_bit)?);
+        receiving.push(pair(Side::Receiver, Feed::Tail, from_fluent_bit)?);
+        draining.push(pair(
+            Side::Receiver,
+            Feed::Backlog(&backlog),
+            from_fluent_bit,
+        )?);
     }
     let bytes = fs::metadata(&log)?.len();
     println!(
@@ -249,9 +364,14 @@ pub fn run(agent_bin: &Path, work: &Path, lines: u64, rounds: usize) -> Result<(
         &sending,
     );
     report(
-        "receiver side: fluent-bit tail -> out_forward (acks) -> the receiver's forward input -> discard/counter; the receiver measured",
+        "receiver side: fluent-bit tail -> out_forward (acks) -> the receiver's forward input -> discard/counter; the receiver measured (records/s: the tailing sender's pace)",
         lines,
         &receiving,
+    );
+    report(
+        "receiver side, draining a backlog: fluent-bit storage -> out_forward (acks) -> the receiver's forward input -> discard/counter; the receiver measured (records/s from its first count to its last)",
+        lines,
+        &draining,
     );
     Ok(())
 }
@@ -263,7 +383,7 @@ type Figure<'a> = (&'static str, &'a dyn Fn(&Measured) -> f64, &'static str);
 /// Prints `pairs` (fluent-bit, my-agent) round by round, then each
 /// figure's median and range and my-agent/fluent-bit's.
 fn report(title: &str, lines: u64, pairs: &[(Measured, Measured)]) {
-    let rate = |m: &Measured| lines as f64 / m.secs;
+    let rate = |m: &Measured| m.records as f64 / m.secs;
     let cpu_per_million = |m: &Measured| m.cpu * 1e6 / lines as f64;
     let peak_mib = |m: &Measured| m.peak_kib as f64 / 1024.0;
     println!("  {title}");
