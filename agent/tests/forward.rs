@@ -1038,3 +1038,91 @@ fn chunks_resent_to_another_receiver_are_stored_once_by_chunk_id() {
     assert!(sender.stop().success());
     drop((primary, standby));
 }
+
+/// `["t", bin(entries), {"chunk": id}]` with `records` entries of
+/// `[time, {"message": <1000 bytes>}]`: about a megabyte per thousand.
+fn big_packed_forward(records: usize, id: &str) -> Vec<u8> {
+    let text = "x".repeat(1000);
+    let mut entries = Vec::with_capacity(records * 1024);
+    for _ in 0..records {
+        entries.extend_from_slice(&[0x92, 0xce]);
+        entries.extend_from_slice(&1_800_000_000u32.to_be_bytes());
+        entries.extend_from_slice(&[0x81, 0xa7]);
+        entries.extend_from_slice(b"message");
+        entries.push(0xda);
+        entries.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        entries.extend_from_slice(text.as_bytes());
+    }
+    let mut frame = vec![0x93, 0xa1, b't', 0xc6];
+    frame.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&entries);
+    frame.extend_from_slice(&[0x81, 0xa5]);
+    frame.extend_from_slice(b"chunk");
+    frame.push(0xa0 | id.len() as u8);
+    frame.extend_from_slice(id.as_bytes());
+    frame
+}
+
+/// 32 senders each send a 2 MiB frame at once, as a fluent-bit draining
+/// its backlog does: with `max_buffered_bytes` the input reads only as many
+/// as fit and pushes the others back, each frame is acked and stored, and
+/// the agent's peak RSS is less than half of what it is with no such bound
+/// (every frame read at once).
+#[test]
+fn frames_arriving_at_once_share_a_memory_budget() {
+    const SENDERS: usize = 32;
+    const RECORDS: usize = 2000;
+    let run = |budget: &str| -> (u64, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::start();
+        let port = free_port();
+        let (agent, metrics) = receiving_agent(
+            dir.path(),
+            port,
+            &sink,
+            &format!("    max_buffered_bytes: {budget}\n"),
+        );
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let id = format!("chunk{i:02}");
+                    let frame = big_packed_forward(RECORDS, &id);
+                    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+                    s.write_all(&frame).unwrap();
+                    // {"ack": id}: 0x81, fixstr "ack", fixstr id.
+                    let mut ack = vec![0u8; 1 + 4 + 1 + id.len()];
+                    s.read_exact(&mut ack).unwrap();
+                    assert_eq!(&ack[6..], id.as_bytes(), "acked with its own id");
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().expect("each frame acked");
+        }
+        let total = SENDERS * RECORDS;
+        sink.wait_for(Duration::from_secs(120), "every record", |r| {
+            r.len() >= total
+        });
+        assert_eq!(sink.record_count(), total, "each record once");
+        let peak = agent.peak_rss_kib();
+        let waits = metric(metrics, "my_agent_source_errors_total", "frame_memory_full");
+        if waits > 0 {
+            let text = agent.log_text();
+            assert!(text.contains("hold max_buffered_bytes"), "{text}");
+        }
+        assert!(agent.stop().success());
+        (peak, waits)
+    };
+    let (unbounded, none) = run("4g");
+    let (bounded, waits) = run("4m");
+    eprintln!(
+        "peak RSS: {unbounded} KiB with no bound, {bounded} KiB with 4m ({waits} waits counted)"
+    );
+    assert_eq!(none, 0, "4g is never reached");
+    assert!(waits >= 1, "senders waited for memory");
+    assert!(
+        bounded * 2 < unbounded,
+        "memory bounded: {bounded} KiB against {unbounded} KiB"
+    );
+}

@@ -7,9 +7,13 @@
 //! sender that waits for acks loses nothing when this agent is killed. When
 //! a buffer is full the connection stops being read until there is room:
 //! the sender is pushed back by TCP instead of being acked and dropped.
+//! Frames being read share a memory budget (`frame_memory`): past it,
+//! connections stop being read too.
 //! Every limit (frame size, also after decompression; connections; idle
-//! time; events that do not parse) is counted in
+//! time; events that do not parse; the frames' memory) is counted in
 //! `my_agent_source_errors_total{reason}` and logged with the peer.
+
+mod frame_memory;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +60,9 @@ pub struct ForwardInputConfig {
     /// Clients must present a certificate signed by this CA.
     pub tls_client_ca_file: Option<PathBuf>,
     pub max_frame_bytes: usize,
+    /// Memory all connections' frames may hold while they are read
+    /// (`frame_memory`).
+    pub max_buffered_bytes: usize,
     pub max_connections: usize,
     pub idle_timeout: Duration,
     /// How many stored chunks' ids are remembered to drop a re-send.
@@ -134,6 +141,7 @@ impl ForwardInputConfig {
             tls_key_file,
             tls_client_ca_file,
             max_frame_bytes: f.size("max_frame_bytes", 16 << 20)? as usize,
+            max_buffered_bytes: f.size("max_buffered_bytes", 64 << 20)? as usize,
             max_connections: f.uint("max_connections", 1000)? as usize,
             idle_timeout: f.duration("idle_timeout", Duration::from_secs(120))?,
             dedupe_chunk_ids: f.uint("dedupe_chunk_ids", 4096)? as usize,
@@ -143,6 +151,9 @@ impl ForwardInputConfig {
                 f.node(),
                 "forward: max_frame_bytes must be at least 1k and max_connections at least 1",
             );
+        }
+        if cfg.max_buffered_bytes < 1 << 20 {
+            return error(f.node(), "forward: max_buffered_bytes must be at least 1m");
         }
         if !cfg.users.is_empty() && cfg.shared_key.is_none() {
             return error(
@@ -227,7 +238,9 @@ impl SourceSettings for ForwardInputConfig {
             _ => None,
         };
         let self_dedupe = self.dedupe_chunk_ids;
+        let frame_memory = frame_memory::FrameMemory::new(self.max_buffered_bytes);
         let input = Arc::new(ForwardInput {
+            frame_memory,
             id,
             config: *self,
             metrics,
@@ -317,6 +330,7 @@ struct ForwardInput {
     status: Arc<SourceStatus>,
     tls: Option<openssl::ssl::SslAcceptor>,
     connections: AtomicUsize,
+    frame_memory: Arc<frame_memory::FrameMemory>,
     chunks: RecentChunks,
     /// Per reason: when it was last logged, and how often since.
     logged: std::sync::Mutex<
@@ -510,6 +524,7 @@ impl ForwardInput {
         };
         let mut conn = Conn {
             buf: Vec::new(),
+            held: self.frame_memory.hold(),
             frame_len: 0,
             scan: msgpack::FrameScan::default(),
             peer: peer.to_string(),
@@ -767,6 +782,8 @@ impl ForwardInput {
 /// What has been read of a connection and not yet used.
 struct Conn {
     buf: Vec<u8>,
+    /// What `buf`'s capacity holds of the input's frame memory.
+    held: frame_memory::Held,
     /// The frame `next_frame` returned last, at the start of `buf`: used
     /// where it lies, it is removed when the next is asked for.
     frame_len: usize,
@@ -792,6 +809,12 @@ impl Conn {
         stop: &AtomicBool,
     ) -> Result<(), Broken> {
         self.buf.drain(..std::mem::take(&mut self.frame_len));
+        if self.held.others_wait() {
+            // The capacity kept for the next frame goes to a connection
+            // that waits for memory.
+            self.buf.shrink_to(self.buf.len().max(4 << 10));
+            self.held.shrink(self.buf.capacity());
+        }
         let max = input.config.max_frame_bytes;
         // Only for finding where a frame ends: depth is bounded, items
         // are bounded by the frame size (each takes a byte at least).
@@ -851,6 +874,30 @@ impl Conn {
             let step = self.buf.len().clamp(4 << 10, 256 << 10);
             let want = (max + 1 - self.buf.len()).clamp(1, step);
             let start = self.buf.len();
+            if start + want > self.buf.capacity() {
+                // Grown by doubling, as `reserve` would, once the frames'
+                // memory allows it.
+                let capacity = (start + want).max(self.buf.capacity() * 2).min(max + 1);
+                let limit = input.config.max_buffered_bytes;
+                let waits = || {
+                    input.count(
+                        "frame_memory_full",
+                        &format!(
+                            "{}: frames being read hold max_buffered_bytes ({limit}): not reading more until one is done (senders wait)",
+                            self.peer
+                        ),
+                    )
+                };
+                if self
+                    .held
+                    .grow(capacity, waits, || stop.load(Ordering::Relaxed))
+                    .await
+                    .is_err()
+                {
+                    return Err(Broken::Closed);
+                }
+                self.buf.reserve_exact(capacity - start);
+            }
             // Into capacity that is not zeroed first (zeroing 256 KiB per
             // read was 2% of the input's CPU), at most `want` bytes.
             self.buf.reserve(want);
@@ -873,6 +920,7 @@ impl Conn {
                     // A second without a byte: the frame-sized capacity of
                     // a burst goes back.
                     self.buf.shrink_to(self.buf.len().max(4 << 10));
+                    self.held.shrink(self.buf.capacity());
                     idle += Duration::from_secs(1);
                     if idle >= input.config.idle_timeout {
                         return Err(Broken::Limit(
