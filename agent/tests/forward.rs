@@ -1111,6 +1111,14 @@ fn frames_arriving_at_once_share_a_memory_budget() {
             let text = agent.log_text();
             assert!(text.contains("hold max_buffered_bytes"), "{text}");
         }
+        // Pushing senders back is no fault: the input stays ok.
+        let status = get_status(metrics);
+        assert!(
+            status["sources"]
+                .as_array()
+                .is_some_and(|s| s.iter().all(|s| s["ok"] == true)),
+            "{status}"
+        );
         assert!(agent.stop().success());
         (peak, waits)
     };

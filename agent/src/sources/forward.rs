@@ -469,10 +469,21 @@ impl ForwardInput {
         }
     }
 
-    /// Counts a problem and logs it: each reason at most once per
-    /// LOG_EVERY, with how many more there were (a flood of refused
-    /// connections must not flood the log).
+    /// Counts a problem, logs it (`tally`) and shows it in `/status`.
     fn count(&self, reason: &'static str, message: &str) {
+        self.tally(reason, message);
+        self.status.set_problems(vec![SourceProblem {
+            path: self.config.describe().join(", "),
+            reason,
+            message: message.to_string(),
+        }]);
+    }
+
+    /// Counts and logs: each reason at most once per LOG_EVERY, with how
+    /// many more there were (a flood of refused connections must not flood
+    /// the log). Alone, for what is no fault of the input's (senders
+    /// pushed back while frames hold its memory): `/status` stays ok.
+    fn tally(&self, reason: &'static str, message: &str) {
         self.metrics.count_error(reason);
         let mut logged = self.logged.lock().unwrap();
         let now = std::time::Instant::now();
@@ -490,12 +501,6 @@ impl ForwardInput {
         } else {
             entry.1 += 1;
         }
-        drop(logged);
-        self.status.set_problems(vec![SourceProblem {
-            path: self.config.describe().join(", "),
-            reason,
-            message: message.to_string(),
-        }]);
     }
 
     async fn serve(
@@ -880,7 +885,7 @@ impl Conn {
                 let capacity = (start + want).max(self.buf.capacity() * 2).min(max + 1);
                 let limit = input.config.max_buffered_bytes;
                 let waits = || {
-                    input.count(
+                    input.tally(
                         "frame_memory_full",
                         &format!(
                             "{}: frames being read hold max_buffered_bytes ({limit}): not reading more until one is done (senders wait)",

@@ -37,6 +37,17 @@ pub fn try_get_metrics(port: u16) -> std::io::Result<String> {
     Ok(out)
 }
 
+/// The agent's `/status` document, parsed.
+pub fn get_status(port: u16) -> serde_json::Value {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("/status answers");
+    s.write_all(b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .expect("/status answers");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("/status answers");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("/status: {e}: {answer}"))
+}
+
 /// A self-signed certificate (also its own CA) and its PKCS#8 key for
 /// `san` (`IP:127.0.0.1`, `DNS:localhost`), made with the prefix's own
 /// `openssl` (the tests run with OPENSSL_DIR pointing at the stage).
