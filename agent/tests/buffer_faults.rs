@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -94,14 +94,7 @@ fn source_metric(port: u16, name: &str) -> u64 {
 
 /// The first output's entry in /status.
 fn output_status(port: u16) -> Value {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let doc: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
-    doc["outputs"][0].clone()
+    get_status(port)["outputs"][0].clone()
 }
 
 fn config(dir: &Path, buffer: &Path, url: &str, port: u16, chunk: &str) -> String {
