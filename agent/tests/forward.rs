@@ -856,25 +856,44 @@ fn a_full_buffer_pushes_the_sender_back_and_loses_nothing() {
     assert!(agent.stop().success());
 }
 
-/// `["t", bin([[time, {"message": text}]]), {"chunk": id}]`, by hand.
-fn packed_forward(text: &str, chunk: &str) -> Vec<u8> {
-    let mut entry = vec![0x92, 0xce];
-    entry.extend_from_slice(&1_800_000_000u32.to_be_bytes());
-    entry.extend_from_slice(&[0x81, 0xa7]);
-    entry.extend_from_slice(b"message");
-    entry.push(0xd9);
-    entry.push(text.len() as u8);
-    entry.extend_from_slice(text.as_bytes());
-    let mut frame = vec![0x93, 0xa8];
-    frame.extend_from_slice(b"app.dups");
-    frame.push(0xc4);
-    frame.push(entry.len() as u8);
-    frame.extend_from_slice(&entry);
+/// `[tag, bin([time, {"message": text}]...), {"chunk": id}]`, by hand
+/// (tag and id under 32 bytes, texts under 64 KiB).
+fn packed_forward_of<'a>(tag: &str, texts: impl Iterator<Item = &'a str>, chunk: &str) -> Vec<u8> {
+    let mut entries = Vec::new();
+    for text in texts {
+        entries.extend_from_slice(&[0x92, 0xce]);
+        entries.extend_from_slice(&1_800_000_000u32.to_be_bytes());
+        entries.extend_from_slice(&[0x81, 0xa7]);
+        entries.extend_from_slice(b"message");
+        match u8::try_from(text.len()) {
+            Ok(len) => entries.extend_from_slice(&[0xd9, len]),
+            Err(_) => {
+                entries.push(0xda);
+                entries.extend_from_slice(&(text.len() as u16).to_be_bytes());
+            }
+        }
+        entries.extend_from_slice(text.as_bytes());
+    }
+    let mut frame = vec![0x93, 0xa0 | tag.len() as u8];
+    frame.extend_from_slice(tag.as_bytes());
+    match u8::try_from(entries.len()) {
+        Ok(len) => frame.extend_from_slice(&[0xc4, len]),
+        Err(_) => {
+            frame.push(0xc6);
+            frame.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&entries);
     frame.extend_from_slice(&[0x81, 0xa5]);
     frame.extend_from_slice(b"chunk");
     frame.push(0xa0 | chunk.len() as u8);
     frame.extend_from_slice(chunk.as_bytes());
     frame
+}
+
+/// One record tagged `app.dups`.
+fn packed_forward(text: &str, chunk: &str) -> Vec<u8> {
+    packed_forward_of("app.dups", std::iter::once(text), chunk)
 }
 
 /// A sender whose ack was lost sends the same chunk, with the same id,
@@ -1039,28 +1058,11 @@ fn chunks_resent_to_another_receiver_are_stored_once_by_chunk_id() {
     drop((primary, standby));
 }
 
-/// `["t", bin(entries), {"chunk": id}]` with `records` entries of
-/// `[time, {"message": <1000 bytes>}]`: about a megabyte per thousand.
+/// `records` records of 1000 bytes tagged `t`: about a megabyte per
+/// thousand.
 fn big_packed_forward(records: usize, id: &str) -> Vec<u8> {
     let text = "x".repeat(1000);
-    let mut entries = Vec::with_capacity(records * 1024);
-    for _ in 0..records {
-        entries.extend_from_slice(&[0x92, 0xce]);
-        entries.extend_from_slice(&1_800_000_000u32.to_be_bytes());
-        entries.extend_from_slice(&[0x81, 0xa7]);
-        entries.extend_from_slice(b"message");
-        entries.push(0xda);
-        entries.extend_from_slice(&(text.len() as u16).to_be_bytes());
-        entries.extend_from_slice(text.as_bytes());
-    }
-    let mut frame = vec![0x93, 0xa1, b't', 0xc6];
-    frame.extend_from_slice(&(entries.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&entries);
-    frame.extend_from_slice(&[0x81, 0xa5]);
-    frame.extend_from_slice(b"chunk");
-    frame.push(0xa0 | id.len() as u8);
-    frame.extend_from_slice(id.as_bytes());
-    frame
+    packed_forward_of("t", std::iter::repeat_n(text.as_str(), records), id)
 }
 
 /// 32 senders each send a 2 MiB frame at once, as a fluent-bit draining
