@@ -79,6 +79,9 @@ pub struct SourceProblem {
 struct SourceState {
     files: Vec<FileStatus>,
     problems: Vec<SourceProblem>,
+    /// For problems that are events (a hostile peer), not a state: when
+    /// they stop being shown if nothing renews them.
+    problems_until: Option<Instant>,
 }
 
 pub struct SourceStatus {
@@ -108,7 +111,18 @@ impl SourceStatus {
 
     /// Replaces the current problems (an empty list: all is well again).
     pub fn set_problems(&self, problems: Vec<SourceProblem>) {
-        self.state.lock().unwrap().problems = problems;
+        let mut s = self.state.lock().unwrap();
+        s.problems = problems;
+        s.problems_until = None;
+    }
+
+    /// Shows problems that happened, rather than a state that persists,
+    /// for `shown` after the last one: one hostile peer makes `/status` say
+    /// so for a while, not "not ok" for as long as the agent runs.
+    pub fn show_problems_for(&self, problems: Vec<SourceProblem>, shown: Duration) {
+        let mut s = self.state.lock().unwrap();
+        s.problems = problems;
+        s.problems_until = Some(Instant::now() + shown);
     }
 
     fn render(&self) -> Value {
@@ -127,9 +141,11 @@ impl SourceStatus {
             })
             .collect();
         let open_files = s.files.iter().filter(|f| f.open).count();
+        let expired = s.problems_until.is_some_and(|t| Instant::now() >= t);
         let problems: Vec<Value> = s
             .problems
             .iter()
+            .filter(|_| !expired)
             .map(|p| json!({ "path": p.path, "reason": p.reason, "message": p.message }))
             .collect();
         json!({
@@ -354,6 +370,31 @@ mod tests {
         );
         source.set_problems(Vec::new());
         assert_eq!(board.render()["ok"], true);
+
+        // A problem that is an event is shown for a while, then not.
+        let bad_frame = || {
+            vec![SourceProblem {
+                path: "127.0.0.1:24224".into(),
+                reason: "bad_frame",
+                message: "127.0.0.1:5000: not msgpack".into(),
+            }]
+        };
+        source.show_problems_for(bad_frame(), Duration::from_secs(600));
+        let v = board.render();
+        assert_eq!(
+            (&v["ok"], &v["sources"][0]["problems"][0]["reason"]),
+            (&false.into(), &"bad_frame".into())
+        );
+        source.show_problems_for(bad_frame(), Duration::ZERO);
+        let v = board.render();
+        assert_eq!(
+            (&v["ok"], &v["sources"][0]["problems"]),
+            (&true.into(), &json!([]))
+        );
+        // A lasting problem set afterwards does not expire.
+        source.set_problems(bad_frame());
+        assert_eq!(board.render()["ok"], false);
+        source.set_problems(Vec::new());
 
         output.delivered();
         output.retrying("HTTP 503");

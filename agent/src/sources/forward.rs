@@ -339,6 +339,10 @@ struct ForwardInput {
 }
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// How long `/status` shows the input's last problem (a hostile or broken
+/// peer) when no other follows: long enough to be seen by a check polling
+/// every few minutes, short enough that "not ok" means "lately".
+const PROBLEM_SHOWN: Duration = Duration::from_secs(15 * 60);
 
 /// The ids of the last chunks stored (`dedupe_chunk_ids` of them). A sender
 /// whose ack was lost or late sends the same chunk with the same id again
@@ -469,14 +473,19 @@ impl ForwardInput {
         }
     }
 
-    /// Counts a problem, logs it (`tally`) and shows it in `/status`.
+    /// Counts a problem, logs it (`tally`) and shows it in `/status` for
+    /// PROBLEM_SHOWN after the last one: a peer's bad frame is an event,
+    /// and the input serves others meanwhile.
     fn count(&self, reason: &'static str, message: &str) {
         self.tally(reason, message);
-        self.status.set_problems(vec![SourceProblem {
-            path: self.config.describe().join(", "),
-            reason,
-            message: message.to_string(),
-        }]);
+        self.status.show_problems_for(
+            vec![SourceProblem {
+                path: self.config.describe().join(", "),
+                reason,
+                message: message.to_string(),
+            }],
+            PROBLEM_SHOWN,
+        );
     }
 
     /// Counts and logs: each reason at most once per LOG_EVERY, with how
