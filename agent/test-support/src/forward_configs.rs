@@ -57,12 +57,22 @@ outputs:
 
 /// fluent-bit: tail `log` (positions in a DB in `dir`, the line in
 /// `message` as my-agent's tail has it) -> out_forward to `port` with
-/// `Require_ack_response On`.
-pub fn fluent_bit_forward_sender(dir: &Path, log: &Path, port: u16) -> String {
+/// `Require_ack_response On`; its chunks in memory (its default) or, with
+/// `filesystem`, in filesystem storage in `dir/storage` as the agent
+/// bench configures it: on disk like my-agent's file buffer (which also
+/// fsyncs them; fluent-bit's default `storage.sync normal` does not).
+pub fn fluent_bit_forward_sender(dir: &Path, log: &Path, port: u16, filesystem: bool) -> String {
+    let (service, input) = match filesystem {
+        true => (
+            format!("    storage.path {}/storage\n", dir.display()),
+            "    storage.type filesystem\n",
+        ),
+        false => (String::new(), ""),
+    };
     format!(
-        "[SERVICE]\n    flush 0.2\n    log_level info\n\
+        "[SERVICE]\n    flush 0.2\n    log_level info\n{service}\
          [INPUT]\n    name tail\n    path {log}\n    db {dir}/tail.db\n    read_from_head true\n    \
-         tag mysql.error\n    key message\n\
+         tag mysql.error\n    key message\n{input}\
          [OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n    \
          require_ack_response on\n    retry_limit false\n",
         log = log.display(),

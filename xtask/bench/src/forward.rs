@@ -5,7 +5,10 @@
 //! - Sender side: tail the log -> forward with acks -> a fluent-bit
 //!   in_forward (-> `counter`); my-agent (file buffer) against fluent-bit
 //!   (tail DB, `Require_ack_response On`) as the sender, the receiver the
-//!   same. The sender is measured.
+//!   same. The sender is measured, twice: against fluent-bit keeping its
+//!   chunks in filesystem storage, like for like with my-agent's file
+//!   buffer (as the agent bench configures it), and against its default,
+//!   chunks in memory only (lost when it stops).
 //! - Receiver side: fluent-bit tails the log and sends it with acks to
 //!   my-agent's forward input (-> `discard`) against fluent-bit's in_forward
 //!   (-> `counter`). The receiver is measured. Both receivers keep pace with
@@ -26,6 +29,9 @@
 //! peak RSS are the measured process's over the whole run, from /proc.
 //! The two contenders alternate for a few rounds, so both see the same
 //! machine, and the report gives medians and ranges of my-agent/fluent-bit.
+//! Each run starts after a `sync` (the previous run's files written back
+//! then, not during the next) with the log in the page cache (see
+//! `page_cache`).
 
 use std::fs;
 use std::net::TcpStream;
@@ -37,6 +43,7 @@ use anyhow::{bail, Context, Result};
 use test_support::{Agent, Peer};
 
 use crate::agent::write_error_log;
+use crate::page_cache;
 use crate::spread::Spread;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -141,8 +148,9 @@ impl Receiver {
 /// What the sender sends from.
 #[derive(Clone, Copy)]
 enum Feed<'a> {
-    /// The log, tailed from its head.
-    Tail,
+    /// The log, tailed from its head; a fluent-bit sender keeps its chunks
+    /// in filesystem storage if `stored`, in memory otherwise.
+    Tail { stored: bool },
     /// fluent-bit's backlog made by `fill_backlog` in this directory.
     Backlog(&'a Path),
 }
@@ -156,14 +164,14 @@ fn start_sender(
     feed: Feed,
 ) -> Result<Running> {
     Ok(match (who, feed) {
-        (Contender::MyAgent, Feed::Tail) => Running::MyAgent(Agent::start_binary(
+        (Contender::MyAgent, Feed::Tail { .. }) => Running::MyAgent(Agent::start_binary(
             agent_bin,
             dir,
             &test_support::agent_forward_sender(dir, log, port),
         )),
-        (Contender::FluentBit, Feed::Tail) => Running::FluentBit(Peer::fluent_bit(
+        (Contender::FluentBit, Feed::Tail { stored }) => Running::FluentBit(Peer::fluent_bit(
             dir,
-            &test_support::fluent_bit_forward_sender(dir, log, port),
+            &test_support::fluent_bit_forward_sender(dir, log, port, stored),
         )),
         (Contender::FluentBit, Feed::Backlog(seed)) => {
             copy_dir(seed, dir)?;
@@ -240,6 +248,13 @@ fn run_once(
     let (send_dir, receive_dir) = (dir.join("sender"), dir.join("receiver"));
     fs::create_dir_all(&send_dir)?;
     fs::create_dir_all(&receive_dir)?;
+    let synced = std::process::Command::new("sync")
+        .status()
+        .context("running sync")?;
+    if !synced.success() {
+        bail!("sync: {synced}");
+    }
+    page_cache::read_into_cache(log)?;
     let port = test_support::free_port();
     let rx = Receiver::start(receiver, agent_bin, &receive_dir, port)?;
     let t0 = Instant::now();
@@ -322,13 +337,17 @@ pub fn run(agent_bin: &Path, work: &Path, lines: u64, rounds: usize) -> Result<(
     let backlog = fill_backlog(work, &log)?;
     let run_dir = |name: &str| -> PathBuf { work.join(name) };
 
-    let (mut sending, mut receiving, mut draining) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sending, mut sending_memory, mut receiving, mut draining) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let pair = |side: Side, feed: Feed, run: fn(Contender) -> (Contender, Contender)| {
             let one = |who: Contender| {
                 let name = match (side, feed) {
+                    (Side::Sender, Feed::Tail { stored: false }) => {
+                        format!("send-{}-memory", who.name())
+                    }
                     (Side::Sender, _) => format!("send-{}", who.name()),
-                    (Side::Receiver, Feed::Tail) => format!("receive-{}", who.name()),
+                    (Side::Receiver, Feed::Tail { .. }) => format!("receive-{}", who.name()),
                     (Side::Receiver, Feed::Backlog(_)) => format!("drain-{}", who.name()),
                 };
                 eprintln!("==> bench forward: round {} of {rounds}, {name}", round + 1);
@@ -344,8 +363,10 @@ pub fn run(agent_bin: &Path, work: &Path, lines: u64, rounds: usize) -> Result<(
         };
         let to_fluent_bit = |who| (who, Contender::FluentBit);
         let from_fluent_bit = |who| (Contender::FluentBit, who);
-        sending.push(pair(Side::Sender, Feed::Tail, to_fluent_bit)?);
-        receiving.push(pair(Side::Receiver, Feed::Tail, from_fluent_bit)?);
+        let (stored, memory) = (Feed::Tail { stored: true }, Feed::Tail { stored: false });
+        sending.push(pair(Side::Sender, stored, to_fluent_bit)?);
+        sending_memory.push(pair(Side::Sender, memory, to_fluent_bit)?);
+        receiving.push(pair(Side::Receiver, memory, from_fluent_bit)?);
         draining.push(pair(
             Side::Receiver,
             Feed::Backlog(&backlog),
@@ -359,9 +380,14 @@ pub fn run(agent_bin: &Path, work: &Path, lines: u64, rounds: usize) -> Result<(
         fluent_bit.display()
     );
     report(
-        "sender side: tail -> forward (acks) -> fluent-bit in_forward -> counter; the sender measured",
+        "sender side: tail -> forward (acks) -> fluent-bit in_forward -> counter; the sender measured, its chunks on disk (my-agent's file buffer, fluent-bit's filesystem storage)",
         lines,
         &sending,
+    );
+    report(
+        "sender side, fluent-bit's chunks in memory only (its default; my-agent's still in its file buffer)",
+        lines,
+        &sending_memory,
     );
     report(
         "receiver side: fluent-bit tail -> out_forward (acks) -> the receiver's forward input -> discard/counter; the receiver measured (records/s: the tailing sender's pace)",

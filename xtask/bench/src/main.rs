@@ -24,6 +24,7 @@ use xtask::toolchain::Toolchain;
 
 mod agent;
 mod forward;
+mod page_cache;
 mod rpm;
 mod slowlog;
 mod spread;
