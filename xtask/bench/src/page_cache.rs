@@ -5,7 +5,7 @@
 //! it has read (`posix_fadvise(POSIX_FADV_DONTNEED)`, its
 //! `file_cache_advise`, on by default), and this machine pages out page
 //! cache untouched for a minute (DAMON's reclaim): whichever run came after
-//! fluent-bit's read the whole log back from disk, and a third of its CPU
+//! fluent-bit's read the whole log back from disk, and a quarter of its CPU
 //! went to copying the pages in. On a database host the error log was
 //! written a moment before it is read and is in the page cache, so every
 //! run starts with the log read once, untimed. (Locking it in memory
