@@ -69,7 +69,7 @@ impl Router {
     pub fn emit(&self, tag: &Arc<str>, mut events: Vec<Event>) -> Result<(), BufferError> {
         let route = self.route(tag);
         for &i in &route.filters {
-            self.filters[i].1.apply(&mut events);
+            self.filters[i].1.apply(tag, &mut events);
         }
         if route.sinks.is_empty() {
             if self

@@ -70,7 +70,6 @@ fn rules(f: &mut Fields, name: &str) -> Result<Vec<(String, Regex)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn regexp_is_and_exclude_is_or() {
@@ -84,7 +83,6 @@ mod tests {
         let g = Grep::from_config(&mut f).unwrap();
         f.finish().unwrap();
         let ev = |m: &str, level: Value, user: &str| Event {
-            tag: Arc::from("t"),
             time: 0,
             record: serde_json::json!({"message": m, "level": level, "user": user})
                 .as_object()

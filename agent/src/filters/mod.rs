@@ -28,9 +28,10 @@ impl Filter {
         })
     }
 
-    pub fn apply(&self, events: &mut Vec<Event>) {
+    /// Applies the filter to a batch of events tagged `tag`.
+    pub fn apply(&self, tag: &str, events: &mut Vec<Event>) {
         match self {
-            Filter::RecordTransformer(t) => t.apply(events),
+            Filter::RecordTransformer(t) => t.apply(tag, events),
             Filter::Grep(g) => g.apply(events),
         }
     }

@@ -24,7 +24,7 @@ enum Piece {
 
 #[derive(Debug)]
 pub struct RecordTransformer {
-    fields: Vec<(std::sync::Arc<str>, Vec<Piece>)>,
+    fields: Vec<(&'static str, Vec<Piece>)>,
     remove_keys: Vec<String>,
     hostname: String,
 }
@@ -43,7 +43,7 @@ impl RecordTransformer {
                 let key = crate::config::fields::string(k)?;
                 let template = crate::config::fields::string(v)?;
                 let pieces = parse_template(&template).or_else(|e| error(v, e))?;
-                fields.push((key.into(), pieces));
+                fields.push((crate::record::intern(&key), pieces));
             }
         }
         let remove_keys = f.string_list("remove_keys")?;
@@ -54,11 +54,11 @@ impl RecordTransformer {
         })
     }
 
-    pub fn apply(&self, events: &mut [Event]) {
+    pub fn apply(&self, tag: &str, events: &mut [Event]) {
         for event in events {
             for (key, pieces) in &self.fields {
-                let value = self.render(pieces, event);
-                event.record.insert(key, value);
+                let value = self.render(pieces, tag, event);
+                event.record.insert(*key, value);
             }
             for key in &self.remove_keys {
                 event.record.shift_remove(key);
@@ -66,7 +66,7 @@ impl RecordTransformer {
         }
     }
 
-    fn render(&self, pieces: &[Piece], event: &Event) -> Value {
+    fn render(&self, pieces: &[Piece], tag: &str, event: &Event) -> Value {
         // A template that is exactly one record reference keeps the JSON type.
         if let [Piece::RecordKey(k)] = pieces {
             return event.record.get(k).cloned().unwrap_or(Value::Null);
@@ -79,9 +79,9 @@ impl RecordTransformer {
             match piece {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Hostname => out.push_str(&self.hostname),
-                Piece::Tag => out.push_str(&event.tag),
+                Piece::Tag => out.push_str(tag),
                 Piece::TagPart(i) => {
-                    let parts: Vec<&str> = event.tag.split('.').collect();
+                    let parts: Vec<&str> = tag.split('.').collect();
                     let idx = if *i < 0 { parts.len() as i64 + i } else { *i };
                     if let Some(p) = usize::try_from(idx).ok().and_then(|i| parts.get(i)) {
                         out.push_str(p);
@@ -144,7 +144,6 @@ fn parse_template(t: &str) -> std::result::Result<Vec<Piece>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn transformer(yaml: &str) -> RecordTransformer {
         let node = crate::yaml::parse(yaml).unwrap().unwrap();
@@ -163,7 +162,6 @@ mod tests {
         );
         t.hostname = "db1".into();
         let mut events = vec![Event {
-            tag: Arc::from("mysql.error.main"),
             time: 1_715_792_559_123_000_000,
             record: serde_json::json!({"n": 5, "drop": true})
                 .as_object()
@@ -171,7 +169,7 @@ mod tests {
                 .clone()
                 .into(),
         }];
-        t.apply(&mut events);
+        t.apply("mysql.error.main", &mut events);
         let r = &events[0].record;
         assert_eq!(r["host"], "db1");
         assert_eq!(r["at"], "2024-05-15T17:02:39.123Z");

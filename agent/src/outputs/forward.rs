@@ -647,7 +647,6 @@ mod tests {
 
     fn stored(tag: &str, n: i64) -> Vec<u8> {
         let event = crate::event::Event {
-            tag: tag.into(),
             time: 1_800_000_000_123_456_789 + n,
             record: serde_json::json!({"message": format!("line {n}")})
                 .as_object()
@@ -700,7 +699,6 @@ mod tests {
         assert!(messages.len() > 1);
         let mut big_event = Vec::new();
         let event = crate::event::Event {
-            tag: "a".into(),
             time: 1,
             record: serde_json::json!({"message": "x".repeat(2000)})
                 .as_object()

@@ -175,7 +175,6 @@ impl RecordEncoding {
                     return Err("expected {\"tag\", \"time_ns\", \"record\"} as a forward output writes its dead letters".into());
                 };
                 let event = crate::event::Event {
-                    tag: tag.into(),
                     time,
                     record: record.clone().into(),
                 };

@@ -95,6 +95,25 @@ impl From<Key> for String {
     }
 }
 
+/// A field name from the configuration (`message_key`, `record_transformer`'s
+/// keys, `id_key`), kept for the life of the process so that records refer
+/// to it as a `Key::Static`: a shared `Arc<str>` cost an atomic increment
+/// and decrement per record and field on the tail path. Each distinct name
+/// is kept once, so reloads that name the same fields add nothing; only
+/// names an operator writes into a configuration are interned, never names
+/// that arrive with records.
+pub fn intern(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&known) = names.get(name) {
+        return known;
+    }
+    let kept: &'static str = Box::leak(name.into());
+    names.insert(kept);
+    kept
+}
+
 /// Above this many fields a record keeps a hash index of its keys.
 const INDEXED: usize = 32;
 

@@ -51,7 +51,7 @@ pub struct ForwardInputConfig {
     /// Each record of an acked chunk gets `<chunk id>:<n>`, the same at
     /// whichever receiver a re-sent chunk lands: a key for a collector
     /// that drops duplicates (an Elasticsearch `_id`).
-    pub chunk_id_key: Option<Arc<str>>,
+    pub chunk_id_key: Option<&'static str>,
     pub shared_key: Option<String>,
     pub self_hostname: String,
     pub users: Vec<(String, String)>,
@@ -131,7 +131,7 @@ impl ForwardInputConfig {
             tag_prefix: f.string("tag_prefix")?,
             source_address_key: f.string("source_address_key")?,
             source_hostname_key: f.string("source_hostname_key")?,
-            chunk_id_key: f.string("chunk_id_key")?.map(Arc::from),
+            chunk_id_key: f.string("chunk_id_key")?.map(|k| crate::record::intern(&k)),
             shared_key: f.secret("shared_key")?,
             self_hostname: f
                 .string("self_hostname")?
@@ -605,7 +605,7 @@ impl ForwardInput {
                     };
                     let received = crate::event::now_nanos();
                     let chunk = options.chunk.as_deref();
-                    let events = self.events(&tag, entries, &hostname, received, chunk);
+                    let events = self.events(entries, &hostname, received, chunk);
                     let n = events.len() as u64;
                     let seen = options
                         .chunk
@@ -625,7 +625,7 @@ impl ForwardInput {
                             self.config.max_frame_bytes,
                         ) {
                             Ok(Decoded::Events { entries, .. }) => {
-                                self.events(&tag, entries, &hostname, received, chunk)
+                                self.events(entries, &hostname, received, chunk)
                             }
                             _ => Vec::new(),
                         };
@@ -657,13 +657,9 @@ impl ForwardInput {
         }
     }
 
-    /// Buffers and syncs the events (on a blocking thread: buffers write
-    /// and fsync files); waits while a buffer is full. False when the
-    /// source is stopping first.
     /// The agent's events of a message's entries.
     fn events(
         &self,
-        tag: &Arc<str>,
         entries: Vec<message::OwnedEntry>,
         peer_host: &str,
         received: i64,
@@ -676,7 +672,7 @@ impl ForwardInput {
             .enumerate()
             .map(|(i, e)| {
                 let mut record = e.record;
-                if let (Some(k), Some(c)) = (&self.config.chunk_id_key, &chunk) {
+                if let (Some(k), Some(c)) = (self.config.chunk_id_key, &chunk) {
                     record.insert(k, format!("{c}:{i}").into());
                 }
                 if let Some(k) = &self.config.source_address_key {
@@ -687,11 +683,7 @@ impl ForwardInput {
                 }
                 // nil or 0: the time it arrived, as Fluentd does.
                 let time = if e.time == 0 { received } else { e.time };
-                Event {
-                    tag: tag.clone(),
-                    time,
-                    record,
-                }
+                Event { time, record }
             })
             .collect()
     }

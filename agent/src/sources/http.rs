@@ -375,7 +375,6 @@ fn events_of(
             record.insert("REMOTE_ADDR".into(), Value::String(addr.clone()));
         }
         events.push(Event {
-            tag: Arc::from(tag.as_str()),
             time,
             record: record.into(),
         });

@@ -119,7 +119,6 @@ impl MysqlQueryConfig {
 /// The events of one query result, shaped as fluent-plugin-mysql-query does.
 pub fn shape(
     cfg: &MysqlQueryConfig,
-    tag: &Arc<str>,
     hostname: &str,
     result: &QueryResult,
     time: i64,
@@ -148,7 +147,6 @@ pub fn shape(
             .collect();
         record.insert(cfg.nest_key.clone(), Value::Array(rows));
         vec![Event {
-            tag: tag.clone(),
             time,
             record: record.into(),
         }]
@@ -160,7 +158,6 @@ pub fn shape(
                 let mut record = base.clone();
                 record.extend(row_record(r));
                 Event {
-                    tag: tag.clone(),
                     time,
                     record: record.into(),
                 }
@@ -292,7 +289,7 @@ impl MysqlQuerySource {
                 .replace("${hostname}", host)
                 .replace("__HOSTNAME__", host),
         );
-        let events = shape(cfg, &tag, host, &result, now_nanos());
+        let events = shape(cfg, host, &result, now_nanos());
         let n = events.len() as u64;
         if n > 0 {
             router.emit(&tag, events)?;
@@ -328,38 +325,24 @@ mod tests {
                 vec![Some("thread_stack".into()), None],
             ],
         };
-        let tag: Arc<str> = Arc::from("input.mysql");
-        let flat = shape(&cfg(false, true, true), &tag, "db1", &result, 0);
+        let flat = shape(&cfg(false, true, true), "db1", &result, 0);
         assert_eq!(flat.len(), 2);
         assert_eq!(
             serde_json::to_string(&flat[0].record).unwrap(),
             r#"{"hostname":"db1","row_count":2,"Variable_name":"thread_cache_size","Value":"16"}"#
         );
         assert_eq!(flat[1].record["Value"], Value::Null);
-        let nested = shape(&cfg(true, true, false), &tag, "db1", &result, 0);
+        let nested = shape(&cfg(true, true, false), "db1", &result, 0);
         assert_eq!(nested.len(), 1);
         assert_eq!(
             serde_json::to_string(&nested[0].record).unwrap(),
             r#"{"hostname":"db1","data":[{"Variable_name":"thread_cache_size","Value":"16"},{"Variable_name":"thread_stack","Value":null}]}"#
         );
-        let empty = shape(
-            &cfg(true, false, true),
-            &tag,
-            "db1",
-            &QueryResult::default(),
-            0,
-        );
+        let empty = shape(&cfg(true, false, true), "db1", &QueryResult::default(), 0);
         assert_eq!(
             serde_json::to_string(&empty[0].record).unwrap(),
             r#"{"row_count":0,"data":[]}"#
         );
-        assert!(shape(
-            &cfg(false, false, false),
-            &tag,
-            "db1",
-            &QueryResult::default(),
-            0
-        )
-        .is_empty());
+        assert!(shape(&cfg(false, false, false), "db1", &QueryResult::default(), 0).is_empty());
     }
 }

@@ -28,7 +28,7 @@ pub struct TailConfig {
     pub refresh_interval: Duration,
     pub rotate_wait: Duration,
     pub max_line_size: usize,
-    pub message_key: std::sync::Arc<str>,
+    pub message_key: &'static str,
     /// How often files are checked for new data when idle.
     pub poll_interval: Duration,
     /// Bytes read from one file before its records are handed on.
@@ -42,7 +42,7 @@ pub struct TailConfig {
     pub slow_log: Option<SlowLogOptions>,
     /// The field that gets each record's id (`sources::file_key`), so a
     /// collector can drop records sent again after a crash; None: no id.
-    pub id_key: Option<std::sync::Arc<str>>,
+    pub id_key: Option<&'static str>,
 }
 
 /// `path: auto`: the error log (`tail`) or the slow query log
@@ -126,11 +126,9 @@ impl TailConfig {
             refresh_interval: f.duration("refresh_interval", Duration::from_secs(60))?,
             rotate_wait: f.duration("rotate_wait", Duration::from_secs(5))?,
             max_line_size: f.size("max_line_size", 256 << 10)? as usize,
-            message_key: f
-                .string("message_key")?
-                .as_deref()
-                .unwrap_or("message")
-                .into(),
+            message_key: crate::record::intern(
+                f.string("message_key")?.as_deref().unwrap_or("message"),
+            ),
             poll_interval: f.duration("poll_interval", Duration::from_millis(250))?,
             read_bytes_limit: f.size("read_bytes_limit_per_batch", 256 << 10)? as usize,
             max_open_files: match f.take("max_open_files") {
@@ -163,13 +161,13 @@ impl TailConfig {
                     )
                 }
             };
-            if !slow_log && *field == *cfg.message_key {
+            if !slow_log && field == cfg.message_key {
                 return error(
                     node,
                     format!("{kind}: id_key `{field}` is the message_key; the id would replace the line"),
                 );
             }
-            cfg.id_key = Some(field.into());
+            cfg.id_key = Some(crate::record::intern(&field));
         }
         if slow_log {
             // Half the http output's default max_request_bytes (1 MiB): a

@@ -316,15 +316,7 @@ impl FollowedFile {
                     key: self.key,
                     offset: self.consumed,
                 };
-                let (events, _) = frame(
-                    &self.tag,
-                    self.parser.as_mut(),
-                    from,
-                    cfg,
-                    metrics,
-                    &data,
-                    true,
-                );
+                let (events, _) = frame(self.parser.as_mut(), from, cfg, metrics, &data, true);
                 self.emit(router, metrics, events)?;
                 self.offset = 0;
                 self.consumed = 0;
@@ -376,7 +368,7 @@ impl FollowedFile {
                     .finish(&mut entries);
                 let events = entries
                     .into_iter()
-                    .map(|e| identified_entry_event(&self.tag, e, cfg, self.key))
+                    .map(|e| identified_entry_event(e, cfg, self.key))
                     .collect();
                 self.emit(router, metrics, events)?;
                 self.offset = self.consumed;
@@ -404,15 +396,7 @@ impl FollowedFile {
             key: self.key,
             offset: self.consumed,
         };
-        let (events, consumed) = frame(
-            &self.tag,
-            self.parser.as_mut(),
-            from,
-            cfg,
-            metrics,
-            data,
-            false,
-        );
+        let (events, consumed) = frame(self.parser.as_mut(), from, cfg, metrics, data, false);
         let rest = data[consumed..].to_vec();
         if let Err(e) = self.emit(router, metrics, events) {
             // Nothing advanced: re-read from the resume point next round.

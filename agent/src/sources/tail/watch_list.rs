@@ -509,7 +509,7 @@ mod tests {
             refresh_interval: Duration::from_secs(60),
             rotate_wait: Duration::from_secs(5),
             max_line_size: 1 << 16,
-            message_key: "message".into(),
+            message_key: "message",
             poll_interval: Duration::from_millis(10),
             read_bytes_limit: 1 << 16,
             max_open_files,
