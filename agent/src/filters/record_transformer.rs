@@ -71,8 +71,13 @@ impl RecordTransformer {
         if let [Piece::RecordKey(k)] = pieces {
             return event.record.get(k).cloned().unwrap_or(Value::Null);
         }
-        if let [Piece::TimeUnix] = pieces {
-            return Value::from(event.time.div_euclid(1_000_000_000));
+        // One allocation of the exact size for the common constant values
+        // (`hostname: "${hostname}"` on every record of a tail).
+        match pieces {
+            [Piece::TimeUnix] => return Value::from(event.time.div_euclid(1_000_000_000)),
+            [Piece::Hostname] => return Value::String(self.hostname.clone()),
+            [Piece::Text(t)] => return Value::String(t.clone()),
+            _ => {}
         }
         let mut out = String::new();
         for piece in pieces {

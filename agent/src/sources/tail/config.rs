@@ -207,9 +207,9 @@ mod tests {
         let base = "path: /var/log/mysql/*.err\ntag: t\n";
         assert_eq!(parse(base, false).unwrap().id_key, None);
         let on = parse(&format!("{base}id_key: _id\n"), false).unwrap();
-        assert_eq!(on.id_key.as_deref(), Some("_id"));
+        assert_eq!(on.id_key, Some("_id"));
         let slow = parse(&format!("{base}id_key: event_id\n"), true).unwrap();
-        assert_eq!(slow.id_key.as_deref(), Some("event_id"));
+        assert_eq!(slow.id_key, Some("event_id"));
 
         let err = |extra: &str| {
             parse(&format!("{base}{extra}"), false)

@@ -58,7 +58,7 @@ pub(super) fn frame(
             let mut entries = Vec::new();
             let base = from.offset;
             let consumed = split_lines(data, cfg.max_line_size, metrics, |line, start, end| {
-                let text = match std::str::from_utf8(line) {
+                let text = match simdutf8::basic::from_utf8(line) {
                     Ok(t) => std::borrow::Cow::Borrowed(t),
                     Err(_) => {
                         metrics.invalid_utf8.fetch_add(1, Ordering::Relaxed);
@@ -159,7 +159,7 @@ fn utf8_boundary(bytes: &[u8], max: usize) -> usize {
 }
 
 fn make_event(time: i64, key: &'static str, line: &[u8], metrics: &PluginMetrics) -> Event {
-    let text = match std::str::from_utf8(line) {
+    let text = match simdutf8::basic::from_utf8(line) {
         Ok(s) => s.to_owned(),
         Err(_) => {
             metrics.invalid_utf8.fetch_add(1, Ordering::Relaxed);
