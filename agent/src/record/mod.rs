@@ -1,6 +1,7 @@
 //! A record: its fields as a short list in the order they were set, keys
-//! that are static (the names the slow-log parser knows), shared (from the
-//! config: `message_key`, `record_transformer`'s keys) or owned.
+//! that are static (the names the slow-log parser knows, and the config's:
+//! `message_key`, `record_transformer`'s keys, interned), shared (the keys
+//! a forward sender repeats in every record of a message) or owned.
 //!
 //! Records used to be `serde_json::Map`s (an IndexMap with SipHash): per
 //! record a hash table, an entries vector and a key allocation per field,
