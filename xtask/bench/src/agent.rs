@@ -86,6 +86,7 @@ pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<BenchResult> {
     fs::create_dir_all(work.join("logs"))?;
     let log = work.join("logs/mysqld.err");
     write_error_log(&log, lines)?;
+    crate::page_cache::read_program(agent)?;
     let input_bytes = fs::metadata(&log)?.len();
     let sink = Sink::start_counting();
 
@@ -270,6 +271,7 @@ pub fn run_fluent_bit(binary: &Path, work: &Path, lines: u64) -> Result<BenchRes
     fs::create_dir_all(work.join("logs"))?;
     let log = work.join("logs/mysqld.err");
     write_error_log(&log, lines)?;
+    crate::page_cache::read_program(binary)?;
     let sink = Sink::start_counting();
     let host = String::from_utf8(Command::new("hostname").output()?.stdout)?
         .trim()
