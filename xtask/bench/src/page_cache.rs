@@ -20,12 +20,17 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// Reads a program and the shared libraries of its prefix (`../lib` beside
-/// its `bin/`, when there is one) into the page cache. A process's resident
-/// pages of a file are those the kernel maps around each page it touches,
-/// out of what the page cache holds: a binary paged out since it was last
-/// run showed a smaller idle RSS than one just built (`--against` an older
-/// build measured this build's idle RSS at 1.07x the older one's, 1.03x once
-/// both had been read), and one read back from disk costs CPU.
+/// its `bin/`, when there is one) into the page cache, so that no timed run
+/// reads its own code back from disk (this machine pages out page cache
+/// untouched for a minute, and `--against` runs a build kept from earlier).
+///
+/// It does not make idle RSS comparable between two files: a process's
+/// resident pages of its binary are those the kernel maps around each page
+/// it touches, and how many that is depends on how the file's pages came
+/// into the page cache. The same build mapped 3.5 MiB of itself at idle
+/// from a copy made an hour before and read back, 4.1 - 4.3 MiB from a
+/// fresh copy, as much as the new build beside it. Compare idle RSS between
+/// fresh copies of both.
 pub fn read_program(binary: &Path) -> Result<()> {
     read_into_cache(binary)?;
     let Some(lib) = binary
