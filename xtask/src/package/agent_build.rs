@@ -107,30 +107,35 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    #[test]
-    fn replaces_a_running_executable() {
-        let tmp = tempfile::tempdir().unwrap();
-        let bin = tmp.path().join("agent");
-        fs::copy("/bin/sleep", &bin).unwrap();
-        let mut running = Command::new(&bin).arg("30").spawn().unwrap();
-        // Copying onto a running executable fails with ETXTBSY.
-        let busy = fs::write(&bin, b"x").unwrap_err();
-        assert_eq!(busy.raw_os_error(), Some(libc::ETXTBSY), "{busy}");
-        install_replacing(Path::new("/bin/true"), &bin).unwrap();
-        // Another test thread that forks while the new file is still open
-        // for writing hands its child that descriptor until the child
-        // execs: exec then fails with ETXTBSY for a moment (a known race
-        // of tests that write and run executables in one process).
+    /// Spawns `bin`, retrying while exec fails with ETXTBSY: another test
+    /// thread that forks while `bin` is still open for writing (just copied)
+    /// hands its child that descriptor until the child execs, so exec fails
+    /// for a moment (a known race of tests that write and run executables
+    /// in one process).
+    fn spawn_when_not_busy(bin: &Path, args: &[&str]) -> std::process::Child {
         let mut tries = 0;
-        let status = loop {
-            match Command::new(&bin).status() {
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+        loop {
+            match Command::new(bin).args(args).spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 200 => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
                 other => break other.unwrap(),
             }
-        };
+        }
+    }
+
+    #[test]
+    fn replaces_a_running_executable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("agent");
+        fs::copy("/bin/sleep", &bin).unwrap();
+        let mut running = spawn_when_not_busy(&bin, &["30"]);
+        // Writing onto a running executable fails with ETXTBSY.
+        let busy = fs::write(&bin, b"x").unwrap_err();
+        assert_eq!(busy.raw_os_error(), Some(libc::ETXTBSY), "{busy}");
+        install_replacing(Path::new("/bin/true"), &bin).unwrap();
+        let status = spawn_when_not_busy(&bin, &[]).wait().unwrap();
         assert!(status.success());
         running.kill().unwrap();
         running.wait().unwrap();
