@@ -195,6 +195,7 @@ fn main() {
             std::process::exit(1);
         }
     }
+    log::abort_on_panic();
     rlimit::raise_nofile_limit(&config);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
