@@ -21,6 +21,7 @@ use xtask::package::{self, agent_build, Built, PackageOptions};
 use xtask::product::Product;
 use xtask::targets::{Target, TargetTable};
 use xtask::toolchain::Toolchain;
+use xtask::tools::{self, ToolTable};
 
 mod agent;
 mod forward;
@@ -70,6 +71,13 @@ fn bench(sh: &Shell, product: &Product, layout: &Layout, jobs: usize, b: BenchFl
         &layout.cache,
     )?;
     let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if wants("slowlog") {
+        // The slow-log figure's baseline, installed (as root) or named
+        // exactly as the test command does: no figure without it.
+        let table = ToolTable::load(&layout.recipes.join("test-tools.toml"))?;
+        let needed = ["pt-query-digest".to_string()];
+        tools::ensure(sh, &table, &needed, &layout.cache.join("tools/pip"))?;
+    }
     if wants("agent") {
         agent::run(&agent, &layout.work.join("bench"), b.lines)?;
     }
