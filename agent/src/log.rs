@@ -74,8 +74,8 @@ pub fn error(msg: &str) {
 }
 
 /// From now on a panic on any thread is logged as an error (journal and
-/// `--log` file) and stops the whole process with SIGABRT, as the release
-/// build's `panic = "abort"` does anyway. Otherwise a panicking source
+/// `--log` file) and stops the whole process with SIGABRT. Otherwise a
+/// panicking source
 /// thread or flusher task would end alone while the service stays
 /// "active", silently shipping nothing; stopped, it is restarted by systemd
 /// (`Restart=on-failure`) from its buffers and positions, which survive a
@@ -95,13 +95,24 @@ pub fn abort_on_panic() {
                 _ => String::new(),
             }
         );
-        // try_lock: the panic may have come from inside `write` itself.
-        match TARGET.try_lock() {
-            Ok(target) => write_to(target, "error", &msg),
-            Err(std::sync::TryLockError::Poisoned(p)) => write_to(p.into_inner(), "error", &msg),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                let _ = std::io::stderr().write_all(format!("[error] {msg}\n").as_bytes());
-            }
+        // Not `lock`: the panic may have come from inside `write` itself,
+        // on this thread. Another thread's line is done within moments.
+        let mut written = false;
+        for _ in 0..200 {
+            let target = match TARGET.try_lock() {
+                Ok(target) => target,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                }
+            };
+            write_to(target, "error", &msg);
+            written = true;
+            break;
+        }
+        if !written {
+            let _ = std::io::stderr().write_all(format!("[error] {msg}\n").as_bytes());
         }
         std::process::abort();
     }));
