@@ -154,7 +154,8 @@ fn parser_alone(agent: &Path, log: &Path) -> Result<(u64, f64)> {
 /// parses and aggregates without printing.
 fn reference_parser(work: &Path, agent_rate: f64) -> Result<()> {
     // Installed by `bench` (recipes/test-tools.toml) before any bench runs.
-    let tool = which("pt-query-digest")?;
+    let tool = xtask::tools::find_on_path("pt-query-digest")
+        .ok_or_else(|| anyhow::anyhow!("pt-query-digest not found on PATH"))?;
     let slice = work.join("reference-slow.log");
     let mut f = std::io::BufWriter::new(fs::File::create(&slice)?);
     let (mut n, mut written) = (0, 0);
@@ -182,15 +183,6 @@ fn reference_parser(work: &Path, agent_rate: f64) -> Result<()> {
         agent_rate / rate
     );
     Ok(())
-}
-
-fn which(name: &str) -> Result<std::path::PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| anyhow::anyhow!("{name} not found on PATH"))
 }
 
 /// User + system CPU seconds of the children waited for so far.
