@@ -907,9 +907,35 @@ impl Conn {
             // Into capacity that is not zeroed first (zeroing 256 KiB per
             // read was 2% of the input's CPU), at most `want` bytes.
             self.buf.reserve(want);
-            let mut room = bytes::BufMut::limit(&mut self.buf, want);
-            let read =
-                tokio::time::timeout(Duration::from_secs(1), stream.read_buf(&mut room)).await;
+            let read = if start == 0 && self.held.holds() {
+                // Between frames, with capacity kept for the next one: it
+                // goes back the moment another connection waits for memory,
+                // not when this sender next writes.
+                let memory = self.held.memory();
+                let wanted = memory.wanted();
+                tokio::pin!(wanted);
+                wanted.as_mut().enable();
+                let read = match self.held.others_wait() {
+                    true => None,
+                    false => {
+                        let mut room = bytes::BufMut::limit(&mut self.buf, want);
+                        tokio::select! {
+                            read = tokio::time::timeout(Duration::from_secs(1), stream.read_buf(&mut room)) => Some(read),
+                            // `read_buf` is cancel safe: nothing read is lost.
+                            () = &mut wanted => None,
+                        }
+                    }
+                };
+                let Some(read) = read else {
+                    self.buf.shrink_to(4 << 10);
+                    self.held.shrink(self.buf.capacity());
+                    continue;
+                };
+                read
+            } else {
+                let mut room = bytes::BufMut::limit(&mut self.buf, want);
+                tokio::time::timeout(Duration::from_secs(1), stream.read_buf(&mut room)).await
+            };
             match read {
                 Ok(Ok(0)) => {
                     if start > 0 {
