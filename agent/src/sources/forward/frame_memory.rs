@@ -301,7 +301,8 @@ mod tests {
     /// Whether `f` is ready without waiting.
     fn is_ready_now<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> bool {
         let waker = std::task::Waker::noop();
-        f.poll(&mut std::task::Context::from_waker(waker)).is_ready()
+        f.poll(&mut std::task::Context::from_waker(waker))
+            .is_ready()
     }
 
     #[test]
