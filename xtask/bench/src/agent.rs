@@ -219,8 +219,16 @@ pub fn run_pair(pair: &Pair, work: &Path, lines: u64, rounds: usize) -> Result<(
     let ((b, base), (o, other)) = (pair.base, pair.other);
     let mut pairs = Vec::new();
     for round in 0..rounds {
-        let h = run(base, &work.join(b), lines)?;
-        let e = run(other, &work.join(o), lines)?;
+        // Each goes first in every other round: the one run second found
+        // the machine warmer (page cache, CPU frequency), which biased small
+        // differences when the base always went first.
+        let (h, e) = if round % 2 == 0 {
+            let h = run(base, &work.join(b), lines)?;
+            (h, run(other, &work.join(o), lines)?)
+        } else {
+            let e = run(other, &work.join(o), lines)?;
+            (run(base, &work.join(b), lines)?, e)
+        };
         eprintln!("==> bench {o} vs {b}: round {} of {rounds} done", round + 1);
         pairs.push((h, e));
     }
@@ -353,8 +361,14 @@ pub fn run_fluent_bit(binary: &Path, work: &Path, lines: u64) -> Result<BenchRes
 pub fn run_peer(agent: &Path, peer: &Path, work: &Path, lines: u64, rounds: usize) -> Result<()> {
     let mut pairs = Vec::new();
     for round in 0..rounds {
-        let f = run_fluent_bit(peer, &work.join("fluent-bit"), lines)?;
-        let m = run(agent, &work.join("my-agent"), lines)?;
+        // Each goes first in every other round (see `run_pair`).
+        let (f, m) = if round % 2 == 0 {
+            let f = run_fluent_bit(peer, &work.join("fluent-bit"), lines)?;
+            (f, run(agent, &work.join("my-agent"), lines)?)
+        } else {
+            let m = run(agent, &work.join("my-agent"), lines)?;
+            (run_fluent_bit(peer, &work.join("fluent-bit"), lines)?, m)
+        };
         eprintln!(
             "==> bench my-agent vs fluent-bit: round {} of {rounds} done",
             round + 1
