@@ -130,7 +130,7 @@ fn inferred(v: &str) -> Value {
     if let Ok(i) = v.parse::<i64>() {
         return Value::from(i);
     }
-    if v.contains('.') {
+    if super::grammar::find(v, b'.').is_some() {
         if let Some(n) = seconds(v) {
             return n;
         }
