@@ -19,6 +19,24 @@ pub fn split_once(s: &str, b: u8) -> Option<(&str, &str)> {
     Some((&s[..i], &s[i + 1..]))
 }
 
+/// `s.split(b)` for an ASCII byte, as `find`.
+pub fn split(s: &str, b: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        Some(match split_once(r, b) {
+            Some((head, tail)) => {
+                rest = Some(tail);
+                head
+            }
+            None => {
+                rest = None;
+                r
+            }
+        })
+    })
+}
+
 /// `# Time: ...`: the time alone, or with the `# User@Host:` that old
 /// Percona servers put on the same line.
 pub struct TimeLine<'a> {
@@ -270,7 +288,7 @@ pub struct SetLine {
 pub fn set_line(line: &str) -> Option<SetLine> {
     let list = line.strip_prefix("SET ")?.strip_suffix(';')?;
     let mut set = SetLine::default();
-    for assignment in list.split(|c| c == ',') {
+    for assignment in split(list, b',') {
         let (name, value) = split_once(assignment, b'=')?;
         let value: i64 = value.trim().parse().ok()?;
         let slot = match name.trim() {
@@ -352,7 +370,7 @@ fn clock_secs(clock: &str, short_hour: bool) -> Option<(i64, i64)> {
         Some((hms, frac)) => (hms, Some(frac)),
         None => (clock, None),
     };
-    let mut it = hms.split(|c| c == ':');
+    let mut it = split(hms, b':');
     let (h, m, s) = (it.next()?, it.next()?, it.next()?);
     if it.next().is_some() || !(h.len() == 2 || (short_hour && h.len() == 1)) {
         return None;
@@ -372,6 +390,18 @@ fn clock_secs(clock: &str, short_hour: bool) -> Option<(i64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_searches_agree_with_str_methods() {
+        for s in ["", ",", "a,b", "a,,b,", "é,ü,", "no separator"] {
+            assert_eq!(
+                split(s, b',').collect::<Vec<_>>(),
+                s.split(',').collect::<Vec<_>>()
+            );
+            assert_eq!(split_once(s, b','), s.split_once(','));
+            assert_eq!(find(s, b','), s.find(','));
+        }
+    }
 
     #[test]
     fn times_of_every_server() {
