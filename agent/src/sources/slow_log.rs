@@ -443,7 +443,7 @@ impl SlowLogParser {
         // The server wrote this line: its ending is the log's (rule 1). A
         // line with U+FFFD in it was not UTF-8 and its length tells nothing.
         let past = line_ending(line, start, end);
-        if (past == 1 || past == 2) && !line.contains(char::REPLACEMENT_CHARACTER) {
+        if (past == 1 || past == 2) && !has_replacement(line) {
             self.entry.newline = Some(past);
         }
         self.read_header(body);
@@ -761,11 +761,19 @@ fn ends_statement(line: &str, start: u64, end: u64, newline: Option<u64>) -> boo
     // Invalid UTF-8 replaced by U+FFFD makes the text longer than the
     // bytes, so `past` is at most the real ending: any ending it can still
     // be counts.
-    let is = |n: u64| past == n || (past < n && line.contains(char::REPLACEMENT_CHARACTER));
+    let is = |n: u64| past == n || (past < n && has_replacement(line));
     match newline {
         Some(n) => is(n),
         None => is(1) || is(2),
     }
+}
+
+/// Whether `line` holds U+FFFD (invalid UTF-8 replaced), looked for by its
+/// first byte, 0xEF, with memchr: `str::contains(char)` on every header line
+/// searched for the whole character, 1.5% of the slow-log source's CPU.
+fn has_replacement(line: &str) -> bool {
+    memchr::memchr(0xEF, line.as_bytes())
+        .is_some_and(|at| line[at..].contains(char::REPLACEMENT_CHARACTER))
 }
 
 /// How many bytes of the file past a line's text are its line ending: 1

@@ -300,6 +300,34 @@ mod tests {
     }
 
     #[test]
+    fn a_statement_with_invalid_utf8_still_ends_at_its_semicolon() {
+        let cfg = parse("path: /x/*.log\ntag: t\n", true).unwrap();
+        let m = PluginMetrics::default();
+        let max = cfg.slow_log.as_ref().unwrap().max_entry_bytes;
+        let mut parser = SlowLogParser::new(max, None);
+        let from = Origin { key: 1, offset: 0 };
+        // Replaced by U+FFFD, the line's text is longer than its bytes:
+        // its line ending cannot be told from its length.
+        let entry = |n: u32, sql: &[u8]| {
+            let mut e = format!(
+                "# Time: 2024-05-15T17:02:0{n}.000000Z\n# User@Host: app[app] @ web1 [10.0.0.5]  Id: {n}\n\
+                 # Query_time: 0.5  Lock_time: 0.0 Rows_sent: 1  Rows_examined: 1\nSET timestamp=1715792559;\n"
+            )
+            .into_bytes();
+            e.extend_from_slice(sql);
+            e
+        };
+        let data = [entry(1, b"SELECT '\xff\xfe';\n"), entry(2, b"SELECT 2;\n")].concat();
+        let (events, _) = frame(Some(&mut parser), from, &cfg, &m, &data, true);
+        let sqls: Vec<&str> = events
+            .iter()
+            .map(|e| e.record["sql"].as_str().unwrap())
+            .collect();
+        assert_eq!(sqls, ["SELECT '\u{fffd}\u{fffd}';", "SELECT 2;"]);
+        assert_eq!(m.invalid_utf8.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn slow_log_entries_get_ids_from_their_first_line() {
         let cfg = parse("path: /x/*.log\ntag: t\nid_key: _id\n", true).unwrap();
         let m = PluginMetrics::default();
