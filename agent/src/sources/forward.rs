@@ -919,8 +919,9 @@ impl Conn {
                     true => None,
                     false => {
                         let mut room = bytes::BufMut::limit(&mut self.buf, want);
+                        let read = stream.read_buf(&mut room);
                         tokio::select! {
-                            read = tokio::time::timeout(Duration::from_secs(1), stream.read_buf(&mut room)) => Some(read),
+                            read = tokio::time::timeout(Duration::from_secs(1), read) => Some(read),
                             // `read_buf` is cancel safe: nothing read is lost.
                             () = &mut wanted => None,
                         }

@@ -3,6 +3,7 @@
 //! of `max_line_size` at a character boundary, or one per slow-log entry;
 //! with `id_key`, each with its id (`file_key`) from the offset it starts at.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use serde_json::Value;
@@ -38,8 +39,12 @@ pub(super) fn frame(
     let time = now_nanos();
     let mut events = Vec::new();
     let valid = valid_prefix(data);
-    // A line's text, if it lies in the valid prefix (almost always).
-    let text_at = |line: &[u8], start: usize| valid.get(start..start + line.len());
+    // The text of the line of `len` bytes at `start`: as it lies in the
+    // valid prefix (almost always), or checked alone.
+    let text_of = |start: usize, len: usize| match valid.get(start..start + len) {
+        Some(text) => Cow::Borrowed(text),
+        None => lossy(&data[start..start + len], metrics),
+    };
     let consumed = match parser {
         None => {
             // About one event per line of an ordinary log: the vector
@@ -52,8 +57,7 @@ pub(super) fn frame(
                     Some(text) if data[end - 1] == b'\n' => text,
                     _ => line,
                 };
-                let text = text_at(line, start);
-                let mut event = make_event(time, cfg.message_key, line, text, metrics);
+                let mut event = make_event(time, cfg.message_key, text_of(start, line.len()));
                 add_id(&mut event.record, cfg, from.key, from.offset + start as u64);
                 events.push(event);
             })
@@ -62,10 +66,7 @@ pub(super) fn frame(
             let mut entries = Vec::new();
             let base = from.offset;
             let consumed = split_lines(data, cfg.max_line_size, metrics, |line, start, end| {
-                let text = match text_at(line, start) {
-                    Some(t) => std::borrow::Cow::Borrowed(t),
-                    None => lossy(line, metrics),
-                };
+                let text = text_of(start, line.len());
                 parser.push_line(
                     text.trim_end_matches('\r'),
                     base + start as u64,
@@ -173,9 +174,9 @@ fn valid_prefix(data: &[u8]) -> &str {
 
 /// A line beyond the valid prefix: itself valid (the prefix ended in a
 /// later line), or counted and its invalid bytes replaced by U+FFFD.
-fn lossy<'a>(line: &'a [u8], metrics: &PluginMetrics) -> std::borrow::Cow<'a, str> {
+fn lossy<'a>(line: &'a [u8], metrics: &PluginMetrics) -> Cow<'a, str> {
     match simdutf8::basic::from_utf8(line) {
-        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Ok(text) => Cow::Borrowed(text),
         Err(_) => {
             metrics.invalid_utf8.fetch_add(1, Ordering::Relaxed);
             String::from_utf8_lossy(line)
@@ -183,18 +184,8 @@ fn lossy<'a>(line: &'a [u8], metrics: &PluginMetrics) -> std::borrow::Cow<'a, st
     }
 }
 
-/// `text` is `line` when it is known to be valid UTF-8.
-fn make_event(
-    time: i64,
-    key: &'static str,
-    line: &[u8],
-    text: Option<&str>,
-    metrics: &PluginMetrics,
-) -> Event {
-    let text = match text {
-        Some(text) => text.to_owned(),
-        None => lossy(line, metrics).into_owned(),
-    };
+fn make_event(time: i64, key: &'static str, text: Cow<str>) -> Event {
+    let text = text.into_owned();
     let mut record = Record::with_capacity(4);
     record.insert(key, Value::String(text));
     Event { time, record }
@@ -359,7 +350,7 @@ mod tests {
     #[test]
     fn invalid_utf8_is_replaced_and_counted() {
         let m = PluginMetrics::default();
-        let e = make_event(0, "message", b"bad \xff byte", None, &m);
+        let e = make_event(0, "message", lossy(b"bad \xff byte", &m));
         assert_eq!(e.record["message"], "bad \u{fffd} byte");
         assert_eq!(m.invalid_utf8.load(Ordering::Relaxed), 1);
     }
