@@ -215,20 +215,32 @@ pub struct Pair<'a> {
 /// so that both see the same machine (a shared machine's speed drifts by a
 /// quarter within minutes), and prints the ratios round by round and their
 /// medians.
+/// Runs `a` and `b`, each first in every other round: the one run second
+/// found the machine warmer (page cache, CPU frequency), which biased small
+/// differences when one always went first.
+fn in_turn(
+    round: usize,
+    a: impl FnOnce() -> Result<BenchResult>,
+    b: impl FnOnce() -> Result<BenchResult>,
+) -> Result<(BenchResult, BenchResult)> {
+    if round.is_multiple_of(2) {
+        let a = a()?;
+        Ok((a, b()?))
+    } else {
+        let b = b()?;
+        Ok((a()?, b))
+    }
+}
+
 pub fn run_pair(pair: &Pair, work: &Path, lines: u64, rounds: usize) -> Result<()> {
     let ((b, base), (o, other)) = (pair.base, pair.other);
     let mut pairs = Vec::new();
     for round in 0..rounds {
-        // Each goes first in every other round: the one run second found
-        // the machine warmer (page cache, CPU frequency), which biased small
-        // differences when the base always went first.
-        let (h, e) = if round % 2 == 0 {
-            let h = run(base, &work.join(b), lines)?;
-            (h, run(other, &work.join(o), lines)?)
-        } else {
-            let e = run(other, &work.join(o), lines)?;
-            (run(base, &work.join(b), lines)?, e)
-        };
+        let (h, e) = in_turn(
+            round,
+            || run(base, &work.join(b), lines),
+            || run(other, &work.join(o), lines),
+        )?;
         eprintln!("==> bench {o} vs {b}: round {} of {rounds} done", round + 1);
         pairs.push((h, e));
     }
@@ -361,14 +373,11 @@ pub fn run_fluent_bit(binary: &Path, work: &Path, lines: u64) -> Result<BenchRes
 pub fn run_peer(agent: &Path, peer: &Path, work: &Path, lines: u64, rounds: usize) -> Result<()> {
     let mut pairs = Vec::new();
     for round in 0..rounds {
-        // Each goes first in every other round (see `run_pair`).
-        let (f, m) = if round % 2 == 0 {
-            let f = run_fluent_bit(peer, &work.join("fluent-bit"), lines)?;
-            (f, run(agent, &work.join("my-agent"), lines)?)
-        } else {
-            let m = run(agent, &work.join("my-agent"), lines)?;
-            (run_fluent_bit(peer, &work.join("fluent-bit"), lines)?, m)
-        };
+        let (f, m) = in_turn(
+            round,
+            || run_fluent_bit(peer, &work.join("fluent-bit"), lines),
+            || run(agent, &work.join("my-agent"), lines),
+        )?;
         eprintln!(
             "==> bench my-agent vs fluent-bit: round {} of {rounds} done",
             round + 1

@@ -219,11 +219,7 @@ mod tests {
             let waited = std::cell::Cell::new(false);
             let grow_b = b.grow(FREE + 1000, || waited.set(true), || false);
             tokio::pin!(grow_b);
-            assert!(
-                tokio::time::timeout(Duration::from_millis(50), grow_b.as_mut())
-                    .await
-                    .is_err()
-            );
+            assert!(still_waiting(grow_b.as_mut()).await);
             assert!(a.others_wait());
             a.shrink(4096);
             assert!(grow_b.await.is_ok());
@@ -252,11 +248,7 @@ mod tests {
             {
                 let grow_b = b.grow(FREE + (800 << 10), || {}, || false);
                 tokio::pin!(grow_b);
-                assert!(
-                    tokio::time::timeout(Duration::from_millis(50), grow_b.as_mut())
-                        .await
-                        .is_err()
-                );
+                assert!(still_waiting(grow_b.as_mut()).await);
                 drop(a);
                 assert!(grow_b.await.is_ok());
             }
@@ -283,11 +275,7 @@ mod tests {
             {
                 let grow_b = b.grow(FREE + 1000, || {}, || false);
                 tokio::pin!(grow_b);
-                assert!(
-                    tokio::time::timeout(Duration::from_millis(20), grow_b.as_mut())
-                        .await
-                        .is_err()
-                );
+                assert!(still_waiting(grow_b.as_mut()).await);
                 // `b` waiting woke `a`, which gives back and lets `b` on.
                 assert!(is_ready_now(wanted.as_mut()));
                 assert!(a.others_wait());
@@ -296,6 +284,13 @@ mod tests {
             }
             assert_eq!(m.used(), 1000);
         });
+    }
+
+    /// Whether `grow` is still waiting for memory 50 ms on.
+    async fn still_waiting<F: std::future::Future>(grow: std::pin::Pin<&mut F>) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), grow)
+            .await
+            .is_err()
     }
 
     /// Whether `f` is ready without waiting.
