@@ -29,6 +29,33 @@ const DURABLE_STOP_WAIT: Duration = Duration::from_secs(5);
 /// memory without bound, so past this many the cache starts again.
 const MAX_ROUTES: usize = 4096;
 
+/// Buffers for a batch's frames, kept by each source thread for its next
+/// batch: a new one per batch started small and grew by copying (for
+/// slow-log entries, several times), and large allocations are the
+/// allocator's slow path.
+mod scratch {
+    use std::cell::RefCell;
+
+    /// A buffer grown past this (a batch of huge records) is freed rather
+    /// than kept idle.
+    const MAX_KEPT: usize = 256 << 10;
+
+    thread_local! {
+        static KEPT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub fn take() -> Vec<u8> {
+        KEPT.with_borrow_mut(|kept| kept.pop()).unwrap_or_default()
+    }
+
+    pub fn give_back(mut frames: Vec<u8>) {
+        if frames.capacity() <= MAX_KEPT {
+            frames.clear();
+            KEPT.with_borrow_mut(|kept| kept.push(frames));
+        }
+    }
+}
+
 struct Route {
     filters: Vec<usize>,
     sinks: Vec<Arc<Sink>>,
@@ -86,28 +113,30 @@ impl Router {
         // Serialized straight into chunk frames: one buffer per batch and
         // encoding (sinks of one encoding share it).
         let mut encoded: Vec<(RecordEncoding, Vec<u8>)> = Vec::new();
-        for sink in &route.sinks {
-            let i = match encoded.iter().position(|(e, _)| *e == sink.encoding) {
-                Some(i) => i,
-                None => {
-                    let per_event = match sink.encoding {
-                        RecordEncoding::Nothing => chunk::framed_len(0),
-                        _ => 192,
-                    };
-                    let mut frames = Vec::with_capacity(events.len() * per_event);
-                    for e in &events {
-                        chunk::encode_in_place(&mut frames, |out| {
-                            sink.encoding.encode(out, tag, e)
-                        });
+        let result = (|| {
+            for sink in &route.sinks {
+                let i = match encoded.iter().position(|(e, _)| *e == sink.encoding) {
+                    Some(i) => i,
+                    None => {
+                        let mut frames = scratch::take();
+                        for e in &events {
+                            chunk::encode_in_place(&mut frames, |out| {
+                                sink.encoding.encode(out, tag, e)
+                            });
+                        }
+                        encoded.push((sink.encoding, frames));
+                        encoded.len() - 1
                     }
-                    encoded.push((sink.encoding, frames));
-                    encoded.len() - 1
-                }
-            };
-            sink.buffer.append_frames(&encoded[i].1)?;
-            PluginMetrics::add(&sink.metrics.records_in, events.len() as u64);
+                };
+                sink.buffer.append_frames(&encoded[i].1)?;
+                PluginMetrics::add(&sink.metrics.records_in, events.len() as u64);
+            }
+            Ok(())
+        })();
+        for (_, frames) in encoded {
+            scratch::give_back(frames);
         }
-        Ok(())
+        result
     }
 
     /// Makes every buffered record durable (file buffers).
