@@ -121,6 +121,16 @@ impl ChunkRecords {
         &self.bytes[self.ranges[i].clone()]
     }
 
+    /// The chunk's bytes and where each record lies in them.
+    pub fn parts(&self) -> (&[u8], &[Range<usize>]) {
+        (&self.bytes, &self.ranges)
+    }
+
+    /// The same, owned: a body can be made in the bytes themselves.
+    pub fn into_parts(self) -> (Vec<u8>, Vec<Range<usize>>) {
+        (self.bytes, self.ranges)
+    }
+
     /// Where record `i`'s frame ends in the chunk, and its checksum: what
     /// identifies delivery progress up to it.
     pub fn frame_end(&self, i: usize) -> (u64, u32) {

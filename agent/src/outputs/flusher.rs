@@ -6,6 +6,7 @@
 //! once every record is accounted for. A chunk that cannot be read is
 //! quarantined and the loop goes on.
 
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,21 +142,53 @@ async fn deliver(
     let Some((mut chunk, records)) = read_or_quarantine(sink, chunk, stop).await? else {
         return Ok(());
     };
+    let total = records.len();
+    // None once the last request's body was made of them: read again if
+    // that request does not go through.
+    let mut records = Some(records);
     let mut start = chunk.delivered();
     let mut failures: u32 = 0;
     let mut first_failure: Option<Instant> = None;
     let mut sizing = Sizing::new(sink.max_request_bytes);
     let mut split = Split::default();
-    while start < records.len() {
-        let (end, body) = request_body(
+    while start < total {
+        let loaded = match records.take() {
+            Some(r) => r,
+            None => match read_or_quarantine(sink, chunk, stop).await? {
+                Some((c, r)) => {
+                    chunk = c;
+                    r
+                }
+                None => return Ok(()),
+            },
+        };
+        let end = request_end(
             sink,
-            &records,
+            &loaded,
             start,
             sizing.cap(start).min(split.cap(start)),
             sizing.max_bytes(),
         );
+        let body = if end == total {
+            last_request_body(format_of(sink), loaded, start)
+        } else {
+            let body = request_body(format_of(sink), &loaded, start, end);
+            records = Some(loaded);
+            body
+        };
         let body_len = body.len();
-        match attempt(sink, body).await {
+        let outcome = attempt(sink, body).await;
+        if !matches!(outcome, Attempt::Done) && records.is_none() {
+            // Sent again, or written to the dead letters, from the records.
+            match read_or_quarantine(sink, chunk, stop).await? {
+                Some((c, r)) => {
+                    chunk = c;
+                    records = Some(r);
+                }
+                None => return Ok(()),
+            }
+        }
+        match outcome {
             Attempt::Done => {
                 PluginMetrics::add(&sink.metrics.records_out, (end - start) as u64);
                 sink.status.delivered();
@@ -165,8 +198,8 @@ async fn deliver(
                 failures = 0;
                 first_failure = None;
                 // The last request's progress is the chunk's deletion.
-                if start < records.len() {
-                    sink.buffer.acknowledge(&mut chunk, &records, start);
+                if let Some(records) = records.as_ref().filter(|_| start < total) {
+                    sink.buffer.acknowledge(&mut chunk, records, start);
                 }
             }
             Attempt::Reject { status: 413, .. } if end - start > 1 => {
@@ -201,10 +234,11 @@ async fn deliver(
                 let reason = format!("rejected with HTTP {status}");
                 sink.status
                     .failed(&format!("{} records {reason}", end - start));
-                dead_letter(sink, &chunk, &records, start, end, &reason, Some(&body));
+                let records = records.as_ref().expect("read again above");
+                dead_letter(sink, &chunk, records, start, end, &reason, Some(&body));
                 start = end;
-                if start < records.len() {
-                    sink.buffer.acknowledge(&mut chunk, &records, start);
+                if start < total {
+                    sink.buffer.acknowledge(&mut chunk, records, start);
                 }
             }
             Attempt::Retry { reason, after } => {
@@ -220,7 +254,8 @@ async fn deliver(
                         since.elapsed()
                     );
                     sink.status.failed(&why);
-                    dead_letter(sink, &chunk, &records, start, records.len(), &why, None);
+                    let records = records.as_ref().expect("read again above");
+                    dead_letter(sink, &chunk, records, start, total, &why, None);
                     break;
                 }
                 let wait = after.map_or_else(|| r.backoff(failures), |a| a.min(r.max_interval));
@@ -232,7 +267,7 @@ async fn deliver(
                     "output {}: {reason}; retry {failures} in {:.1?} ({} records waiting)",
                     sink.id,
                     wait,
-                    records.len() - start
+                    total - start
                 ));
                 if sleep_unless_stopped(Instant::now() + wait, stop)
                     .await
@@ -424,62 +459,173 @@ fn format_of(sink: &Sink) -> RequestFormat {
     sink.output.format()
 }
 
-/// The body for records `start..end`, with `end` as far as the limits
-/// (`cap` records, `max_bytes`) allow. The first record always goes, alone if it is
-/// larger than max_request_bytes: a big record is sent, never dropped for
-/// its size; only the receiver can refuse it.
-fn request_body(
+/// How far from `start` one request reaches: as far as the limits (`cap`
+/// records, `max_bytes`) allow. The first record always goes, alone if it
+/// is larger than max_request_bytes: a big record is sent, never dropped
+/// for its size; only the receiver can refuse it.
+fn request_end(
     sink: &Sink,
     records: &ChunkRecords,
     start: usize,
     cap: usize,
     max_bytes: usize,
-) -> (usize, Vec<u8>) {
+) -> usize {
     let format = format_of(sink);
     let max_records = if format == RequestFormat::Json {
         1
     } else {
         sink.max_request_records.min(cap)
     };
-    let mut body = Vec::with_capacity(max_bytes.min(1 << 20));
-    if format == RequestFormat::JsonArray {
-        body.push(b'[');
-    }
+    let wrap = Wrapping::of(format);
+    let mut len = wrap.open.len();
     let mut end = start;
     while end < records.len() && end - start < max_records {
-        let r = records.get(end);
-        // Separator or trailing newline, plus the closing `]`.
-        let extra = match format {
-            RequestFormat::JsonArray => 2,
-            RequestFormat::LengthPrefixed => 4,
-            _ => 1,
-        };
-        if end > start && body.len() + r.len() + extra > max_bytes {
+        let r = records.get(end).len();
+        // The record's own pieces, plus the closing `]`.
+        let extra = wrap.per_record() + wrap.close.len();
+        if end > start && len + r + extra > max_bytes {
             break;
         }
-        if format == RequestFormat::JsonArray && end > start {
-            body.push(b',');
+        if end > start {
+            len += wrap.between.len();
         }
-        if format == RequestFormat::LengthPrefixed {
-            let len = u32::try_from(r.len()).expect("a stored record is under 4 GiB");
-            body.extend_from_slice(&len.to_le_bytes());
-        }
-        body.extend_from_slice(r);
-        if !matches!(
-            format,
-            RequestFormat::JsonArray | RequestFormat::LengthPrefixed
-        ) {
-            body.push(b'\n');
-        }
+        len += r + wrap.per_record() - wrap.between.len();
         end += 1;
     }
-    if format == RequestFormat::JsonArray {
-        body.push(b']');
+    end
+}
+
+/// What a request body puts around its records.
+struct Wrapping {
+    open: &'static [u8],
+    between: &'static [u8],
+    /// Each record after its length (u32, little endian).
+    length_prefix: bool,
+    after: &'static [u8],
+    close: &'static [u8],
+}
+
+impl Wrapping {
+    fn of(format: RequestFormat) -> Wrapping {
+        let (open, between, length_prefix, after, close): (&[u8], &[u8], bool, &[u8], &[u8]) =
+            match format {
+                RequestFormat::Ndjson => (b"", b"", false, b"\n", b""),
+                RequestFormat::JsonArray => (b"[", b",", false, b"", b"]"),
+                RequestFormat::Json => (b"", b"", false, b"", b""),
+                RequestFormat::LengthPrefixed => (b"", b"", true, b"", b""),
+            };
+        Wrapping {
+            open,
+            between,
+            length_prefix,
+            after,
+            close,
+        }
     }
-    if format == RequestFormat::Json && body.last() == Some(&b'\n') {
-        body.pop();
+
+    /// Bytes a record adds besides its own (the separator before it
+    /// counted, as for every record but the first).
+    fn per_record(&self) -> usize {
+        self.between.len() + if self.length_prefix { 4 } else { 0 } + self.after.len()
     }
-    (end, body)
+
+    /// Writes the body of `records` (ranges of `out`'s source) to `out`.
+    fn write(&self, records: &[Range<usize>], out: &mut impl BodyOut) {
+        out.literal(self.open);
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                out.literal(self.between);
+            }
+            if self.length_prefix {
+                let len = u32::try_from(r.len()).expect("a stored record is under 4 GiB");
+                out.literal(&len.to_le_bytes());
+            }
+            out.record(r.clone());
+            out.literal(self.after);
+        }
+        out.literal(self.close);
+    }
+}
+
+/// Where a body is written: a new buffer, or the chunk's own bytes.
+trait BodyOut {
+    fn literal(&mut self, bytes: &[u8]);
+    fn record(&mut self, range: Range<usize>);
+}
+
+struct Copied<'a> {
+    chunk: &'a [u8],
+    body: Vec<u8>,
+}
+
+impl BodyOut for Copied<'_> {
+    fn literal(&mut self, bytes: &[u8]) {
+        self.body.extend_from_slice(bytes);
+    }
+
+    fn record(&mut self, range: Range<usize>) {
+        self.body.extend_from_slice(&self.chunk[range]);
+    }
+}
+
+/// The body written over the chunk's bytes from their start: each record's
+/// frame header (8 bytes) is longer than what the body puts before and
+/// after it (at most a separator and a length, 5 bytes), so the writing
+/// never reaches a record not yet moved.
+struct InPlace {
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+impl BodyOut for InPlace {
+    fn literal(&mut self, bytes: &[u8]) {
+        let end = self.written + bytes.len();
+        if end <= self.bytes.len() {
+            self.bytes[self.written..end].copy_from_slice(bytes);
+        } else {
+            // Past the last record: only the closing `]` can get here.
+            self.bytes.truncate(self.written);
+            self.bytes.extend_from_slice(bytes);
+        }
+        self.written = end;
+    }
+
+    fn record(&mut self, range: Range<usize>) {
+        assert!(
+            range.start >= self.written,
+            "a body never overtakes its records"
+        );
+        let len = range.len();
+        self.bytes.copy_within(range, self.written);
+        self.written += len;
+    }
+}
+
+/// The body for records `start..end`, copied out of the chunk.
+fn request_body(
+    format: RequestFormat,
+    records: &ChunkRecords,
+    start: usize,
+    end: usize,
+) -> Vec<u8> {
+    let (chunk, ranges) = records.parts();
+    let mut out = Copied {
+        chunk,
+        body: Vec::new(),
+    };
+    Wrapping::of(format).write(&ranges[start..end], &mut out);
+    out.body
+}
+
+/// The body for every record from `start` to the chunk's end, made in the
+/// chunk's own memory: the chunk was read whole (a MiB by default), and a
+/// copy of it doubled the memory each request took.
+fn last_request_body(format: RequestFormat, records: ChunkRecords, start: usize) -> Vec<u8> {
+    let (bytes, ranges) = records.into_parts();
+    let mut out = InPlace { bytes, written: 0 };
+    Wrapping::of(format).write(&ranges[start..], &mut out);
+    out.bytes.truncate(out.written);
+    out.bytes
 }
 
 /// Writes records `start..end` of a chunk to the dead-letter directory as
@@ -556,4 +702,59 @@ fn sanitize(id: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::chunk;
+
+    fn chunk_of(records: &[&[u8]]) -> ChunkRecords {
+        let mut bytes = Vec::new();
+        for r in records {
+            chunk::encode_into(&mut bytes, r);
+        }
+        ChunkRecords::decode(bytes, records.len() as u64).unwrap()
+    }
+
+    #[test]
+    fn a_body_made_in_the_chunk_is_the_copied_body() {
+        let records: [&[u8]; 6] = [
+            b"{\"a\":1}",
+            b"",
+            b"x",
+            b"{\"long\":\"0123456789abcdef\"}",
+            b"y",
+            b"{}",
+        ];
+        let formats = [
+            RequestFormat::Ndjson,
+            RequestFormat::JsonArray,
+            RequestFormat::Json,
+            RequestFormat::LengthPrefixed,
+        ];
+        for format in formats {
+            for start in 0..records.len() {
+                let copied = request_body(format, &chunk_of(&records), start, records.len());
+                let in_place = last_request_body(format, chunk_of(&records), start);
+                assert_eq!(in_place, copied, "{format:?} from {start}");
+            }
+        }
+        // What each format makes of the last three records.
+        let body = |format| {
+            String::from_utf8_lossy(&last_request_body(format, chunk_of(&records), 3)).into_owned()
+        };
+        assert_eq!(
+            body(RequestFormat::Ndjson),
+            "{\"long\":\"0123456789abcdef\"}\ny\n{}\n"
+        );
+        assert_eq!(
+            body(RequestFormat::JsonArray),
+            "[{\"long\":\"0123456789abcdef\"},y,{}]"
+        );
+        assert_eq!(
+            last_request_body(RequestFormat::LengthPrefixed, chunk_of(&records), 4),
+            b"\x01\0\0\0y\x02\0\0\0{}".to_vec()
+        );
+    }
 }
