@@ -101,11 +101,7 @@ pub fn typed(key: &str, raw: &str) -> Typed {
     };
     let value = match kind {
         Kind::Text => Some(Value::String(raw.to_string())),
-        Kind::Count => raw
-            .parse::<i64>()
-            .map(Value::from)
-            .or_else(|_| raw.parse::<u64>().map(Value::from))
-            .ok(),
+        Kind::Count => integer(raw),
         Kind::Seconds => seconds(raw),
     };
     match value {
@@ -126,7 +122,22 @@ fn seconds(raw: &str) -> Option<Value> {
         .map(Value::Number)
 }
 
+/// An integer as `str::parse` reads it (a sign allowed), into i64 or else
+/// u64; plain digits, what the servers write, without its generic loop.
+fn integer(raw: &str) -> Option<Value> {
+    if let Some(n) = super::grammar::digits(raw) {
+        return Some(Value::from(n));
+    }
+    raw.parse::<i64>()
+        .map(Value::from)
+        .or_else(|_| raw.parse::<u64>().map(Value::from))
+        .ok()
+}
+
 fn inferred(v: &str) -> Value {
+    if let Some(n) = super::grammar::digits(v) {
+        return Value::from(n);
+    }
     if let Ok(i) = v.parse::<i64>() {
         return Value::from(i);
     }
@@ -174,6 +185,31 @@ mod tests {
             field("Rows_examined", "18446744073709551615").map(|f| f.1),
             Some(Value::from(u64::MAX))
         );
+    }
+
+    #[test]
+    fn counts_are_read_as_str_parse_reads_them() {
+        for raw in [
+            "0",
+            "007",
+            "123456789012345678",
+            "9223372036854775807",
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "+5",
+            "-5",
+            "",
+            "1 ",
+            "1_000",
+        ] {
+            let parsed = raw
+                .parse::<i64>()
+                .map(Value::from)
+                .or_else(|_| raw.parse::<u64>().map(Value::from))
+                .ok();
+            assert_eq!(field("Rows_sent", raw).map(|f| f.1), parsed, "{raw:?}");
+        }
     }
 
     #[test]
