@@ -103,8 +103,8 @@ struct State {
     closed: bool,
     /// Set by SIGUSR1 / shutdown: seal the open chunk regardless of age.
     flush_now: bool,
-    /// Sealed chunks' writes since the last `sync`.
-    unsynced: Vec<Unsynced>,
+    /// Sealed chunks' writes since the last `sync`, by chunk id.
+    unsynced: Vec<(u64, Unsynced)>,
     /// Chunks taken by flushers and not yet completed (id, created): their
     /// records are still unsent while a delivery is retried.
     in_flight: Vec<(u64, Instant)>,
@@ -396,7 +396,9 @@ impl Buffer {
     /// the next `sync`, off the append path.
     fn seal(&self, state: &mut State) {
         if let Some(mut chunk) = state.open.take() {
-            state.unsynced.extend(chunk.data.seal());
+            state
+                .unsynced
+                .extend(chunk.data.seal().map(|w| (chunk.id, w)));
             state.queue.push_back(chunk);
         }
     }
@@ -409,7 +411,12 @@ impl Buffer {
             // First what can fail (a descriptor for the open chunk), so
             // that a failure leaves the sealed chunks' list as it was.
             let open: Vec<_> = match state.open.as_mut() {
-                Some(open) => open.data.unsynced()?.into_iter().collect(),
+                Some(open) => open
+                    .data
+                    .unsynced()?
+                    .into_iter()
+                    .map(|w| (open.id, w))
+                    .collect(),
                 None => Vec::new(),
             };
             let mut writes = std::mem::take(&mut state.unsynced);
@@ -420,10 +427,10 @@ impl Buffer {
         // What is not synced stays listed: a later `sync` must not succeed
         // (and let a source commit its position) over unsynced records.
         let mut writes = writes.into_iter();
-        while let Some(w) = writes.next() {
+        while let Some((id, w)) = writes.next() {
             if let Err(e) = w.sync() {
                 let mut state = self.state.lock().unwrap();
-                state.unsynced.push(w);
+                state.unsynced.push((id, w));
                 state.unsynced.extend(writes);
                 return Err(e);
             }
@@ -486,7 +493,15 @@ impl Buffer {
     }
 
     /// A delivered (or dead-lettered) chunk: delete it and free its space.
+    /// Its writes are no longer made durable: nothing is lost if they never
+    /// reach the disk, and a backlog's chunks are mostly delivered before
+    /// the next `sync`, so their pages are dropped unwritten.
     pub fn complete(&self, chunk: Chunk) {
+        self.state
+            .lock()
+            .unwrap()
+            .unsynced
+            .retain(|(id, _)| *id != chunk.id);
         self.release(&chunk);
         chunk.data.delete();
         self.space.notify_all();

@@ -24,6 +24,17 @@ impl Buffer {
     }
 }
 
+/// The chunks whose writes the next `sync` makes durable.
+fn unsynced_chunks(buf: &Buffer) -> Vec<u64> {
+    buf.state
+        .lock()
+        .unwrap()
+        .unsynced
+        .iter()
+        .map(|(id, _)| *id)
+        .collect()
+}
+
 fn file_config(dir: &Path) -> BufferConfig {
     BufferConfig {
         storage: Storage::File(dir.to_path_buf()),
@@ -409,4 +420,22 @@ fn both_stores_cut_back_a_failed_append() {
         }
     }
     assert!(names(dir.path()).is_empty(), "the file chunk deleted");
+}
+
+#[test]
+fn a_delivered_chunk_is_not_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (buf, _) =
+        Buffer::open(file_config(dir.path()), Arc::new(PluginMetrics::default())).unwrap();
+    buf.append(&records(15)).unwrap(); // 5 records per chunk: two sealed, one open
+    assert_eq!(unsynced_chunks(&buf), [1, 2]);
+    let first = buf.take().unwrap().expect("a sealed chunk");
+    assert_eq!(first.id, 1);
+    buf.complete(first);
+    // Its pages need never reach the disk; the other sealed one's must.
+    assert_eq!(unsynced_chunks(&buf), [2]);
+    buf.sync().unwrap();
+    assert!(unsynced_chunks(&buf).is_empty());
+    // The sealed one is still delivered (the open one is not due yet).
+    assert_eq!(drain(&buf), texts(5..10));
 }
