@@ -86,20 +86,6 @@ impl Unsynced {
         }
         Ok(())
     }
-
-    /// Asks the kernel to start writing the file out now, without waiting
-    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that the `sync` a
-    /// source's commit makes later finds most of it on disk. Without it the
-    /// tail thread stalled for tens of milliseconds at each commit, writing
-    /// out a commit interval's worth of chunks while reading nothing.
-    /// Best effort: a failure here is a failure of that `sync`.
-    pub fn start_writeback(&self) {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: a plain syscall on a descriptor this value owns.
-        unsafe {
-            libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
 }
 
 /// What a store found at start-up.
