@@ -143,8 +143,8 @@ async fn deliver(
         return Ok(());
     };
     let total = records.len();
-    // None once the last request's body was made of them: read again if
-    // that request does not go through.
+    // None once the last request's body was made of them, until read
+    // again when that request does not go through.
     let mut records = Some(records);
     let mut start = chunk.delivered();
     let mut failures: u32 = 0;
@@ -152,16 +152,9 @@ async fn deliver(
     let mut sizing = Sizing::new(sink.max_request_bytes);
     let mut split = Split::default();
     while start < total {
-        let loaded = match records.take() {
-            Some(r) => r,
-            None => match read_or_quarantine(sink, chunk, stop).await? {
-                Some((c, r)) => {
-                    chunk = c;
-                    r
-                }
-                None => return Ok(()),
-            },
-        };
+        let loaded = records
+            .take()
+            .expect("read again after the request that used them failed");
         let end = request_end(
             sink,
             &loaded,
