@@ -116,10 +116,33 @@ fn seconds(raw: &str) -> Option<Value> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return None;
     }
-    raw.parse::<f64>()
-        .ok()
+    decimal(raw)
+        .or_else(|| raw.parse::<f64>().ok())
         .and_then(serde_json::Number::from_f64)
         .map(Value::Number)
+}
+
+/// `digits[.digits]` with at most 15 significant digits, the servers'
+/// `0.000012`: the digits as an integer divided by a power of ten, both
+/// exact in an f64, so the one division rounds correctly, as `str::parse`
+/// does (which goes this way too, after its general scan). None for
+/// anything else, which `str::parse` reads.
+fn decimal(raw: &str) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (int, frac) = raw.split_once('.').unwrap_or((raw, ""));
+    if int.is_empty() || int.len() + frac.len() > 15 || frac.len() >= POW10.len() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for c in int.bytes().chain(frac.bytes()) {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(c - b'0');
+    }
+    Some(n as f64 / POW10[frac.len()])
 }
 
 /// An integer as `str::parse` reads it (a sign allowed), into i64 or else
@@ -185,6 +208,49 @@ mod tests {
             field("Rows_examined", "18446744073709551615").map(|f| f.1),
             Some(Value::from(u64::MAX))
         );
+    }
+
+    #[test]
+    fn seconds_are_read_as_str_parse_reads_them() {
+        let mut cases: Vec<String> = [
+            "0",
+            "2",
+            "0.000012",
+            "0.000002",
+            "1.5",
+            "10.000000",
+            "123456.789012",
+            "999999999999999",
+            "99999999999999.9",
+            "0.123456789012345",
+            "1234567890123456",
+            "0.1234567890123456",
+            "5.",
+            ".5",
+            ".",
+            "",
+            "1.2.3",
+            "00000000000000000001.5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every count of digits on both sides of the point.
+        for int in 0..18 {
+            for frac in 0..18 {
+                cases.push(format!("{}.{}", "7".repeat(int), "3".repeat(frac)));
+            }
+        }
+        for raw in cases {
+            let parsed = (!raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+                .then(|| raw.parse::<f64>().ok())
+                .flatten();
+            let got = match field("Query_time", &raw) {
+                Some((_, v)) => v.as_f64(),
+                None => None,
+            };
+            assert_eq!(got.map(f64::to_bits), parsed.map(f64::to_bits), "{raw:?}");
+        }
     }
 
     #[test]
