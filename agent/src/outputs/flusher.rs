@@ -602,11 +602,17 @@ fn request_body(
     end: usize,
 ) -> Vec<u8> {
     let (chunk, ranges) = records.parts();
+    let ranges = &ranges[start..end];
+    // The frames the records span: more than the body, never less.
+    let spanned = match (ranges.first(), ranges.last()) {
+        (Some(first), Some(last)) => last.end - first.start + 8,
+        _ => 2,
+    };
     let mut out = Copied {
         chunk,
-        body: Vec::new(),
+        body: Vec::with_capacity(spanned),
     };
-    Wrapping::of(format).write(&ranges[start..end], &mut out);
+    Wrapping::of(format).write(ranges, &mut out);
     out.body
 }
 
