@@ -155,9 +155,11 @@ pub struct BenchFlags {
     #[arg(long, default_value_t = 1_000_000)]
     pub lines: u64,
     /// Run one benchmark only: `agent`, `slowlog`, `rpm`, `targets` (the el7
-    /// zig build against the host build, three rounds) or `forward` (the
+    /// zig build against the host build, three rounds), `forward` (the
     /// forward output and input against fluent-bit 5.1.1 from
-    /// ../shared/tools, three rounds); the last two are not part of the
+    /// ../shared/tools, three rounds) or `hot-text` (profile the agent
+    /// under callgrind and rewrite agent/link/hot-text.txt, the functions
+    /// its build lays out first); the last three are not part of the
     /// default run
     #[arg(long, value_name = "BENCH")]
     pub run: Option<String>,

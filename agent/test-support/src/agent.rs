@@ -88,8 +88,31 @@ impl Agent {
         Agent::spawn_binary(binary, dir, config, |_| {})
     }
 
+    /// `start_binary` run by another program: `wrapper` (a profiler and
+    /// its options) is given the agent's binary and arguments.
+    pub fn start_binary_under(
+        wrapper: &[std::ffi::OsString],
+        binary: &Path,
+        dir: &Path,
+        config: &str,
+    ) -> Agent {
+        let (program, options) = wrapper.split_first().expect("a wrapper program");
+        let mut cmd = Command::new(program);
+        cmd.args(options).arg(binary);
+        Agent::spawn_command(cmd, dir, config, |_| {})
+    }
+
     fn spawn_binary(
         binary: &Path,
+        dir: &Path,
+        config: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Agent {
+        Agent::spawn_command(Command::new(binary), dir, config, adjust)
+    }
+
+    fn spawn_command(
+        mut cmd: Command,
         dir: &Path,
         config: &str,
         adjust: impl FnOnce(&mut Command),
@@ -97,7 +120,6 @@ impl Agent {
         let cfg = dir.join("agent.yml");
         std::fs::write(&cfg, config).unwrap();
         let log = dir.join("agent.log");
-        let mut cmd = Command::new(binary);
         cmd.arg("--config")
             .arg(&cfg)
             .arg("--log")

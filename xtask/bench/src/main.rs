@@ -25,6 +25,7 @@ use xtask::tools::{self, ToolTable};
 
 mod agent;
 mod forward;
+mod hot_text;
 mod page_cache;
 mod rpm;
 mod slowlog;
@@ -51,9 +52,9 @@ fn bench(sh: &Shell, product: &Product, layout: &Layout, jobs: usize, b: BenchFl
     let only = b.run.clone();
     if let Some(o) = only
         .as_deref()
-        .filter(|o| !["agent", "forward", "rpm", "slowlog", "targets"].contains(o))
+        .filter(|o| !["agent", "forward", "hot-text", "rpm", "slowlog", "targets"].contains(o))
     {
-        bail!("--run `{o}`: expected agent, forward, rpm, slowlog or targets");
+        bail!("--run `{o}`: expected agent, forward, hot-text, rpm, slowlog or targets");
     }
     // The host's compiler: the benches run the agent here.
     let opts = DepsOptions {
@@ -108,6 +109,13 @@ fn bench(sh: &Shell, product: &Product, layout: &Layout, jobs: usize, b: BenchFl
             );
         };
         agent::run_peer(&agent, &peer, &layout.work.join("bench-peer"), b.lines, 3)?;
+    }
+    if only.as_deref() == Some("hot-text") {
+        let table = ToolTable::load(&layout.recipes.join("test-tools.toml"))?;
+        let needed = ["valgrind".to_string(), "nm".to_string()];
+        tools::ensure(sh, &table, &needed, &layout.cache.join("tools/pip"))?;
+        let out = xtask::layout::workspace_root().join("agent/link/hot-text.txt");
+        hot_text::run(&agent, &layout.work.join("hot-text"), &out)?;
     }
     if only.as_deref() == Some("forward") {
         forward::run(&agent, &layout.work.join("bench-forward"), b.lines, 3)?;

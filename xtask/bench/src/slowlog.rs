@@ -15,7 +15,7 @@ use test_support::{Agent, Sink};
 use crate::agent::run_until_delivered;
 
 /// A slow-log entry of the MySQL 8 format, about 400 bytes.
-fn slow_entry(n: u64) -> String {
+pub fn slow_entry(n: u64) -> String {
     format!(
         "# Time: 2026-11-21T05:{:02}:{:02}.{:06}Z\n# User@Host: app[app] @ web{} [10.0.{}.{}]  Id: {}\n\
          # Query_time: 0.{:06}  Lock_time: 0.000012 Rows_sent: {}  Rows_examined: {}\n\
