@@ -22,6 +22,83 @@ fn readelf_build_id(elf: &Path) -> Option<String> {
         .map(String::from)
 }
 
+/// Address and size of each section of `elf`, by name.
+fn section_table(elf: &Path) -> std::collections::HashMap<String, (u64, u64)> {
+    let table = ok(Command::new("readelf").arg("-SW").arg(elf));
+    table
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_once(']')?.1.split_whitespace().collect();
+            let hex = |i: usize| u64::from_str_radix(fields.get(i)?, 16).ok();
+            Some((fields.first()?.to_string(), (hex(2)?, hex(4)?)))
+        })
+        .collect()
+}
+
+/// The shipped agent (a zig build) has the functions agent/link/hot-text.txt
+/// names in `.text.hot`, ahead of the rest of its code (agent/build.rs): a
+/// linker that ignored the script would still link, with the idle agent's
+/// code spread over the whole binary again. The symbols come from the debug
+/// file; the shipped binary has none.
+fn hot_text_is_laid_out_first(agent: &Path, debug_file: &Path) {
+    let sections = section_table(agent);
+    let (hot, text) = (sections.get(".text.hot"), sections.get(".text"));
+    let (Some(&(hot_at, hot_size)), Some(&(text_at, _))) = (hot, text) else {
+        panic!("the agent has no .text.hot ahead of .text: {sections:?}");
+    };
+    assert!(hot_at < text_at, "{sections:?}");
+
+    let list = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/link/hot-text.txt"),
+    )
+    .unwrap();
+    let listed: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let symbols = ok(Command::new("nm").arg("--defined-only").arg(debug_file));
+    let functions: Vec<(u64, &str)> = symbols
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f[..] {
+                [at, "t" | "T", name] => Some((u64::from_str_radix(at, 16).ok()?, name)),
+                _ => None,
+            }
+        })
+        .collect();
+    let matches = |pattern: &str, name: &str| match pattern.strip_suffix('*') {
+        Some(path) => name
+            .strip_prefix(path)
+            .is_some_and(|hash| hash.len() == 17 && hash.ends_with('E')),
+        None => name == pattern,
+    };
+    let mut found = 0;
+    for pattern in &listed {
+        let mut any = false;
+        for &(at, name) in functions.iter().filter(|(_, n)| matches(pattern, n)) {
+            any = true;
+            assert!(
+                (hot_at..hot_at + hot_size).contains(&at),
+                "{name} (listed as {pattern}) is at {at:#x}, outside .text.hot at {hot_at:#x}+{hot_size:#x}"
+            );
+        }
+        found += usize::from(any);
+    }
+    // A list made for other code matches little: regenerate it.
+    assert!(
+        found * 10 >= listed.len() * 9,
+        "only {found} of the {} functions agent/link/hot-text.txt names are in the agent: \
+         run `cargo xtask bench --run hot-text`",
+        listed.len()
+    );
+    println!(
+        "hot text: {found} of {} listed functions found, .text.hot {hot_size} bytes",
+        listed.len()
+    );
+}
+
 #[test]
 fn debuginfo_installs_beside_the_agent_and_is_found_by_build_id() {
     let tmp = tempfile::tempdir().unwrap();
@@ -106,6 +183,7 @@ fn debuginfo_installs_beside_the_agent_and_is_found_by_build_id() {
     assert_eq!(readelf_build_id(&debug_file).as_deref(), Some(id.as_str()));
     let sections = ok(Command::new("readelf").arg("-S").arg(&debug_file));
     assert!(sections.contains(".debug_info"), "{sections}");
+    hot_text_is_laid_out_first(&agent, &debug_file);
 
     // Every build-id link of the package resolves to a debug file of that
     // build id; the ELF files without a build id have none.
