@@ -101,7 +101,16 @@ impl Peer {
         let conf = dir.join("fluent.conf");
         std::fs::write(&conf, config).unwrap();
         let log = dir.join("fluentd.log");
-        let child = Command::new(shared_tools().join("fluentd/run.sh"))
+        let mut cmd = Command::new(shared_tools().join("fluentd/run.sh"));
+        // ServerEngine's socket manager makes a unix socket in /tmp, and a
+        // Fluentd that is killed leaves it there: one more
+        // SERVERENGINE_SOCKETMANAGER_* in /tmp per test run. In the peer's
+        // own directory it goes with the test's. (A unix socket's path is at
+        // most 107 bytes and the socket's name takes 53.)
+        if dir.as_os_str().len() <= 50 {
+            cmd.env("SERVERENGINE_SOCKETMANAGER_SOCK_DIR", dir);
+        }
+        let child = cmd
             .arg("-c")
             .arg(&conf)
             .arg("--no-supervisor")
