@@ -47,6 +47,13 @@ fn hot_text_is_laid_out_first(agent: &Path, debug_file: &Path) {
         panic!("the agent has no .text.hot ahead of .text: {sections:?}");
     };
     assert!(hot_at < text_at, "{sections:?}");
+    // The section `main` reads a byte of, beside the read-only data rather
+    // than among the unwind tables.
+    let (gdb, rodata) = (sections.get(".debug_gdb_scripts"), sections.get(".rodata"));
+    assert!(
+        matches!((gdb, rodata), (Some(g), Some(r)) if g.0 < r.0),
+        "{sections:?}"
+    );
 
     let list = fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/link/hot-text.txt"),
