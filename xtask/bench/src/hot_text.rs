@@ -16,8 +16,9 @@
 //!   (a tailing agent's forward output into another agent's forward input).
 //!
 //! The file lists the idle run's functions first, then those only the
-//! scraped run ran, then those only the shipping runs ran: an agent that
-//! nobody scrapes keeps the fewest pages. Each name is the symbol with its hash (`17h…E`)
+//! shipping runs ran, then those only the scraped run ran: idle and
+//! shipping code side by side for the agent that nobody scrapes, which
+//! keeps the fewest pages. Each name is the symbol with its hash (`17h…E`)
 //! replaced by `*`: the hash differs between the host and zig builds and
 //! with every change of the compiler or of a dependency, the path does not.
 
@@ -32,8 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use test_support::{
-    agent_forward_receiver, agent_forward_records_in, agent_forward_sender, error_log_line,
-    free_port, get_metrics, get_status, Agent, Sink,
+    agent_forward_sender, error_log_line, free_port, get_metrics, get_status, Agent, Sink,
 };
 
 /// Lines of the shipping runs: enough to run every batch, flush and
@@ -68,31 +68,31 @@ pub fn run(agent: &Path, work: &Path, out: &Path) -> Result<()> {
         with_cpu_variants(&text, shipping),
     );
     let idle: BTreeSet<String> = idle.iter().map(|s| pattern(s)).collect();
-    let scraped: BTreeSet<String> = scraped
+    let shipping: BTreeSet<String> = shipping
         .iter()
         .map(|s| pattern(s))
         .filter(|p| !idle.contains(p))
         .collect();
-    let shipping: BTreeSet<String> = shipping
+    let scraped: BTreeSet<String> = scraped
         .iter()
         .map(|s| pattern(s))
-        .filter(|p| !idle.contains(p) && !scraped.contains(p))
+        .filter(|p| !idle.contains(p) && !shipping.contains(p))
         .collect();
     let mut f = fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
     writeln!(
         f,
         "# The agent's functions that ran while it started and idled, then those\n\
-         # that ran only to answer /metrics and /status, then those that ran only\n\
-         # while it shipped: the order `agent/build.rs` lays them out in, ahead of\n\
-         # the rest of its code. Written by `cargo xtask bench --run hot-text`\n\
+         # that ran only while it shipped, then those that ran only to answer\n\
+         # /metrics and /status: the order `agent/build.rs` lays them out in,\n\
+         # ahead of the rest of its code. Written by `cargo xtask bench --run hot-text`\n\
          # (xtask/bench/src/hot_text.rs): regenerate it when the code changes\n\
          # much; a name that no longer matches is only left out.\n\
          # One symbol per line, its hash (17h...E) replaced by `*`."
     )?;
     for (title, group) in [
         ("Start-up and idle", &idle),
-        ("Scraped: /metrics and /status", &scraped),
         ("Shipping", &shipping),
+        ("Scraped: /metrics and /status", &scraped),
     ] {
         writeln!(f, "\n# {title}: {} functions", group.len())?;
         for p in group {
@@ -100,11 +100,11 @@ pub fn run(agent: &Path, work: &Path, out: &Path) -> Result<()> {
         }
     }
     println!(
-        "hot text: {} start-up and idle functions, {} more to answer /metrics and /status, \
-         {} more while shipping, written to {}",
+        "hot text: {} start-up and idle functions, {} more while shipping, \
+         {} more to answer /metrics and /status, written to {}",
         idle.len(),
-        scraped.len(),
         shipping.len(),
+        scraped.len(),
         out.display()
     );
     Ok(())
@@ -250,13 +250,14 @@ fn wait(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
 }
 
 /// tail -> record_transformer -> http with a file buffer, as the agent
-/// bench and most hosts run it, with `/metrics` and `/status` served.
-fn error_log_config(dir: &Path, url: &str, metrics_port: u16) -> String {
+/// bench and most hosts run it; with a port, `/metrics` and `/status`
+/// served on it.
+fn error_log_config(dir: &Path, url: &str, metrics_port: Option<u16>) -> String {
+    let system = metrics_port.map_or(String::new(), |port| {
+        format!("system:\n  metrics:\n    bind: 127.0.0.1:{port}\n")
+    });
     format!(
-        r#"system:
-  metrics:
-    bind: 127.0.0.1:{metrics_port}
-sources:
+        r#"{system}sources:
   - type: tail
     path: {dir}/logs/*.err
     pos_file: {dir}/tail.pos
@@ -288,12 +289,7 @@ fn profile_idle(binary: &Path, dir: &Path, scrape: bool) -> Result<PathBuf> {
     fs::write(dir.join("logs/mysqld.err"), b"")?;
     let sink = Sink::start_counting();
     let port = free_port();
-    let mut config = error_log_config(dir, &sink.url, port);
-    if !scrape {
-        let (metrics, rest) = config.split_once("sources:").expect("a sources section");
-        assert!(metrics.starts_with("system:"));
-        config = format!("sources:{rest}");
-    }
+    let config = error_log_config(dir, &sink.url, scrape.then_some(port));
     eprintln!("==> hot text: start-up and idle (scraped: {scrape}) under callgrind");
     let agent = Agent::start_binary_under(&callgrind(&out), binary, dir, &config);
     if scrape {
@@ -319,16 +315,14 @@ fn profile_error_log(binary: &Path, dir: &Path) -> Result<PathBuf> {
     }
     fs::write(dir.join("logs/mysqld.err"), log)?;
     let sink = Sink::start_counting();
-    let port = free_port();
     eprintln!("==> hot text: {LINES} error-log lines to HTTP under callgrind");
     let agent = Agent::start_binary_under(
         &callgrind(&out),
         binary,
         dir,
-        &error_log_config(dir, &sink.url, port),
+        &error_log_config(dir, &sink.url, None),
     );
     wait("delivery of the error log", || sink.counted() >= LINES)?;
-    get_metrics(port);
     finish(agent, &out)
 }
 
@@ -358,13 +352,20 @@ fn profile_slow_log(binary: &Path, dir: &Path) -> Result<PathBuf> {
 fn profile_forward(binary: &Path, dir: &Path) -> Result<[PathBuf; 2]> {
     let (send_dir, receive_dir) = (dir.join("sender"), dir.join("receiver"));
     let (send_out, receive_out) = (fresh(&send_dir)?, fresh(&receive_dir)?);
-    let (port, metrics_port) = (free_port(), free_port());
+    let port = free_port();
+    let sink = Sink::start_counting();
     eprintln!("==> hot text: {LINES} lines over forward, both agents under callgrind");
+    // Counted at a sink rather than on /metrics: serving it is the
+    // scraped run's code.
+    let receiver_config = format!(
+        "sources:\n  - type: forward\n    bind: 127.0.0.1:{port}\n{}",
+        test_support::http_outputs(&receive_dir, &sink.url)
+    );
     let receiver = Agent::start_binary_under(
         &callgrind(&receive_out),
         binary,
         &receive_dir,
-        &agent_forward_receiver(port, metrics_port),
+        &receiver_config,
     );
     wait("the forward input listening", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -382,10 +383,6 @@ fn profile_forward(binary: &Path, dir: &Path) -> Result<[PathBuf; 2]> {
         &send_dir,
         &agent_forward_sender(&send_dir, &log, port),
     );
-    wait("delivery over forward", || {
-        test_support::try_get_metrics(metrics_port)
-            .map(|m| agent_forward_records_in(&m) >= LINES)
-            .unwrap_or(false)
-    })?;
+    wait("delivery over forward", || sink.counted() >= LINES)?;
     Ok([finish(sender, &send_out)?, finish(receiver, &receive_out)?])
 }
