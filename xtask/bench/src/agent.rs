@@ -31,6 +31,35 @@ pub fn write_error_log(log: &Path, lines: u64) -> Result<()> {
     Ok(())
 }
 
+/// The bench's pipeline: tail `work/logs/*.err` -> record_transformer
+/// (hostname) -> http to `url` through a file buffer in `work`, flushed
+/// every 200 ms.
+pub fn bench_config(work: &Path, url: &str) -> String {
+    format!(
+        r#"sources:
+  - type: tail
+    path: {work}/logs/*.err
+    pos_file: {work}/tail.pos
+    tag: mysql.error
+    read_from_head: true
+filters:
+  - match: "mysql.**"
+    type: record_transformer
+    record:
+      hostname: "${{hostname}}"
+outputs:
+  - match: "mysql.**"
+    type: http
+    endpoint: {url}
+    buffer:
+      type: file
+      path: {work}/buffer
+      flush_interval: 200ms
+"#,
+        work = work.display(),
+    )
+}
+
 /// A benchmarked agent that has delivered everything, still running.
 pub struct Delivered {
     pub agent: Agent,
@@ -123,31 +152,7 @@ pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<BenchResult> {
     drop(payload);
     sink.reset_counted();
 
-    let config = format!(
-        r#"sources:
-  - type: tail
-    path: {logs}/*.err
-    pos_file: {work}/tail.pos
-    tag: mysql.error
-    read_from_head: true
-filters:
-  - match: "mysql.**"
-    type: record_transformer
-    record:
-      hostname: "${{hostname}}"
-outputs:
-  - match: "mysql.**"
-    type: http
-    endpoint: {url}
-    buffer:
-      type: file
-      path: {work}/buffer
-      flush_interval: 200ms
-"#,
-        logs = work.join("logs").display(),
-        work = work.display(),
-        url = sink.url
-    );
+    let config = bench_config(work, &sink.url);
     eprintln!(
         "==> bench: running {} (tail -> record_transformer -> http, file buffer)",
         agent.display()

@@ -32,9 +32,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use test_support::{
-    agent_forward_sender, error_log_line, free_port, get_metrics, get_status, Agent, Sink,
-};
+use test_support::{agent_forward_sender, free_port, get_metrics, get_status, Agent, Sink};
+
+use crate::agent::write_error_log;
 
 /// Lines of the shipping runs: enough to run every batch, flush and
 /// commit path several times, few enough for callgrind (about 50 times
@@ -249,36 +249,14 @@ fn wait(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
-/// tail -> record_transformer -> http with a file buffer, as the agent
-/// bench and most hosts run it; with a port, `/metrics` and `/status`
-/// served on it.
+/// The agent bench's pipeline (tail -> record_transformer -> http with a
+/// file buffer), as most hosts run it; with a port, `/metrics` and
+/// `/status` served on it.
 fn error_log_config(dir: &Path, url: &str, metrics_port: Option<u16>) -> String {
     let system = metrics_port.map_or(String::new(), |port| {
         format!("system:\n  metrics:\n    bind: 127.0.0.1:{port}\n")
     });
-    format!(
-        r#"{system}sources:
-  - type: tail
-    path: {dir}/logs/*.err
-    pos_file: {dir}/tail.pos
-    tag: mysql.error
-    read_from_head: true
-filters:
-  - match: "mysql.**"
-    type: record_transformer
-    record:
-      hostname: "${{hostname}}"
-outputs:
-  - match: "mysql.**"
-    type: http
-    endpoint: {url}
-    buffer:
-      type: file
-      path: {dir}/buffer
-      flush_interval: 200ms
-"#,
-        dir = dir.display()
-    )
+    format!("{system}{}", crate::agent::bench_config(dir, url))
 }
 
 /// Start-up, a few seconds of following an empty log, shutdown; with
@@ -308,12 +286,7 @@ fn profile_idle(binary: &Path, dir: &Path, scrape: bool) -> Result<PathBuf> {
 
 fn profile_error_log(binary: &Path, dir: &Path) -> Result<PathBuf> {
     let out = fresh(dir)?;
-    let mut log = String::new();
-    for n in 0..LINES {
-        log.push_str(&error_log_line(n));
-        log.push('\n');
-    }
-    fs::write(dir.join("logs/mysqld.err"), log)?;
+    write_error_log(&dir.join("logs/mysqld.err"), LINES)?;
     let sink = Sink::start_counting();
     eprintln!("==> hot text: {LINES} error-log lines to HTTP under callgrind");
     let agent = Agent::start_binary_under(
@@ -371,12 +344,7 @@ fn profile_forward(binary: &Path, dir: &Path) -> Result<[PathBuf; 2]> {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     })?;
     let log = send_dir.join("logs/mysqld.err");
-    let mut text = String::new();
-    for n in 0..LINES {
-        text.push_str(&error_log_line(n));
-        text.push('\n');
-    }
-    fs::write(&log, text)?;
+    write_error_log(&log, LINES)?;
     let sender = Agent::start_binary_under(
         &callgrind(&send_out),
         binary,
