@@ -166,7 +166,9 @@ pub fn run(agent: &Path, work: &Path, lines: u64) -> Result<BenchResult> {
 
     // Idle: a fresh agent with nothing to read.
     fs::remove_dir_all(work.join("buffer")).ok();
-    fs::remove_file(work.join("tail.pos")).ok();
+    for state in ["tail.pos", "tail.pos.journal"] {
+        fs::remove_file(work.join(state)).ok();
+    }
     fs::write(&log, b"")?;
     let idle = Agent::start_binary(agent, work, &config);
     thread::sleep(Duration::from_secs(3));
@@ -357,7 +359,9 @@ pub fn run_fluent_bit(binary: &Path, work: &Path, lines: u64) -> Result<BenchRes
 
     // Idle: a fresh fluent-bit with nothing to read.
     fs::remove_dir_all(work.join("storage")).ok();
-    fs::remove_file(work.join("tail.db")).ok();
+    for state in ["tail.db", "tail.db-wal", "tail.db-shm"] {
+        fs::remove_file(work.join(state)).ok();
+    }
     fs::write(&log, b"")?;
     let mut idle = start(&conf)?;
     thread::sleep(Duration::from_secs(3));
