@@ -49,7 +49,7 @@ fn main() {
 }
 
 /// Writes a linker script placing the functions `link/hot-text.txt` names,
-/// in its order, in a `.text.hot` section right after `.init` (and the gdb
+/// in its order, in a `.text.hot` section ahead of `.text` (and the gdb
 /// scripts section before `.rodata`), and returns its path. `INSERT`
 /// keeps the linker's own layout for the rest (lld and GNU ld alike). A
 /// name that matches nothing is only left out.
@@ -92,11 +92,9 @@ fn hot_text_script() -> PathBuf {
         // LLVM puts a function it deems cold in `.text.unlikely.<name>`.
         script.push_str(&format!("    *(.text.{name} .text.unlikely.{name})\n"));
     }
-    // Right after `.init`, which runs at start: ahead of `.text`, lld put
-    // `.init` after all the code, so its page was resident apart from the
-    // hot code; here the hot code starts on it. (The PLT is only for the C
-    // code linked in, zstd's calls to libc and jemalloc.)
-    script.push_str("  }\n} INSERT AFTER .init;\n");
+    // Ahead of `.text`: the one anchor every linker here has (zig's links
+    // no `.init`, and refuses to insert after a section it lacks).
+    script.push_str("  }\n} INSERT BEFORE .text;\n");
     // `main` reads a byte of the gdb pretty-printer section (rustc keeps
     // the section alive that way), which lies among the unwind tables: the
     // one read mapped 64 KiB of them. Beside the read-only data, which is
