@@ -37,9 +37,10 @@ fn section_table(elf: &Path) -> std::collections::HashMap<String, (u64, u64)> {
 
 /// The shipped agent (a zig build) has the functions agent/link/hot-text.txt
 /// names, its start-up code and its allocator shims in `.text.hot`, ahead
-/// of the rest of its code (agent/build.rs): a linker that ignored the script would
-/// still link, with the idle agent's code spread over the whole binary
-/// again. The symbols come from the debug file; the shipped binary has none.
+/// of the rest of its code (agent/build.rs): a linker that ignored the
+/// script would still link, with the idle agent's code spread over the
+/// whole binary again. The symbols come from the debug file; the shipped
+/// binary has none.
 fn hot_text_is_laid_out_first(agent: &Path, debug_file: &Path) {
     let sections = section_table(agent);
     let (hot, text) = (sections.get(".text.hot"), sections.get(".text"));
