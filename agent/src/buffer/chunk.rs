@@ -81,62 +81,209 @@ pub fn decode(bytes: &[u8]) -> Decoded {
     }
 }
 
-/// A chunk's records, read back for delivery.
+/// Where a chunk read for delivery is read from: its file, opened once
+/// (a deleted chunk's file stays readable through it), or a memory chunk's
+/// bytes.
+pub enum ChunkBytes {
+    File(std::fs::File),
+    Memory(Vec<u8>),
+}
+
+impl ChunkBytes {
+    /// Fills `buf` from byte `at`; a chunk shorter than that (cut while it
+    /// was read) is an `UnexpectedEof` error.
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        match self {
+            ChunkBytes::File(f) => std::os::unix::fs::FileExt::read_exact_at(f, buf, at),
+            ChunkBytes::Memory(bytes) => {
+                let from = usize::try_from(at).unwrap_or(usize::MAX);
+                match from
+                    .checked_add(buf.len())
+                    .and_then(|to| bytes.get(from..to))
+                {
+                    Some(b) => {
+                        buf.copy_from_slice(b);
+                        Ok(())
+                    }
+                    None => Err(io::ErrorKind::UnexpectedEof.into()),
+                }
+            }
+        }
+    }
+}
+
+/// One record's frame in a chunk: where it ends, its payload's length and
+/// checksum.
+#[derive(Clone, Copy)]
+struct Frame {
+    end: u64,
+    len: u32,
+    crc: u32,
+}
+
+/// How much of a chunk is read at a time when it is checked.
+const SCAN_BLOCK: usize = 64 << 10;
+
+/// A chunk's records, checked and ready for delivery. Only where each
+/// record lies is kept in memory; bodies are read from the chunk a piece
+/// at a time as they are sent (`read_frames`): a chunk read whole (a MiB
+/// by default) was most of what the agent's memory grew by while it
+/// shipped.
 pub struct ChunkRecords {
-    bytes: Vec<u8>,
-    ranges: Vec<Range<usize>>,
+    bytes: ChunkBytes,
+    frames: Vec<Frame>,
 }
 
 impl ChunkRecords {
-    /// The first `records` records of a chunk's `bytes`. A chunk holding
-    /// fewer intact records than were written to it (damaged on disk) is an
-    /// `InvalidData` error.
-    pub fn decode(bytes: Vec<u8>, records: u64) -> io::Result<ChunkRecords> {
-        let mut decoded = decode(&bytes);
-        if (decoded.records.len() as u64) < records {
+    /// The first `records` records of a chunk, each frame's checksum
+    /// checked, reading it in blocks. A chunk holding fewer intact records
+    /// than were written to it (damaged on disk) is an `InvalidData` error.
+    pub fn open(bytes: ChunkBytes, records: u64) -> io::Result<ChunkRecords> {
+        let wanted = usize::try_from(records).unwrap_or(usize::MAX);
+        // The count is known: the list is allocated once (grown by
+        // doubling, a MiB chunk's list took twice its size).
+        let mut frames = Vec::with_capacity(wanted.min(1 << 20));
+        let (valid_len, damaged) = match &bytes {
+            ChunkBytes::Memory(b) => scan(&mut &b[..], wanted, &mut frames)?,
+            ChunkBytes::File(f) => scan(
+                &mut io::BufReader::with_capacity(SCAN_BLOCK, f),
+                wanted,
+                &mut frames,
+            )?,
+        };
+        if frames.len() < wanted {
+            let why = if damaged { "is damaged" } else { "is missing" };
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "{} intact records of {}: the frame at byte {} is damaged",
-                    decoded.records.len(),
-                    records,
-                    decoded.valid_len
+                    "{} intact records of {records}: the frame at byte {valid_len} {why}",
+                    frames.len()
                 ),
             ));
         }
-        // Bytes after them are a write that failed and could not be taken
-        // back; they were never counted as records.
-        decoded.records.truncate(records as usize);
-        Ok(ChunkRecords {
-            bytes,
-            ranges: decoded.records,
-        })
+        Ok(ChunkRecords { bytes, frames })
+    }
+
+    /// A chunk made of `bytes` (tests).
+    #[cfg(test)]
+    pub fn decode(bytes: Vec<u8>, records: u64) -> io::Result<ChunkRecords> {
+        ChunkRecords::open(ChunkBytes::Memory(bytes), records)
     }
 
     pub fn len(&self) -> usize {
-        self.ranges.len()
+        self.frames.len()
     }
 
-    pub fn get(&self, i: usize) -> &[u8] {
-        &self.bytes[self.ranges[i].clone()]
+    /// The length of record `i`'s payload.
+    pub fn record_len(&self, i: usize) -> usize {
+        self.frames[i].len as usize
     }
 
-    /// The chunk's bytes and where each record lies in them.
-    pub fn parts(&self) -> (&[u8], &[Range<usize>]) {
-        (&self.bytes, &self.ranges)
+    /// Where record `i`'s frame starts in the chunk.
+    fn frame_start(&self, i: usize) -> u64 {
+        let f = &self.frames[i];
+        f.end - f.len as u64 - HEADER as u64
     }
 
-    /// The same, owned: a body can be made in the bytes themselves.
-    pub fn into_parts(self) -> (Vec<u8>, Vec<Range<usize>>) {
-        (self.bytes, self.ranges)
+    /// The frames of records `range`, read from the chunk, and where each
+    /// record's payload lies in them.
+    pub fn read_frames(&self, range: Range<usize>) -> io::Result<(Vec<u8>, Vec<Range<usize>>)> {
+        if range.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let base = self.frame_start(range.start);
+        let len = usize::try_from(self.frames[range.end - 1].end - base)
+            .map_err(|_| io::Error::other("frames too large for memory"))?;
+        let mut buf = vec![0u8; len];
+        self.bytes.read_exact_at(&mut buf, base)?;
+        let payloads = self.frames[range]
+            .iter()
+            .map(|f| {
+                let end = (f.end - base) as usize;
+                end - f.len as usize..end
+            })
+            .collect();
+        Ok((buf, payloads))
+    }
+
+    /// How many records from `start` have frames that fit in `max_bytes`
+    /// (at least one): a piece of a body read at once.
+    pub fn frames_within(&self, start: usize, end: usize, max_bytes: usize) -> usize {
+        let base = self.frame_start(start);
+        let mut n = 1;
+        while start + n < end && (self.frames[start + n].end - base) as usize <= max_bytes {
+            n += 1;
+        }
+        n
+    }
+
+    /// Record `i`'s payload, read from the chunk.
+    #[cfg(test)]
+    pub fn get(&self, i: usize) -> Vec<u8> {
+        let (bytes, payloads) = self.read_frames(i..i + 1).expect("readable");
+        bytes[payloads[0].clone()].to_vec()
     }
 
     /// Where record `i`'s frame ends in the chunk, and its checksum: what
     /// identifies delivery progress up to it.
     pub fn frame_end(&self, i: usize) -> (u64, u32) {
-        let record = &self.ranges[i];
-        (record.end as u64, frame_crc(&self.bytes, record))
+        let f = &self.frames[i];
+        (f.end, f.crc)
     }
+}
+
+/// Reads frames from `r` until `wanted` are found, a frame is torn or
+/// damaged, or the end: `frames` gets each intact one. Returns where the
+/// intact frames end and whether a damaged frame (not just the end) stopped
+/// the scan. The same rules as `decode`.
+fn scan(
+    r: &mut impl io::BufRead,
+    wanted: usize,
+    frames: &mut Vec<Frame>,
+) -> io::Result<(u64, bool)> {
+    let mut pos = 0u64;
+    while frames.len() < wanted {
+        let mut header = [0u8; HEADER];
+        match read_full(r, &mut header)? {
+            0 => return Ok((pos, false)),
+            n if n < HEADER => return Ok((pos, true)),
+            _ => {}
+        }
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        let mut hasher = crc32fast::Hasher::new();
+        let mut left = len as usize;
+        while left > 0 {
+            let block = r.fill_buf()?;
+            if block.is_empty() {
+                return Ok((pos, true));
+            }
+            let take = block.len().min(left);
+            hasher.update(&block[..take]);
+            r.consume(take);
+            left -= take;
+        }
+        if hasher.finalize() != crc {
+            return Ok((pos, true));
+        }
+        pos += framed_len(len as usize) as u64;
+        frames.push(Frame { end: pos, len, crc });
+    }
+    Ok((pos, false))
+}
+
+/// Reads into `buf` until it is full or the input ends: the bytes read.
+fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

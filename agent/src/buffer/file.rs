@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::chunk::ChunkRecords;
+use super::chunk::{ChunkBytes, ChunkRecords};
 use super::store::{ChunkStore, RecoveredChunk, Recovery, StoredChunk, Unsynced};
 use progress::{Acked, ProgressFile};
 
@@ -157,8 +157,8 @@ impl StoredChunk for FileChunk {
         }
     }
 
-    fn read(&self) -> io::Result<Vec<u8>> {
-        fs::read(&self.path)
+    fn open(&self) -> io::Result<ChunkBytes> {
+        File::open(&self.path).map(ChunkBytes::File)
     }
 
     fn acknowledge(&mut self, records: &ChunkRecords, upto: usize) -> io::Result<()> {

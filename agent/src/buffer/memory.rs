@@ -4,7 +4,7 @@
 
 use std::io;
 
-use super::chunk::ChunkRecords;
+use super::chunk::{ChunkBytes, ChunkRecords};
 use super::store::{ChunkStore, Recovery, StoredChunk, Unsynced};
 
 pub struct MemoryStore;
@@ -59,8 +59,8 @@ impl StoredChunk for MemoryChunk {
         Ok(None)
     }
 
-    fn read(&self) -> io::Result<Vec<u8>> {
-        Ok(self.bytes.clone())
+    fn open(&self) -> io::Result<ChunkBytes> {
+        Ok(ChunkBytes::Memory(self.bytes.clone()))
     }
 
     fn acknowledge(&mut self, _records: &ChunkRecords, _upto: usize) -> io::Result<()> {

@@ -73,7 +73,7 @@ impl Chunk {
     /// Its records. A chunk holding fewer intact records than were written
     /// to it (damaged on disk) is an `InvalidData` error.
     pub fn read(&self) -> io::Result<ChunkRecords> {
-        ChunkRecords::decode(self.data.read()?, self.records)
+        ChunkRecords::open(self.data.open()?, self.records)
     }
 
     /// How many of its first records are already accounted for: delivery

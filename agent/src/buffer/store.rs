@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io;
 use std::time::Instant;
 
-use super::chunk::ChunkRecords;
+use super::chunk::{ChunkBytes, ChunkRecords};
 
 pub trait ChunkStore: Send + Sync {
     /// The buffer, for messages ("memory buffer", "buffer DIR").
@@ -24,7 +24,7 @@ pub trait ChunkStore: Send + Sync {
 }
 
 /// One chunk's bytes: whole frames (see `chunk`), appended while the chunk
-/// is open, read back (whole) for each delivery.
+/// is open, read back for each delivery.
 pub trait StoredChunk: Send + Sync {
     /// The chunk, for messages: its file, or "memory chunk N".
     fn describe(&self) -> String;
@@ -43,8 +43,8 @@ pub trait StoredChunk: Send + Sync {
     /// The open chunk's writes not yet durable, for `Buffer::sync`.
     fn unsynced(&mut self) -> io::Result<Option<Unsynced>>;
 
-    /// All of its bytes.
-    fn read(&self) -> io::Result<Vec<u8>>;
+    /// Its bytes, to be read for a delivery.
+    fn open(&self) -> io::Result<ChunkBytes>;
 
     /// Its records `..upto` (of `records`, read from it) are accounted for:
     /// kept where a restart finds them, if the store survives one.

@@ -407,8 +407,8 @@ fn both_stores_cut_back_a_failed_append() {
         let mut next = Vec::new();
         chunk::encode_into(&mut next, b"next");
         c.append(&next).unwrap();
-        let r = ChunkRecords::decode(c.read().unwrap(), 2).unwrap();
-        assert_eq!((r.get(0), r.get(1)), (&b"kept"[..], &b"next"[..]));
+        let r = ChunkRecords::open(c.open().unwrap(), 2).unwrap();
+        assert_eq!((r.get(0), r.get(1)), (b"kept".to_vec(), b"next".to_vec()));
         let what = c.describe();
         // Only a file has writes to make durable, once.
         let durable = c.unsynced().unwrap().is_some();

@@ -6,7 +6,7 @@
 
 use crate::config::fields::{Fields, Result as ConfigResult};
 
-use super::{Attempt, BoxFuture, Output, OutputSettings, RecordEncoding};
+use super::{Attempt, BoxFuture, Output, OutputSettings, RecordEncoding, RequestBody};
 
 pub fn settings(_: &mut Fields) -> ConfigResult<Box<dyn OutputSettings>> {
     Ok(Box::new(Discard))
@@ -30,7 +30,7 @@ impl Output for Discard {
         RecordEncoding::Nothing
     }
 
-    fn deliver(&self, _: Vec<u8>) -> BoxFuture<'_, Attempt> {
+    fn deliver(&self, _: RequestBody) -> BoxFuture<'_, Attempt> {
         Box::pin(std::future::ready(Attempt::Done))
     }
 }

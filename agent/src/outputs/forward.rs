@@ -32,7 +32,9 @@ use crate::forward::msgpack::{self, Limits};
 use crate::log;
 use crate::yaml::NodeKind;
 
-use super::{Attempt, BoxFuture, Output, OutputSettings, RecordEncoding, RequestFormat};
+use super::{
+    Attempt, BoxFuture, Output, OutputSettings, RecordEncoding, RequestBody, RequestFormat,
+};
 use connection::{Connection, Dial};
 use servers::{Cause, Server, ServerConfig, Servers, TlsConfig};
 
@@ -544,8 +546,14 @@ impl Output for ForwardOutput {
         }
     }
 
-    fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt> {
-        Box::pin(self.send(body))
+    fn deliver(&self, body: RequestBody) -> BoxFuture<'_, Attempt> {
+        match body.into_vec() {
+            Ok(body) => Box::pin(self.send(body)),
+            Err(e) => Box::pin(std::future::ready(Attempt::Retry {
+                reason: e.to_string(),
+                after: None,
+            })),
+        }
     }
 
     fn start(&self) {

@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use hyper::body::{Frame, SizeHint};
 use hyper::header::{
     HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
     USER_AGENT,
@@ -25,7 +26,7 @@ use crate::config::fields::{error, Fields, Result as ConfigResult};
 use crate::config::named_file;
 use crate::yaml::NodeKind;
 
-use super::{Attempt, BoxFuture, Output, OutputSettings, RequestFormat};
+use super::{Attempt, BoxFuture, Output, OutputSettings, RequestBody, RequestFormat};
 
 /// `type: http`'s entry in the outputs table.
 pub fn settings(f: &mut Fields) -> ConfigResult<Box<dyn OutputSettings>> {
@@ -52,7 +53,7 @@ impl Output for HttpSink {
         self.config.format
     }
 
-    fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt> {
+    fn deliver(&self, body: RequestBody) -> BoxFuture<'_, Attempt> {
         Box::pin(self.send(body))
     }
 }
@@ -193,7 +194,41 @@ fn secret(a: &mut Fields) -> ConfigResult<String> {
     )
 }
 
-type Body = Full<Bytes>;
+/// A request's body: read from the buffer chunk while it is sent, or made
+/// whole first when it is compressed.
+enum Body {
+    Records(RequestBody),
+    Whole(Option<Bytes>),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            Body::Records(r) => std::pin::Pin::new(r).poll_frame(cx),
+            Body::Whole(b) => std::task::Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Records(r) => r.is_end_stream(),
+            Body::Whole(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Records(r) => r.size_hint(),
+            Body::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
 
 /// The connection pool. A plain-http endpoint gets a connector without TLS,
 /// so an agent shipping to a local or in-cluster collector over http never
@@ -233,7 +268,12 @@ impl HttpSink {
         http.set_nodelay(true);
         let mut pool = Client::builder(TokioExecutor::new());
         pool.pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new());
+            .pool_timer(TokioTimer::new())
+            // hyper takes pieces of a body while it has less than this
+            // queued (400 KiB by default): one piece at a time, so that a
+            // body read in pieces holds one in memory, not six. (It also
+            // bounds a response's head: 32 KiB.)
+            .http1_max_buf_size(RequestBody::PIECE_BYTES / 2);
         let transport = if uri.scheme() == Some(&Scheme::HTTPS) {
             http.enforce_http(false);
             let mut tls = native_tls::TlsConnector::builder();
@@ -267,8 +307,8 @@ impl HttpSink {
         })
     }
 
-    fn request(&self, body: Vec<u8>) -> Request<Body> {
-        let mut req = Request::new(Full::new(Bytes::new()));
+    fn request(&self, body: RequestBody) -> std::io::Result<Request<Body>> {
+        let mut req = Request::new(Body::Whole(None));
         *req.method_mut() = self.config.method.clone();
         *req.uri_mut() = self.uri.clone();
         let headers = req.headers_mut();
@@ -281,24 +321,32 @@ impl HttpSink {
             CONTENT_TYPE,
             HeaderValue::from_static(self.config.format.content_type()),
         );
-        let body = if self.config.gzip {
+        *req.body_mut() = if self.config.gzip {
             use std::io::Write;
+            let body = body.into_vec()?;
             let mut gz = flate2::write::GzEncoder::new(
                 Vec::with_capacity(body.len() / 4),
                 flate2::Compression::fast(),
             );
             let _ = gz.write_all(&body);
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            gz.finish().unwrap_or_default()
+            Body::Whole(Some(Bytes::from(gz.finish().unwrap_or_default())))
         } else {
-            body
+            Body::Records(body)
         };
-        *req.body_mut() = Full::new(Bytes::from(body));
-        req
+        Ok(req)
     }
 
-    pub async fn send(&self, body: Vec<u8>) -> Attempt {
-        let req = self.request(body);
+    pub async fn send(&self, body: RequestBody) -> Attempt {
+        let req = match self.request(body) {
+            Ok(req) => req,
+            Err(e) => {
+                return Attempt::Retry {
+                    reason: e.to_string(),
+                    after: None,
+                }
+            }
+        };
         // Redirects are not followed: a redirected POST would turn into a GET.
         let exchange = async {
             let resp = self.transport.request(req).await?;

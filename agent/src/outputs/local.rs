@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::config::fields::{Fields, Result as ConfigResult};
 
-use super::{Attempt, BoxFuture, Output, OutputSettings};
+use super::{Attempt, BoxFuture, Output, OutputSettings, RequestBody};
 
 /// `type: stdout`'s entry in the outputs table.
 pub fn stdout_settings(_: &mut Fields) -> ConfigResult<Box<dyn OutputSettings>> {
@@ -36,8 +36,9 @@ impl Output for StdoutSink {
         ("stdout", None)
     }
 
-    fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt> {
+    fn deliver(&self, body: RequestBody) -> BoxFuture<'_, Attempt> {
         let result = (|| {
+            let body = body.into_vec()?;
             let mut out = std::io::stdout().lock();
             out.write_all(&body)?;
             out.flush()
@@ -81,9 +82,10 @@ impl Output for FileSink {
         ("file", Some(self.path.display().to_string()))
     }
 
-    fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt> {
-        let result = self
-            .write(&body)
+    fn deliver(&self, body: RequestBody) -> BoxFuture<'_, Attempt> {
+        let result = body
+            .into_vec()
+            .and_then(|body| self.write(&body))
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display())));
         Box::pin(std::future::ready(retry_on_error(result)))
     }

@@ -18,6 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use flusher::RequestBody;
+
 use crate::buffer::{Buffer, BufferConfig, Storage};
 use crate::config::fields::{error, Fields, Result as ConfigResult};
 use crate::metrics::{PluginMetrics, Registry};
@@ -206,7 +208,7 @@ pub trait Output: Send + Sync {
     /// Called once when the pipeline goes live (not for a dry run or a
     /// reload that is given up): starts what runs beside deliveries.
     fn start(&self) {}
-    fn deliver(&self, body: Vec<u8>) -> BoxFuture<'_, Attempt>;
+    fn deliver(&self, body: RequestBody) -> BoxFuture<'_, Attempt>;
     /// A forward output's receivers, for `/status` and `/metrics`.
     fn forward_servers(&self) -> Option<Arc<forward::servers::Servers>> {
         None

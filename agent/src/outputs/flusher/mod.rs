@@ -4,9 +4,13 @@
 //! progress after each request, retry transient failures with backoff,
 //! move rejected requests to the dead-letter directory, delete the chunk
 //! once every record is accounted for. A chunk that cannot be read is
-//! quarantined and the loop goes on.
+//! quarantined and the loop goes on. Each request's body is read from
+//! the chunk a piece at a time while it is sent (`body`).
 
-use std::ops::Range;
+mod body;
+
+pub use body::RequestBody;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +23,7 @@ use crate::metrics::PluginMetrics;
 use crate::writable::write_atomic;
 
 use super::{Attempt, RequestFormat, Sink};
+use body::{SharedRecords, Wrapping};
 
 /// Runs until `stop` turns true and the buffer is drained, or `deadline`
 /// (set at stop) passes; undelivered file chunks stay on disk.
@@ -143,44 +148,37 @@ async fn deliver(
         return Ok(());
     };
     let total = records.len();
-    // None once the last request's body was made of them, until read
-    // again when that request does not go through.
-    let mut records = Some(records);
+    // Shared with the request in flight, which reads its body from the
+    // chunk as it is sent.
+    let mut shared = SharedRecords::new(records);
     let mut start = chunk.delivered();
     let mut failures: u32 = 0;
     let mut first_failure: Option<Instant> = None;
     let mut sizing = Sizing::new(sink.max_request_bytes);
     let mut split = Split::default();
     while start < total {
-        let loaded = records
-            .take()
-            .expect("read again after the request that used them failed");
         let end = request_end(
             sink,
-            &loaded,
+            &shared.records,
             start,
             sizing.cap(start).min(split.cap(start)),
             sizing.max_bytes(),
         );
-        let body = if end == total {
-            last_request_body(format_of(sink), loaded, start)
-        } else {
-            let body = request_body(format_of(sink), &loaded, start, end);
-            records = Some(loaded);
-            body
-        };
+        let body = RequestBody::new(shared.clone(), format_of(sink), start..end);
         let body_len = body.len();
         let outcome = attempt(sink, body).await;
-        if !matches!(outcome, Attempt::Done) && records.is_none() {
-            // Sent again, or written to the dead letters, from the records.
+        if !matches!(outcome, Attempt::Done) && shared.read_failed() {
+            // The chunk changed under the body (it is never written once
+            // sealed): checked again, and quarantined if it is damaged.
             match read_or_quarantine(sink, chunk, stop).await? {
                 Some((c, r)) => {
                     chunk = c;
-                    records = Some(r);
+                    shared = SharedRecords::new(r);
                 }
                 None => return Ok(()),
             }
         }
+        let records = &shared.records;
         match outcome {
             Attempt::Done => {
                 PluginMetrics::add(&sink.metrics.records_out, (end - start) as u64);
@@ -191,7 +189,7 @@ async fn deliver(
                 failures = 0;
                 first_failure = None;
                 // The last request's progress is the chunk's deletion.
-                if let Some(records) = records.as_ref().filter(|_| start < total) {
+                if start < total {
                     sink.buffer.acknowledge(&mut chunk, records, start);
                 }
             }
@@ -227,7 +225,6 @@ async fn deliver(
                 let reason = format!("rejected with HTTP {status}");
                 sink.status
                     .failed(&format!("{} records {reason}", end - start));
-                let records = records.as_ref().expect("read again above");
                 dead_letter(sink, &chunk, records, start, end, &reason, Some(&body));
                 start = end;
                 if start < total {
@@ -247,7 +244,6 @@ async fn deliver(
                         since.elapsed()
                     );
                     sink.status.failed(&why);
-                    let records = records.as_ref().expect("read again above");
                     dead_letter(sink, &chunk, records, start, total, &why, None);
                     break;
                 }
@@ -444,7 +440,7 @@ impl Split {
     }
 }
 
-async fn attempt(sink: &Sink, body: Vec<u8>) -> Attempt {
+async fn attempt(sink: &Sink, body: RequestBody) -> Attempt {
     sink.output.deliver(body).await
 }
 
@@ -473,7 +469,7 @@ fn request_end(
     let mut len = wrap.open.len();
     let mut end = start;
     while end < records.len() && end - start < max_records {
-        let r = records.get(end).len();
+        let r = records.record_len(end);
         // The record's own pieces, plus the closing `]`.
         let extra = wrap.per_record() + wrap.close.len();
         if end > start && len + r + extra > max_bytes {
@@ -486,145 +482,6 @@ fn request_end(
         end += 1;
     }
     end
-}
-
-/// What a request body puts around its records.
-struct Wrapping {
-    open: &'static [u8],
-    between: &'static [u8],
-    /// Each record after its length (u32, little endian).
-    length_prefix: bool,
-    after: &'static [u8],
-    close: &'static [u8],
-}
-
-impl Wrapping {
-    fn of(format: RequestFormat) -> Wrapping {
-        let (open, between, length_prefix, after, close): (&[u8], &[u8], bool, &[u8], &[u8]) =
-            match format {
-                RequestFormat::Ndjson => (b"", b"", false, b"\n", b""),
-                RequestFormat::JsonArray => (b"[", b",", false, b"", b"]"),
-                RequestFormat::Json => (b"", b"", false, b"", b""),
-                RequestFormat::LengthPrefixed => (b"", b"", true, b"", b""),
-            };
-        Wrapping {
-            open,
-            between,
-            length_prefix,
-            after,
-            close,
-        }
-    }
-
-    /// Bytes a record adds besides its own (the separator before it
-    /// counted, as for every record but the first).
-    fn per_record(&self) -> usize {
-        self.between.len() + if self.length_prefix { 4 } else { 0 } + self.after.len()
-    }
-
-    /// Writes the body of `records` (ranges of `out`'s source) to `out`.
-    fn write(&self, records: &[Range<usize>], out: &mut impl BodyOut) {
-        out.literal(self.open);
-        for (i, r) in records.iter().enumerate() {
-            if i > 0 {
-                out.literal(self.between);
-            }
-            if self.length_prefix {
-                let len = u32::try_from(r.len()).expect("a stored record is under 4 GiB");
-                out.literal(&len.to_le_bytes());
-            }
-            out.record(r.clone());
-            out.literal(self.after);
-        }
-        out.literal(self.close);
-    }
-}
-
-/// Where a body is written: a new buffer, or the chunk's own bytes.
-trait BodyOut {
-    fn literal(&mut self, bytes: &[u8]);
-    fn record(&mut self, range: Range<usize>);
-}
-
-struct Copied<'a> {
-    chunk: &'a [u8],
-    body: Vec<u8>,
-}
-
-impl BodyOut for Copied<'_> {
-    fn literal(&mut self, bytes: &[u8]) {
-        self.body.extend_from_slice(bytes);
-    }
-
-    fn record(&mut self, range: Range<usize>) {
-        self.body.extend_from_slice(&self.chunk[range]);
-    }
-}
-
-/// The body written over the chunk's bytes from their start: each record's
-/// frame header (8 bytes) is longer than what the body puts before and
-/// after it (at most a separator and a length, 5 bytes), so the writing
-/// never reaches a record not yet moved.
-struct InPlace {
-    bytes: Vec<u8>,
-    written: usize,
-}
-
-impl BodyOut for InPlace {
-    fn literal(&mut self, bytes: &[u8]) {
-        let end = self.written + bytes.len();
-        if end <= self.bytes.len() {
-            self.bytes[self.written..end].copy_from_slice(bytes);
-        } else {
-            // Past the last record: only the closing `]` can get here.
-            self.bytes.truncate(self.written);
-            self.bytes.extend_from_slice(bytes);
-        }
-        self.written = end;
-    }
-
-    fn record(&mut self, range: Range<usize>) {
-        assert!(
-            range.start >= self.written,
-            "a body never overtakes its records"
-        );
-        let len = range.len();
-        self.bytes.copy_within(range, self.written);
-        self.written += len;
-    }
-}
-
-/// The body for records `start..end`, copied out of the chunk.
-fn request_body(
-    format: RequestFormat,
-    records: &ChunkRecords,
-    start: usize,
-    end: usize,
-) -> Vec<u8> {
-    let (chunk, ranges) = records.parts();
-    let ranges = &ranges[start..end];
-    // The frames the records span: more than the body, never less.
-    let spanned = match (ranges.first(), ranges.last()) {
-        (Some(first), Some(last)) => last.end - first.start + 8,
-        _ => 2,
-    };
-    let mut out = Copied {
-        chunk,
-        body: Vec::with_capacity(spanned),
-    };
-    Wrapping::of(format).write(ranges, &mut out);
-    out.body
-}
-
-/// The body for every record from `start` to the chunk's end, made in the
-/// chunk's own memory: the chunk was read whole (a MiB by default), and a
-/// copy of it doubled the memory each request took.
-fn last_request_body(format: RequestFormat, records: ChunkRecords, start: usize) -> Vec<u8> {
-    let (bytes, ranges) = records.into_parts();
-    let mut out = InPlace { bytes, written: 0 };
-    Wrapping::of(format).write(&ranges[start..], &mut out);
-    out.bytes.truncate(out.written);
-    out.bytes
 }
 
 /// Writes records `start..end` of a chunk to the dead-letter directory as
@@ -650,11 +507,23 @@ fn dead_letter(
     };
     let stamp = crate::event::now_nanos();
     let base = format!("{}-{stamp}-{}-{start}", sanitize(&sink.id), chunk.id);
+    let (bytes, payloads) = match records.read_frames(start..end) {
+        Ok(read) => read,
+        Err(e) => {
+            sink.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            log::error(&format!(
+                "output {}: {n} records {reason}; cannot read them from {}: {e}; records lost",
+                sink.id,
+                chunk.describe()
+            ));
+            return;
+        }
+    };
     let result = (|| -> std::io::Result<std::path::PathBuf> {
         std::fs::create_dir_all(dir)?;
         let mut data = Vec::new();
-        for i in start..end {
-            data.extend_from_slice(&sink.encoding.dead_letter_line(records.get(i)));
+        for r in payloads {
+            data.extend_from_slice(&sink.encoding.dead_letter_line(&bytes[r]));
             data.push(b'\n');
         }
         let meta = serde_json::json!({
@@ -701,59 +570,4 @@ fn sanitize(id: &str) -> String {
             }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::buffer::chunk;
-
-    fn chunk_of(records: &[&[u8]]) -> ChunkRecords {
-        let mut bytes = Vec::new();
-        for r in records {
-            chunk::encode_into(&mut bytes, r);
-        }
-        ChunkRecords::decode(bytes, records.len() as u64).unwrap()
-    }
-
-    #[test]
-    fn a_body_made_in_the_chunk_is_the_copied_body() {
-        let records: [&[u8]; 6] = [
-            b"{\"a\":1}",
-            b"",
-            b"x",
-            b"{\"long\":\"0123456789abcdef\"}",
-            b"y",
-            b"{}",
-        ];
-        let formats = [
-            RequestFormat::Ndjson,
-            RequestFormat::JsonArray,
-            RequestFormat::Json,
-            RequestFormat::LengthPrefixed,
-        ];
-        for format in formats {
-            for start in 0..records.len() {
-                let copied = request_body(format, &chunk_of(&records), start, records.len());
-                let in_place = last_request_body(format, chunk_of(&records), start);
-                assert_eq!(in_place, copied, "{format:?} from {start}");
-            }
-        }
-        // What each format makes of the last three records.
-        let body = |format| {
-            String::from_utf8_lossy(&last_request_body(format, chunk_of(&records), 3)).into_owned()
-        };
-        assert_eq!(
-            body(RequestFormat::Ndjson),
-            "{\"long\":\"0123456789abcdef\"}\ny\n{}\n"
-        );
-        assert_eq!(
-            body(RequestFormat::JsonArray),
-            "[{\"long\":\"0123456789abcdef\"},y,{}]"
-        );
-        assert_eq!(
-            last_request_body(RequestFormat::LengthPrefixed, chunk_of(&records), 4),
-            b"\x01\0\0\0y\x02\0\0\0{}".to_vec()
-        );
-    }
 }
