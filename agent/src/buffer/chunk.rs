@@ -185,25 +185,25 @@ impl ChunkRecords {
         f.end - f.len as u64 - HEADER as u64
     }
 
-    /// The frames of records `range`, read from the chunk, and where each
-    /// record's payload lies in them.
-    pub fn read_frames(&self, range: Range<usize>) -> io::Result<(Vec<u8>, Vec<Range<usize>>)> {
-        if range.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
-        }
+    /// Reads the frames of records `range` (not empty) from the chunk into
+    /// `buf`, which it replaces.
+    pub fn read_frames(&self, range: Range<usize>, buf: &mut Vec<u8>) -> io::Result<()> {
         let base = self.frame_start(range.start);
         let len = usize::try_from(self.frames[range.end - 1].end - base)
             .map_err(|_| io::Error::other("frames too large for memory"))?;
-        let mut buf = vec![0u8; len];
-        self.bytes.read_exact_at(&mut buf, base)?;
-        let payloads = self.frames[range]
-            .iter()
-            .map(|f| {
-                let end = (f.end - base) as usize;
-                end - f.len as usize..end
-            })
-            .collect();
-        Ok((buf, payloads))
+        buf.clear();
+        buf.resize(len, 0);
+        self.bytes.read_exact_at(buf, base)
+    }
+
+    /// Where the payloads of records `range` lie in what `read_frames`
+    /// read for them.
+    pub fn payloads(&self, range: Range<usize>) -> impl Iterator<Item = Range<usize>> + '_ {
+        let base = self.frame_start(range.start);
+        self.frames[range].iter().map(move |f| {
+            let end = (f.end - base) as usize;
+            end - f.len as usize..end
+        })
     }
 
     /// How many records from `start` have frames that fit in `max_bytes`
@@ -220,8 +220,10 @@ impl ChunkRecords {
     /// Record `i`'s payload, read from the chunk.
     #[cfg(test)]
     pub fn get(&self, i: usize) -> Vec<u8> {
-        let (bytes, payloads) = self.read_frames(i..i + 1).expect("readable");
-        bytes[payloads[0].clone()].to_vec()
+        let mut bytes = Vec::new();
+        self.read_frames(i..i + 1, &mut bytes).expect("readable");
+        let payload = self.payloads(i..i + 1).next().expect("one record");
+        bytes[payload].to_vec()
     }
 
     /// Where record `i`'s frame ends in the chunk, and its checksum: what

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
-use bytes::Bytes;
+use bytes::Buf as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::body::{Frame, SizeHint};
@@ -26,6 +26,7 @@ use crate::config::fields::{error, Fields, Result as ConfigResult};
 use crate::config::named_file;
 use crate::yaml::NodeKind;
 
+use super::flusher::Piece;
 use super::{Attempt, BoxFuture, Output, OutputSettings, RequestBody, RequestFormat};
 
 /// `type: http`'s entry in the outputs table.
@@ -198,17 +199,17 @@ fn secret(a: &mut Fields) -> ConfigResult<String> {
 /// whole first when it is compressed.
 enum Body {
     Records(RequestBody),
-    Whole(Option<Bytes>),
+    Whole(Option<Piece>),
 }
 
 impl hyper::body::Body for Body {
-    type Data = Bytes;
+    type Data = Piece;
     type Error = std::io::Error;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    ) -> std::task::Poll<Option<Result<Frame<Piece>, std::io::Error>>> {
         match self.get_mut() {
             Body::Records(r) => std::pin::Pin::new(r).poll_frame(cx),
             Body::Whole(b) => std::task::Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -225,7 +226,7 @@ impl hyper::body::Body for Body {
     fn size_hint(&self) -> SizeHint {
         match self {
             Body::Records(r) => r.size_hint(),
-            Body::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.remaining() as u64)),
         }
     }
 }
@@ -330,7 +331,7 @@ impl HttpSink {
             );
             let _ = gz.write_all(&body);
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            Body::Whole(Some(Bytes::from(gz.finish().unwrap_or_default())))
+            Body::Whole(Some(Piece::whole(gz.finish().unwrap_or_default())))
         } else {
             Body::Records(body)
         };

@@ -9,7 +9,7 @@
 
 mod body;
 
-pub use body::RequestBody;
+pub use body::{Piece, RequestBody};
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -507,22 +507,20 @@ fn dead_letter(
     };
     let stamp = crate::event::now_nanos();
     let base = format!("{}-{stamp}-{}-{start}", sanitize(&sink.id), chunk.id);
-    let (bytes, payloads) = match records.read_frames(start..end) {
-        Ok(read) => read,
-        Err(e) => {
-            sink.metrics.errors.fetch_add(1, Ordering::Relaxed);
-            log::error(&format!(
-                "output {}: {n} records {reason}; cannot read them from {}: {e}; records lost",
-                sink.id,
-                chunk.describe()
-            ));
-            return;
-        }
-    };
+    let mut bytes = Vec::new();
+    if let Err(e) = records.read_frames(start..end, &mut bytes) {
+        sink.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        log::error(&format!(
+            "output {}: {n} records {reason}; cannot read them from {}: {e}; records lost",
+            sink.id,
+            chunk.describe()
+        ));
+        return;
+    }
     let result = (|| -> std::io::Result<std::path::PathBuf> {
         std::fs::create_dir_all(dir)?;
         let mut data = Vec::new();
-        for r in payloads {
+        for r in records.payloads(start..end) {
             data.extend_from_slice(&sink.encoding.dead_letter_line(&bytes[r]));
             data.push(b'\n');
         }
