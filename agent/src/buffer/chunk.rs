@@ -293,6 +293,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_chunk_opened_for_delivery_keeps_decode_s_rules() {
+        // A record longer than a scan block, so its checksum spans blocks.
+        let big = vec![b'x'; SCAN_BLOCK * 2 + 5];
+        let payloads: [&[u8]; 4] = [b"{\"a\":1}", &big, b"", b"{\"b\":2}"];
+        let mut bytes = Vec::new();
+        for p in payloads {
+            encode_into(&mut bytes, p);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chunk");
+        let from_file = |b: &[u8]| {
+            std::fs::write(&path, b).unwrap();
+            ChunkBytes::File(std::fs::File::open(&path).unwrap())
+        };
+        for source in ["memory", "file"] {
+            let open = |b: &[u8], n: u64| match source {
+                "memory" => ChunkRecords::open(ChunkBytes::Memory(b.to_vec()), n),
+                _ => ChunkRecords::open(from_file(b), n),
+            };
+            let r = open(&bytes, 4).unwrap();
+            for (i, p) in payloads.iter().enumerate() {
+                assert_eq!(r.get(i), *p, "{source}: record {i}");
+                assert_eq!(r.record_len(i), p.len());
+            }
+            let d = decode(&bytes);
+            assert_eq!(
+                r.frame_end(3),
+                (bytes.len() as u64, frame_crc(&bytes, &d.records[3]))
+            );
+            // Every cut inside the last frame leaves three records: enough
+            // for a chunk that counted three, damage for one that counted
+            // four, as `decode` sees it.
+            let three = d.records[2].end;
+            for cut in (three..bytes.len()).step_by(3) {
+                assert_eq!(
+                    open(&bytes[..cut], 3).unwrap().len(),
+                    3,
+                    "{source}: cut at {cut}"
+                );
+                let e = open(&bytes[..cut], 4).err().expect("torn");
+                assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                assert!(e.to_string().starts_with("3 intact records of 4"), "{e}");
+            }
+            // A bit flipped in the big record: one intact record.
+            let mut flipped = bytes.clone();
+            flipped[d.records[1].start + SCAN_BLOCK + 1] ^= 1;
+            let e = open(&flipped, 4).err().expect("damaged");
+            assert!(
+                e.to_string()
+                    .contains("1 intact records of 4: the frame at byte 15 is damaged"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn round_trip_and_torn_tails() {
         let mut bytes = Vec::new();
         encode_into(&mut bytes, b"{\"a\":1}");
