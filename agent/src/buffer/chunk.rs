@@ -86,7 +86,7 @@ pub fn decode(bytes: &[u8]) -> Decoded {
 /// bytes.
 pub enum ChunkBytes {
     File(std::fs::File),
-    Memory(Vec<u8>),
+    Memory(std::sync::Arc<Vec<u8>>),
 }
 
 impl ChunkBytes {
@@ -167,7 +167,7 @@ impl ChunkRecords {
     /// A chunk made of `bytes` (tests).
     #[cfg(test)]
     pub fn decode(bytes: Vec<u8>, records: u64) -> io::Result<ChunkRecords> {
-        ChunkRecords::open(ChunkBytes::Memory(bytes), records)
+        ChunkRecords::open(ChunkBytes::Memory(bytes.into()), records)
     }
 
     pub fn len(&self) -> usize {
@@ -309,7 +309,7 @@ mod tests {
         };
         for source in ["memory", "file"] {
             let open = |b: &[u8], n: u64| match source {
-                "memory" => ChunkRecords::open(ChunkBytes::Memory(b.to_vec()), n),
+                "memory" => ChunkRecords::open(ChunkBytes::Memory(b.to_vec().into()), n),
                 _ => ChunkRecords::open(from_file(b), n),
             };
             let r = open(&bytes, 4).unwrap();

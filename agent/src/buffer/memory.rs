@@ -3,6 +3,7 @@
 //! progress to keep nor anything to find at start-up.
 
 use std::io;
+use std::sync::Arc;
 
 use super::chunk::{ChunkBytes, ChunkRecords};
 use super::store::{ChunkStore, Recovery, StoredChunk, Unsynced};
@@ -26,14 +27,17 @@ impl ChunkStore for MemoryStore {
     fn create(&self, id: u64) -> io::Result<Box<dyn StoredChunk>> {
         Ok(Box::new(MemoryChunk {
             id,
-            bytes: Vec::new(),
+            bytes: Arc::new(Vec::new()),
         }))
     }
 }
 
 struct MemoryChunk {
     id: u64,
-    bytes: Vec<u8>,
+    /// Shared with the delivery reading it once sealed (a copy per
+    /// delivery was a MiB each); only an open chunk is appended to, and
+    /// nothing reads an open chunk, so appends never copy it.
+    bytes: Arc<Vec<u8>>,
 }
 
 impl StoredChunk for MemoryChunk {
@@ -42,12 +46,12 @@ impl StoredChunk for MemoryChunk {
     }
 
     fn append(&mut self, frames: &[u8]) -> io::Result<()> {
-        self.bytes.extend_from_slice(frames);
+        Arc::make_mut(&mut self.bytes).extend_from_slice(frames);
         Ok(())
     }
 
     fn cut_back(&mut self, len: u64) -> io::Result<()> {
-        self.bytes.truncate(len as usize);
+        Arc::make_mut(&mut self.bytes).truncate(len as usize);
         Ok(())
     }
 
@@ -60,7 +64,7 @@ impl StoredChunk for MemoryChunk {
     }
 
     fn open(&self) -> io::Result<ChunkBytes> {
-        Ok(ChunkBytes::Memory(self.bytes.clone()))
+        Ok(ChunkBytes::Memory(Arc::clone(&self.bytes)))
     }
 
     fn acknowledge(&mut self, _records: &ChunkRecords, _upto: usize) -> io::Result<()> {
