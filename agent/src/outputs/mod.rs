@@ -1,8 +1,9 @@
 //! Outputs, registered in one table (`TYPES`): `http`, `stdout`, `file`,
 //! `discard`, and `copy` (fans out to several). Each leaf output is one module
 //! with its settings and an `Output` that delivers a request body; a sink
-//! wraps it with a buffer and flushers (`flusher.rs`, the delivery loop
-//! they share: batching, retries, 413 splitting, dead letters). A new
+//! wraps it with a buffer and flushers (`flusher/`, the delivery loop
+//! they share: batching, retries, 413 splitting, dead letters, bodies
+//! read from the chunk in pieces). A new
 //! output is one module and one line in `TYPES`.
 
 pub mod discard;
