@@ -87,7 +87,8 @@ pub fn run(agent: &Path, work: &Path, out: &Path) -> Result<()> {
          # ahead of the rest of its code. Written by `cargo xtask bench --run hot-text`\n\
          # (xtask/bench/src/hot_text.rs): regenerate it when the code changes\n\
          # much; a name that no longer matches is only left out.\n\
-         # One symbol per line, its hash (17h...E) replaced by `*`."
+         # One symbol per line, its hash (17h...E) and LLVM's number (.7226)\n\
+         # replaced by `*`."
     )?;
     for (title, group) in [
         ("Start-up and idle", &idle),
@@ -130,13 +131,44 @@ fn with_cpu_variants(text: &BTreeSet<String>, mut ran: BTreeSet<String>) -> BTre
     ran
 }
 
-/// The symbol `name` with a legacy-mangling hash replaced by `*`.
+/// The symbol `name` as the list names it: a legacy-mangling hash
+/// (`17h<16 hex>E`) replaced by `*`, and so is the number LLVM appends to
+/// a local function's name to keep it unique (`.7226`), which changes
+/// whenever any code around it does: listed with it, a change anywhere in
+/// the agent moved such functions out of `.text.hot` until the list was
+/// made again. (Where a function has several numbered copies, all of them
+/// then go first; they are small.)
 fn pattern(name: &str) -> String {
-    match name.strip_suffix('E').and_then(|s| s.rsplit_once("17h")) {
+    let (base, numbered) = match name.rsplit_once('.') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => (base, true),
+        _ => (name, false),
+    };
+    match base.strip_suffix('E').and_then(|s| s.rsplit_once("17h")) {
         Some((path, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
             format!("{path}17h*")
         }
+        _ if numbered => format!("{base}.*"),
         _ => name.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pattern;
+
+    #[test]
+    fn hashes_and_llvm_numbers_become_wildcards() {
+        let legacy = "_ZN4http6header4name14StandardHeader6as_str17hc0d0c32fca8a7111E";
+        let path = "_ZN4http6header4name14StandardHeader6as_str17h*";
+        assert_eq!(pattern(legacy), path);
+        assert_eq!(pattern(&format!("{legacy}.5852")), path);
+        let v0 = "_RNvNtNtNtCsgEmfK2I1SDS_4core9core_arch3x865xsave7__xgetbv";
+        assert_eq!(pattern(v0), v0);
+        assert_eq!(pattern(&format!("{v0}.7226")), format!("{v0}.*"));
+        // Not a number, not a hash: kept as it is.
+        for name in ["_ZN3foo17hnothexnothexnothE", "a.b", "a.", "a.12x"] {
+            assert_eq!(pattern(name), name);
+        }
     }
 }
 
