@@ -344,10 +344,19 @@ impl FollowedFile {
 
         let file = self.file.as_ref().expect("checked open above");
         let read_pos = self.read_pos();
-        if buf.len() != cfg.read_bytes_limit {
-            buf.resize(cfg.read_bytes_limit, 0);
+        // The partial line left by the last read goes first and the file's
+        // next bytes are read in after it, so the lines are split straight
+        // out of the buffer: joining the two in a new vector copied every
+        // read (the whole log once more, and 64 KiB allocated per read).
+        let keep = self.pending.len();
+        let room = keep + cfg.read_bytes_limit;
+        if buf.len() < room || buf.len() > room.max(2 * cfg.read_bytes_limit) {
+            // Grown for a long partial line once: not kept that size.
+            buf.resize(room, 0);
+            buf.shrink_to(room);
         }
-        let n = match file.read_at(buf, read_pos) {
+        buf[..keep].copy_from_slice(&self.pending);
+        let n = match file.read_at(&mut buf[keep..room], read_pos) {
             Ok(n) => n,
             Err(e) => {
                 log::warn(&format!("tail: cannot read {}: {e}", self.path.display()));
@@ -379,32 +388,24 @@ impl FollowedFile {
             return Ok(false);
         }
         self.last_data = Instant::now();
-        // Usually no partial line is pending and lines are split straight
-        // out of the read buffer.
         let data_start = self.consumed;
-        let pending = std::mem::take(&mut self.pending);
-        let joined: Vec<u8>;
-        let data: &[u8] = if pending.is_empty() {
-            &buf[..n]
-        } else {
-            let mut all = pending;
-            all.extend_from_slice(&buf[..n]);
-            joined = all;
-            &joined
-        };
+        let data = &buf[..keep + n];
         let from = Origin {
             key: self.key,
             offset: self.consumed,
         };
         let (events, consumed) = frame(self.parser.as_mut(), from, cfg, metrics, data, false);
-        let rest = data[consumed..].to_vec();
+        self.pending.clear();
         if let Err(e) = self.emit(router, metrics, events) {
             // Nothing advanced: re-read from the resume point next round.
             self.consumed = self.offset;
             self.reset_parser(cfg);
             return Err(anyhow::anyhow!("{}: {e}", self.path.display()));
         }
-        self.pending = rest;
+        self.pending.extend_from_slice(&data[consumed..]);
+        if self.pending.capacity() > 2 * self.pending.len().max(4096) {
+            self.pending.shrink_to_fit();
+        }
         self.consumed += consumed as u64;
         // All there was: the file can give up its descriptor now rather
         // than after one more read that finds nothing.

@@ -541,6 +541,58 @@ mod tests {
     }
 
     #[test]
+    fn lines_longer_than_a_read_come_out_whole_from_files_read_in_turns() {
+        // A read buffer of 4 KiB shared by two files: each read starts
+        // with that file's partial line, never the other's.
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), 2);
+        cfg.read_bytes_limit = 4096;
+        let mut positions = PositionStore::load(None, "watch_list test long lines").unwrap();
+        let mut list = WatchList::new(2);
+        let out = Collect::default();
+        let metrics = PluginMetrics::default();
+        let mut buf = Vec::new();
+        let mut want = Vec::new();
+        let mut rounds = |list: &mut WatchList, buf: &mut Vec<u8>| {
+            for _ in 0..40 {
+                let found = crate::sources::file_discovery::discover(&cfg.paths, &[]).files;
+                list.refresh(Some(found), false, &cfg, &mut positions);
+                for id in list.to_read() {
+                    assert!(list.read(id, &cfg, &metrics, &out, buf).is_ok());
+                }
+            }
+        };
+        for (name, fill) in [("a", 'a'), ("b", 'b')] {
+            let mut text = String::new();
+            for (i, len) in [10, 5000, 3, 4095, 4096, 4097, 12000, 1]
+                .into_iter()
+                .enumerate()
+            {
+                let line = format!("{name}{i} {}", fill.to_string().repeat(len));
+                text.push_str(&line);
+                text.push('\n');
+                want.push(line);
+            }
+            // The last line unfinished: held until its end is written.
+            text.push_str(&format!("{name} half"));
+            append(&dir.path().join(format!("{name}.log")), &text);
+        }
+        rounds(&mut list, &mut buf);
+        want.sort();
+        assert_eq!(out.take(), want);
+        assert!(
+            buf.len() <= 2 * 4096,
+            "the read buffer kept {} bytes",
+            buf.len()
+        );
+        for name in ["a", "b"] {
+            append(&dir.path().join(format!("{name}.log")), " done\n");
+        }
+        rounds(&mut list, &mut buf);
+        assert_eq!(out.take(), ["a half done", "b half done"]);
+    }
+
+    #[test]
     fn more_files_than_descriptors_are_read_in_turns_and_reopened_as_they_grow() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), 2);
