@@ -206,6 +206,8 @@ pub struct SlowLogParser {
     /// The line ending of the last entry's header lines, for entries that
     /// have none (rule 1).
     newline: Option<u64>,
+    /// The length of the last statement: room to reserve for the next.
+    sql_hint: usize,
 }
 
 impl SlowLogParser {
@@ -224,6 +226,7 @@ impl SlowLogParser {
             banner_next: None,
             banner_start: 0,
             newline: None,
+            sql_hint: 0,
         }
     }
 
@@ -636,9 +639,11 @@ impl SlowLogParser {
         }
         if first {
             // Most statements span a few lines: one allocation, not one per
-            // doubling.
+            // doubling. A log's statements tend to be alike in length, so
+            // the last one's (and a quarter) is the better guess.
+            let guess = (4 * line.len()).max(self.sql_hint + self.sql_hint / 4);
             e.sql
-                .reserve((4 * line.len()).clamp(128, 4096).min(self.max_entry_bytes));
+                .reserve(guess.clamp(128, 64 << 10).min(self.max_entry_bytes));
         } else {
             e.sql.push('\n');
         }
@@ -713,6 +718,7 @@ impl SlowLogParser {
         if let Some(db) = db {
             e.record.insert("db", Value::String(db));
         }
+        self.sql_hint = e.sql.len();
         if !e.sql.is_empty() || !e.record.contains_key("command") {
             e.record.insert("sql", Value::String(e.sql));
         }
