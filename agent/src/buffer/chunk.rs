@@ -191,8 +191,14 @@ impl ChunkRecords {
         let base = self.frame_start(range.start);
         let len = usize::try_from(self.frames[range.end - 1].end - base)
             .map_err(|_| io::Error::other("frames too large for memory"))?;
-        buf.clear();
-        buf.resize(len, 0);
+        // Only bytes the buffer never held are zeroed first: zeroing the
+        // whole piece each time was 2% of the slow-log path's
+        // instructions, for bytes read over at once.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        } else {
+            buf.truncate(len);
+        }
         self.bytes.read_exact_at(buf, base)
     }
 
