@@ -63,7 +63,10 @@ pub(super) fn frame(
             })
         }
         Some(parser) => {
-            let mut entries = Vec::new();
+            // Room for entries of 256 bytes and more (the smallest real
+            // ones are about that): the vectors grew by doubling, each
+            // time a copy into a new allocation of more than a page.
+            let mut entries = Vec::with_capacity(data.len() / 256 + 1);
             let base = from.offset;
             let consumed = split_lines(data, cfg.max_line_size, metrics, |line, start, end| {
                 let text = text_of(start, line.len());
@@ -77,6 +80,7 @@ pub(super) fn frame(
             if final_ {
                 parser.finish(&mut entries);
             }
+            events.reserve_exact(entries.len());
             events.extend(
                 entries
                     .into_iter()
