@@ -152,26 +152,6 @@ fn pattern(name: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::pattern;
-
-    #[test]
-    fn hashes_and_llvm_numbers_become_wildcards() {
-        let legacy = "_ZN4http6header4name14StandardHeader6as_str17hc0d0c32fca8a7111E";
-        let path = "_ZN4http6header4name14StandardHeader6as_str17h*";
-        assert_eq!(pattern(legacy), path);
-        assert_eq!(pattern(&format!("{legacy}.5852")), path);
-        let v0 = "_RNvNtNtNtCsgEmfK2I1SDS_4core9core_arch3x865xsave7__xgetbv";
-        assert_eq!(pattern(v0), v0);
-        assert_eq!(pattern(&format!("{v0}.7226")), format!("{v0}.*"));
-        // Not a number, not a hash: kept as it is.
-        for name in ["_ZN3foo17hnothexnothexnothE", "a.b", "a.", "a.12x"] {
-            assert_eq!(pattern(name), name);
-        }
-    }
-}
-
 /// The names of the functions `binary` defines in its code, as `nm` lists
 /// them.
 fn text_symbols(binary: &Path) -> Result<BTreeSet<String>> {
@@ -385,4 +365,24 @@ fn profile_forward(binary: &Path, dir: &Path) -> Result<[PathBuf; 2]> {
     );
     wait("delivery over forward", || sink.counted() >= LINES)?;
     Ok([finish(sender, &send_out)?, finish(receiver, &receive_out)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pattern;
+
+    #[test]
+    fn hashes_and_llvm_numbers_become_wildcards() {
+        let legacy = "_ZN4http6header4name14StandardHeader6as_str17hc0d0c32fca8a7111E";
+        let path = "_ZN4http6header4name14StandardHeader6as_str17h*";
+        assert_eq!(pattern(legacy), path);
+        assert_eq!(pattern(&format!("{legacy}.5852")), path);
+        let v0 = "_RNvNtNtNtCsgEmfK2I1SDS_4core9core_arch3x865xsave7__xgetbv";
+        assert_eq!(pattern(v0), v0);
+        assert_eq!(pattern(&format!("{v0}.7226")), format!("{v0}.*"));
+        // Not a number, not a hash: kept as it is.
+        for name in ["_ZN3foo17hnothexnothexnothE", "a.b", "a.", "a.12x"] {
+            assert_eq!(pattern(name), name);
+        }
+    }
 }
