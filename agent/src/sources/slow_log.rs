@@ -295,7 +295,7 @@ impl SlowLogParser {
     }
 
     fn between(&mut self, line: &str, start: u64, end: u64, out: &mut Vec<SlowEntry>) {
-        if line.trim().is_empty() {
+        if grammar::is_blank(line) {
             return;
         }
         if let Some(kind) = grammar::banner_line(line) {
@@ -344,7 +344,7 @@ impl SlowLogParser {
                 return;
             }
             // The block is whole: what follows decides.
-            None if fits && (line.trim().is_empty() || kind.is_some_and(|k| k.is_first())) => {
+            None if fits && (grammar::is_blank(line) || kind.is_some_and(|k| k.is_first())) => {
                 // Blank lines are kept in case it is text; another banner
                 // (the server restarted again) must be whole in turn.
                 self.banner_next = kind.and_then(|k| k.next());
@@ -408,7 +408,7 @@ impl SlowLogParser {
             }
             return;
         };
-        let body = body.trim_start();
+        let body = grammar::trim_start(body);
         if let Some(command) = body.strip_prefix("administrator command:") {
             if self.resolve_candidate(out) {
                 self.admin_command(command, line, start, end);
@@ -552,7 +552,7 @@ impl SlowLogParser {
                 e.end = end;
                 return;
             }
-            if line.trim().is_empty() {
+            if grammar::is_blank(line) {
                 e.end = end;
                 return;
             }

@@ -131,7 +131,7 @@ fn decimal(raw: &str) -> Option<f64> {
     const POW10: [f64; 16] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
     ];
-    let (int, frac) = raw.split_once('.').unwrap_or((raw, ""));
+    let (int, frac) = super::grammar::split_once(raw, b'.').unwrap_or((raw, ""));
     if int.is_empty() || int.len() + frac.len() > 15 || frac.len() >= POW10.len() {
         return None;
     }
