@@ -345,18 +345,33 @@ impl FollowedFile {
         let file = self.file.as_ref().expect("checked open above");
         let read_pos = self.read_pos();
         // The partial line left by the last read goes first and the file's
-        // next bytes are read in after it, so the lines are split straight
-        // out of the buffer: joining the two in a new vector copied every
+        // next bytes are read in after it, so that lines are split straight
+        // out of one buffer: joining the two in a new vector copied every
         // read (the whole log once more, and 64 KiB allocated per read).
+        // A partial line is usually short and is copied to the front of
+        // the source's shared buffer; one longer than a read (up to
+        // `max_line_size`) grows in its own vector instead, as copying it
+        // at every read would cost the square of its length.
+        let limit = cfg.read_bytes_limit;
         let keep = self.pending.len();
-        let room = keep + cfg.read_bytes_limit;
-        if buf.len() < room || buf.len() > room.max(2 * cfg.read_bytes_limit) {
-            // Grown for a long partial line once: not kept that size.
-            buf.resize(room, 0);
-            buf.shrink_to(room);
-        }
-        buf[..keep].copy_from_slice(&self.pending);
-        let n = match file.read_at(&mut buf[keep..room], read_pos) {
+        let long = keep > limit;
+        let read = if long {
+            self.pending.resize(keep + limit, 0);
+            let read = file.read_at(&mut self.pending[keep..], read_pos);
+            self.pending
+                .truncate(keep + read.as_ref().map_or(0, |&n| n));
+            read
+        } else {
+            let room = keep + limit;
+            if buf.len() < room || buf.len() > 2 * limit {
+                // Not kept larger than two reads.
+                buf.resize(room, 0);
+                buf.shrink_to(room);
+            }
+            buf[..keep].copy_from_slice(&self.pending);
+            file.read_at(&mut buf[keep..room], read_pos)
+        };
+        let n = match read {
             Ok(n) => n,
             Err(e) => {
                 log::warn(&format!("tail: cannot read {}: {e}", self.path.display()));
@@ -389,7 +404,13 @@ impl FollowedFile {
         }
         self.last_data = Instant::now();
         let data_start = self.consumed;
-        let data = &buf[..keep + n];
+        let mut joined = Vec::new();
+        let data: &[u8] = if long {
+            joined = std::mem::take(&mut self.pending);
+            &joined
+        } else {
+            &buf[..keep + n]
+        };
         let from = Origin {
             key: self.key,
             offset: self.consumed,
@@ -402,14 +423,11 @@ impl FollowedFile {
             self.reset_parser(cfg);
             return Err(anyhow::anyhow!("{}: {e}", self.path.display()));
         }
-        self.pending.extend_from_slice(&data[consumed..]);
-        if self.pending.capacity() > 2 * self.pending.len().max(4096) {
-            self.pending.shrink_to_fit();
-        }
+        let rest = &data[consumed..];
         self.consumed += consumed as u64;
         // All there was: the file can give up its descriptor now rather
         // than after one more read that finds nothing.
-        self.at_eof = self.read_pos() >= size;
+        self.at_eof = self.consumed + rest.len() as u64 >= size;
         let resume = self
             .parser
             .as_ref()
@@ -430,6 +448,15 @@ impl FollowedFile {
                 None => read_window(self.file.as_ref().expect("checked open above"), resume),
             };
             self.offset = resume;
+        }
+        // The partial line, for the next read.
+        if long && consumed == 0 {
+            self.pending = joined;
+        } else {
+            self.pending.extend_from_slice(rest);
+            if self.pending.capacity() > 2 * self.pending.len().max(4096) {
+                self.pending.shrink_to_fit();
+            }
         }
         Ok(true)
     }

@@ -543,7 +543,8 @@ mod tests {
     #[test]
     fn lines_longer_than_a_read_come_out_whole_from_files_read_in_turns() {
         // A read buffer of 4 KiB shared by two files: each read starts
-        // with that file's partial line, never the other's.
+        // with that file's partial line, never the other's; one longer
+        // than a read grows in its own vector (15 reads for 60000 bytes).
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path(), 2);
         cfg.read_bytes_limit = 4096;
@@ -564,7 +565,7 @@ mod tests {
         };
         for (name, fill) in [("a", 'a'), ("b", 'b')] {
             let mut text = String::new();
-            for (i, len) in [10, 5000, 3, 4095, 4096, 4097, 12000, 1]
+            for (i, len) in [10, 5000, 3, 4095, 4096, 4097, 12000, 1, 60000, 2]
                 .into_iter()
                 .enumerate()
             {
