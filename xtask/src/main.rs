@@ -12,6 +12,18 @@ use xtask::tools::ToolTable;
 use xtask::{builders, repo, test_cmd};
 
 fn main() {
+    // `cargo run` (the `cargo xtask` alias) gives this process the xtask
+    // package's own variables (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`,
+    // ...). Inherited by the cargo commands run from here, they changed
+    // what cargo recorded for ring's build script: the bench's and the
+    // tests' builds rebuilt ring, rustls and reqwest, and the next
+    // `cargo xtask` rebuilt them back, about two minutes each time.
+    // Removed first thing, while this is the only thread.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_package_var) {
+            std::env::remove_var(name);
+        }
+    }
     let flags = Xtask::parse();
     if let Err(e) = run(flags) {
         eprintln!("error: {e:#}");
@@ -86,6 +98,20 @@ fn run(flags: Xtask) -> Result<()> {
         Command::Bench(_) => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// A variable `cargo run` sets for the package it runs (cargo sets its
+/// own for each package it builds).
+fn is_package_var(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+        )
 }
 
 /// `cargo xtask bench ...`: the same command line, run by the bench crate,
