@@ -21,50 +21,53 @@ pub fn find(s: &str, b: u8) -> Option<usize> {
     }
 }
 
-/// Whether `b` is a visible ASCII character: neither whitespace (ASCII
-/// or Unicode, whose bytes are all above 0x7f) nor part of one.
+/// Whether `b` is ASCII whitespace as `char::is_whitespace` has it (space,
+/// `\t`, `\n`, `\x0b`, `\x0c`, `\r`).
 #[inline]
-fn visible(b: Option<&u8>) -> bool {
-    b.is_some_and(|b| (b'!'..=b'~').contains(b))
+fn ascii_space(b: u8) -> bool {
+    b == b' ' || (b'\t'..=b'\r').contains(&b)
 }
 
-/// `s.trim()`, skipping `str::trim`'s lookups in Unicode's whitespace
-/// table when both ends are visible ASCII, as a header field's ends almost
-/// always are (those lookups were a sixtieth of the slow-log source's
-/// instructions); any other end goes to `str::trim`.
-#[inline]
-pub fn trim(s: &str) -> &str {
-    if visible(s.as_bytes().first()) && visible(s.as_bytes().last()) {
-        s
-    } else {
-        s.trim()
-    }
-}
-
-/// `s.trim_start()`, as `trim`.
+/// `s.trim_start()`, skipping `str::trim_start`'s lookups in Unicode's
+/// whitespace table while the bytes are ASCII, as a header field's almost
+/// always are (a field after its key starts with a space: those lookups
+/// were a fiftieth of the slow-log path's instructions); at a byte above
+/// 0x7f, which may begin Unicode whitespace, `str`'s decides.
 #[inline]
 pub fn trim_start(s: &str) -> &str {
-    if visible(s.as_bytes().first()) {
-        s
-    } else {
-        s.trim_start()
+    let b = s.as_bytes();
+    let i = b.iter().position(|&c| !ascii_space(c)).unwrap_or(b.len());
+    match b.get(i) {
+        Some(&c) if c > 0x7f => s.trim_start(),
+        // At an ASCII byte or the end: a character boundary.
+        _ => &s[i..],
     }
 }
 
-/// `s.trim_end()`, as `trim`.
+/// `s.trim_end()`, as `trim_start`.
 #[inline]
 pub fn trim_end(s: &str) -> &str {
-    if visible(s.as_bytes().last()) {
-        s
-    } else {
-        s.trim_end()
+    let b = s.as_bytes();
+    let n = b
+        .iter()
+        .rposition(|&c| !ascii_space(c))
+        .map_or(0, |i| i + 1);
+    match n.checked_sub(1).map(|i| b[i]) {
+        Some(c) if c > 0x7f => s.trim_end(),
+        _ => &s[..n],
     }
 }
 
-/// `s.trim().is_empty()`, as `trim`.
+/// `s.trim()`, as `trim_start`.
+#[inline]
+pub fn trim(s: &str) -> &str {
+    trim_end(trim_start(s))
+}
+
+/// `s.trim().is_empty()`, as `trim_start`.
 #[inline]
 pub fn is_blank(s: &str) -> bool {
-    !visible(s.as_bytes().first()) && s.trim().is_empty()
+    trim_start(s).is_empty()
 }
 
 /// `s.split_once(b)` for an ASCII byte, as `find`.
@@ -190,43 +193,106 @@ pub fn user_host_lenient(v: &str) -> UserHost<'_> {
 /// with nothing, or followed by the next key) is "". Tokens that are
 /// neither a key nor its value (`Rows_examined:40`, `# No InnoDB
 /// statistics ...`) are skipped; `strict` pairs report them instead.
+///
+/// The tokens are what `split_ascii_whitespace` gives, found by a loop
+/// over the bytes: that iterator (a filter over a split, peeked) and a
+/// second key check of each key after a peek were a third of the header
+/// parser's instructions, on a line of every entry.
 pub struct Pairs<'a> {
-    tokens: std::iter::Peekable<std::str::SplitAsciiWhitespace<'a>>,
+    rest: &'a str,
+    /// A key read as the last pair's value (which was then empty): the
+    /// next pair's.
+    next_key: Option<&'a str>,
     /// A token that is not part of a pair was seen.
     pub stray: bool,
 }
 
 pub fn pairs(s: &str) -> Pairs<'_> {
     Pairs {
-        tokens: s.split_ascii_whitespace().peekable(),
+        rest: s,
+        next_key: None,
         stray: false,
     }
 }
 
+/// What each byte is to a header line's tokens: ASCII whitespace (as
+/// `u8::is_ascii_whitespace`: space, `\t`, `\n`, `\x0c`, `\r`), a letter,
+/// or a digit or `_` (the rest of a key).
+const SPACE: u8 = 1;
+const LETTER: u8 = 2;
+const KEY_REST: u8 = 4;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_whitespace() {
+            t[c] = SPACE;
+        } else if b.is_ascii_alphabetic() {
+            t[c] = LETTER | KEY_REST;
+        } else if b.is_ascii_digit() || b == b'_' {
+            t[c] = KEY_REST;
+        }
+        c += 1;
+    }
+    t
+};
+
+/// The next token of `rest` split at ASCII whitespace (as
+/// `split_ascii_whitespace`), and `rest` past it.
+#[inline]
+fn next_token<'a>(rest: &mut &'a str) -> Option<&'a str> {
+    let b = rest.as_bytes();
+    let mut start = 0;
+    while CLASS[usize::from(*b.get(start)?)] == SPACE {
+        start += 1;
+    }
+    let mut end = start + 1;
+    while b.get(end).is_some_and(|&c| CLASS[usize::from(c)] != SPACE) {
+        end += 1;
+    }
+    // Both ends are at ASCII bytes (or the end): character boundaries.
+    let token = &rest[start..end];
+    *rest = &rest[end..];
+    Some(token)
+}
+
+/// A token that is a key (`Query_time:`), without its colon: a letter,
+/// then letters, digits or `_`.
+#[inline]
 fn as_key(token: &str) -> Option<&str> {
     let key = token.strip_suffix(':')?;
-    let mut bytes = key.bytes();
-    let first = bytes.next()?;
-    (first.is_ascii_alphabetic() && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-        .then_some(key)
+    let (&first, rest) = key.as_bytes().split_first()?;
+    (CLASS[usize::from(first)] & LETTER != 0
+        && rest.iter().all(|&b| CLASS[usize::from(b)] & KEY_REST != 0))
+    .then_some(key)
 }
 
 impl<'a> Iterator for Pairs<'a> {
     type Item = (&'a str, &'a str);
 
     fn next(&mut self) -> Option<(&'a str, &'a str)> {
-        loop {
-            let token = self.tokens.next()?;
-            let Some(key) = as_key(token) else {
-                self.stray = true;
-                continue;
-            };
-            let value = match self.tokens.peek() {
-                Some(next) if as_key(next).is_none() => self.tokens.next().unwrap_or(""),
-                _ => "",
-            };
-            return Some((key, value));
-        }
+        let key = match self.next_key.take() {
+            Some(key) => key,
+            None => loop {
+                let token = next_token(&mut self.rest)?;
+                match as_key(token) {
+                    Some(key) => break key,
+                    None => self.stray = true,
+                }
+            },
+        };
+        let value = match next_token(&mut self.rest) {
+            Some(token) => match as_key(token) {
+                Some(next) => {
+                    self.next_key = Some(next);
+                    ""
+                }
+                None => token,
+            },
+            None => "",
+        };
+        Some((key, value))
     }
 }
 
@@ -240,7 +306,8 @@ pub fn is_header_line(line: &str) -> bool {
     let Some(body) = line.strip_prefix('#') else {
         return false;
     };
-    let word = body.split_ascii_whitespace().next().unwrap_or("");
+    let mut rest = body;
+    let word = next_token(&mut rest).unwrap_or("");
     word == "User@Host:" || as_key(word).is_some()
 }
 
@@ -676,5 +743,70 @@ mod tests {
         let mut p = pairs("Rows_sent: 7  Rows_examined:40 ");
         assert_eq!(p.by_ref().collect::<Vec<_>>(), [("Rows_sent", "7")]);
         assert!(p.stray);
+    }
+
+    /// What `pairs` was, on `split_ascii_whitespace`: the pairs and
+    /// whether a stray token was seen.
+    fn pairs_by_split(s: &str) -> (Vec<(&str, &str)>, bool) {
+        let mut tokens = s.split_ascii_whitespace().peekable();
+        let (mut out, mut stray) = (Vec::new(), false);
+        while let Some(token) = tokens.next() {
+            let Some(key) = as_key(token) else {
+                stray = true;
+                continue;
+            };
+            let value = match tokens.peek() {
+                Some(next) if as_key(next).is_none() => tokens.next().unwrap_or(""),
+                _ => "",
+            };
+            out.push((key, value));
+        }
+        (out, stray)
+    }
+
+    #[test]
+    fn pairs_split_as_split_ascii_whitespace_splits() {
+        let pieces = [
+            "Query_time:",
+            "User@Host:",
+            "0.5",
+            "Schema:",
+            "x:",
+            ":",
+            "1a:",
+            "é:",
+            "a_b9:",
+            "v",
+            "é",
+            " ",
+            "  ",
+            "\t",
+            "\r",
+            "\n",
+            "\x0c",
+            "\x0b",
+            "\u{a0}",
+        ];
+        let mut cases = vec![String::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for c in &cases {
+                for p in pieces {
+                    next.push(format!("{c}{p}"));
+                }
+            }
+            cases = next;
+        }
+        for s in &cases {
+            let mut p = pairs(s);
+            let got: Vec<_> = p.by_ref().collect();
+            assert_eq!((got, p.stray), pairs_by_split(s), "{s:?}");
+            let first = s.split_ascii_whitespace().next().unwrap_or("");
+            assert_eq!(
+                is_header_line(&format!("#{s}")),
+                first == "User@Host:" || as_key(first).is_some(),
+                "{s:?}"
+            );
+        }
     }
 }
