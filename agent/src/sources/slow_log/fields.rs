@@ -111,38 +111,50 @@ pub fn typed(key: &str, raw: &str) -> Typed {
 }
 
 fn seconds(raw: &str) -> Option<Value> {
-    // f64's parser also takes `inf`, `NaN` and `1e5`; the servers write
-    // plain decimals only.
-    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return None;
-    }
-    decimal(raw)
-        .or_else(|| raw.parse::<f64>().ok())
-        .and_then(serde_json::Number::from_f64)
-        .map(Value::Number)
+    let f = match decimal(raw) {
+        Some(f) => f,
+        // f64's parser also takes `inf`, `NaN` and `1e5`; the servers
+        // write plain decimals only.
+        None if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+            raw.parse::<f64>().ok()?
+        }
+        None => return None,
+    };
+    serde_json::Number::from_f64(f).map(Value::Number)
 }
 
 /// `digits[.digits]` with at most 15 significant digits, the servers'
 /// `0.000012`: the digits as an integer divided by a power of ten, both
 /// exact in an f64, so the one division rounds correctly, as `str::parse`
 /// does (which goes this way too, after its general scan). None for
-/// anything else, which `str::parse` reads.
+/// anything else, which `str::parse` reads. One pass over the bytes: two
+/// fields of every entry are seconds, and checking, splitting and folding
+/// them in turn cost three.
 fn decimal(raw: &str) -> Option<f64> {
     const POW10: [f64; 16] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
     ];
-    let (int, frac) = super::grammar::split_once(raw, b'.').unwrap_or((raw, ""));
-    if int.is_empty() || int.len() + frac.len() > 15 || frac.len() >= POW10.len() {
+    let b = raw.as_bytes();
+    // Fifteen digits and a point at most (so `n` cannot overflow).
+    if b.len() > 16 {
         return None;
     }
-    let mut n: u64 = 0;
-    for c in int.bytes().chain(frac.bytes()) {
-        if !c.is_ascii_digit() {
+    let (mut n, mut point) = (0u64, None);
+    for (i, &c) in b.iter().enumerate() {
+        if c.is_ascii_digit() {
+            n = n * 10 + u64::from(c - b'0');
+        } else if c == b'.' && point.is_none() && i > 0 {
+            point = Some(i);
+        } else {
             return None;
         }
-        n = n * 10 + u64::from(c - b'0');
     }
-    Some(n as f64 / POW10[frac.len()])
+    let digits = b.len() - usize::from(point.is_some());
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    let frac = point.map_or(0, |p| b.len() - p - 1);
+    Some(n as f64 / POW10[frac])
 }
 
 /// An integer as `str::parse` reads it (a sign allowed), into i64 or else
