@@ -139,13 +139,41 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         n => n < 8 && b.iter().all(|&c| ESCAPE[usize::from(c)] == 0),
     };
     if plain {
-        out.reserve(b.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(b);
-        out.push(b'"');
+        write_plain(out, b);
         return;
     }
     write_escaped(out, b);
+}
+
+/// `"b"` for at most 16 bytes that need no escaping, written by copies of
+/// fixed sizes (two overlapping words, or two halves of one) into room
+/// made for the longest, then cut to length: appending the bytes
+/// themselves was a `memcpy` call of a few bytes for each of a record's
+/// keys and short values. The copies go straight into `out`: put together
+/// on the stack first, the string was read back as a whole just after its
+/// parts were stored, which stalled (stores of parts cannot be forwarded
+/// to a load of the whole).
+#[inline]
+fn write_plain(out: &mut Vec<u8>, b: &[u8]) {
+    let n = b.len();
+    assert!(n <= 16, "write_plain takes at most 16 bytes");
+    let len = out.len();
+    out.extend_from_slice(&[0u8; 18]);
+    let quoted = &mut out[len..len + 18];
+    quoted[0] = b'"';
+    if n >= 8 {
+        quoted[1..9].copy_from_slice(&b[..8]);
+        quoted[n - 7..n + 1].copy_from_slice(&b[n - 8..]);
+    } else if n >= 4 {
+        quoted[1..5].copy_from_slice(&b[..4]);
+        quoted[n - 3..n + 1].copy_from_slice(&b[n - 4..]);
+    } else {
+        for (i, &c) in b.iter().enumerate() {
+            quoted[1 + i] = c;
+        }
+    }
+    quoted[n + 1] = b'"';
+    out.truncate(len + n + 2);
 }
 
 /// `write_str` for a string that may need escaping or is long.
