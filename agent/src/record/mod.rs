@@ -135,6 +135,7 @@ struct KeyIndex {
     state: std::hash::RandomState,
 }
 
+#[inline]
 fn bit(key: &str) -> u64 {
     let b = key.as_bytes();
     let (first, last) = (b.first().copied(), b.last().copied());
@@ -143,6 +144,7 @@ fn bit(key: &str) -> u64 {
 }
 
 impl KeyIndex {
+    #[inline(never)]
     fn build(fields: &[(Key, Value)]) -> Box<KeyIndex> {
         let mut ix = Box::new(KeyIndex {
             table: hashbrown::HashTable::with_capacity(fields.len()),
@@ -154,6 +156,7 @@ impl KeyIndex {
         ix
     }
 
+    #[inline(never)]
     fn add(&mut self, fields: &[(Key, Value)], i: usize) {
         let state = &self.state;
         let hash = state.hash_one(&*fields[i].0);
@@ -161,6 +164,7 @@ impl KeyIndex {
             .insert_unique(hash, i, |&j| state.hash_one(&*fields[j].0));
     }
 
+    #[inline(never)]
     fn find(&self, fields: &[(Key, Value)], key: &str) -> Option<usize> {
         let hash = self.state.hash_one(key);
         self.table.find(hash, |&i| *fields[i].0 == *key).copied()
@@ -180,6 +184,7 @@ impl Record {
         self.fields.len()
     }
 
+    #[inline]
     fn position(&self, key: &str) -> Option<usize> {
         if let Some(ix) = &self.index {
             return ix.find(&self.fields, key);
@@ -199,7 +204,10 @@ impl Record {
     }
 
     /// Sets `key`; a key set again keeps its place and takes the new
-    /// value. Returns the value it had.
+    /// value. Returns the value it had. Inlined: most keys are static
+    /// names (the slow-log parser's), whose filter bit then folds to a
+    /// constant, and the call itself cost more than the check.
+    #[inline]
     pub fn insert(&mut self, key: impl Into<Key>, value: Value) -> Option<Value> {
         let key = key.into();
         if let Some(i) = self.position(&key) {
@@ -210,6 +218,7 @@ impl Record {
     }
 
     /// Appends a field whose key is not present.
+    #[inline]
     fn push_new(&mut self, key: Key, value: Value) {
         self.seen |= bit(&key);
         self.fields.push((key, value));
