@@ -3,6 +3,8 @@
 //! each event holding a reference to it: two atomic operations per record
 //! on the tail path, for a value every event of a batch shares).
 
+use std::cell::Cell;
+
 pub use crate::record::Record;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,36 +26,41 @@ pub fn iso8601(nanos: i64) -> String {
     let millis = nanos.rem_euclid(1_000_000_000) / 1_000_000;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    // i64 nanoseconds span the years 1677 to 2262: always four digits.
     // Written digit by digit: every slow-log entry and every line without
     // a time of its own gets one, and `format!` cost more than the date.
-    let mut out = [0u8; 24];
-    let mut put = |at: usize, width: usize, mut n: u64| {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    put(0, 4, y as u64);
-    put(5, 2, m.into());
-    put(8, 2, d.into());
-    put(11, 2, (rem / 3600) as u64);
-    put(14, 2, (rem % 3600 / 60) as u64);
-    put(17, 2, (rem % 60) as u64);
-    put(20, 3, millis as u64);
-    for (i, c) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (23, b'Z'),
-    ] {
-        out[i] = c;
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    // The date of the last time written on this thread, kept: times come
+    // in order, a day's on one date.
+    thread_local! {
+        static LAST_DATE: Cell<(i64, [u8; 10])> = const { Cell::new((i64::MIN, [0; 10])) };
     }
-    String::from_utf8(out.to_vec()).expect("ASCII digits and separators")
+    match LAST_DATE.get() {
+        (day, date) if day == days => out[..10].copy_from_slice(&date),
+        _ => {
+            let (y, m, d) = civil_from_days(days);
+            // i64 nanoseconds span the years 1677 to 2262: four digits.
+            put_digits(&mut out[0..4], y as u64);
+            put_digits(&mut out[5..7], m.into());
+            put_digits(&mut out[8..10], d.into());
+            LAST_DATE.set((days, out[..10].try_into().expect("ten bytes")));
+        }
+    }
+    put_digits(&mut out[11..13], (rem / 3600) as u64);
+    put_digits(&mut out[14..16], (rem % 3600 / 60) as u64);
+    put_digits(&mut out[17..19], (rem % 60) as u64);
+    put_digits(&mut out[20..23], millis as u64);
+    // SAFETY: `out` is ASCII: digits and the separators above. (Checking
+    // it cost a third of this function.)
+    unsafe { String::from_utf8_unchecked(out.to_vec()) }
+}
+
+/// The last digits of `n`, as many as `to` holds.
+#[inline]
+fn put_digits(to: &mut [u8], mut n: u64) {
+    for c in to.iter_mut().rev() {
+        *c = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
@@ -111,6 +118,30 @@ mod tests {
         for days in [-1000, 0, 11_016, 19_858, 60_000] {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+
+    #[test]
+    fn a_kept_date_is_only_reused_on_its_day() {
+        // Times in order across midnights and month and year ends, then
+        // back, then jumping between two days: each against `format!`.
+        let start = 1_703_980_800_000_000_000i64; // 2023-12-31T00:00:00Z
+        let step = 7 * 3_600_000_000_000 + 123_000_000;
+        let mut times: Vec<i64> = (0..200).map(|k| start + k * step).collect();
+        times.extend((0..200).rev().map(|k| start + k * step - 1));
+        times.extend((0..20).map(|k| start + (k % 2) * 86_400_000_000_000 + k));
+        for t in times {
+            let secs = t.div_euclid(1_000_000_000);
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+            let rem = secs.rem_euclid(86_400);
+            let expected = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+                t.rem_euclid(1_000_000_000) / 1_000_000
+            );
+            assert_eq!(iso8601(t), expected, "{t}");
         }
     }
 }
