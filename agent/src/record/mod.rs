@@ -252,12 +252,29 @@ impl Record {
     }
 
     /// Sets `key`; a key set again keeps its place and takes the new
-    /// value. Returns the value it had. Inlined: most keys are static
-    /// names (the slow-log parser's), whose filter bit then folds to a
-    /// constant, and the call itself cost more than the check.
+    /// value. Returns the value it had. Most inserts are of a key not yet
+    /// there (its filter bit clear) into a short list with room: that
+    /// path is inlined, where a static name's bit folds to a constant;
+    /// as one function with the rest, the call cost more than the work.
     #[inline]
     pub fn insert(&mut self, key: impl Into<Key>, value: Value) -> Option<Value> {
         let key = key.into();
+        let bit = bit(&key);
+        if self.seen & bit == 0
+            && self.index.is_none()
+            && self.fields.len() < self.fields.capacity().min(INDEXED)
+        {
+            self.seen |= bit;
+            self.fields.push((key, value));
+            return None;
+        }
+        self.insert_found_or_growing(key, value)
+    }
+
+    /// `insert` of a key that may be there, or into a list that grows or
+    /// gets its index.
+    #[inline(never)]
+    fn insert_found_or_growing(&mut self, key: Key, value: Value) -> Option<Value> {
         if let Some(i) = self.position(&key) {
             return Some(std::mem::replace(&mut self.fields[i].1, value));
         }
