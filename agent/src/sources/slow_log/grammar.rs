@@ -570,14 +570,10 @@ fn clock_secs_split(clock: &str, short_hour: bool) -> Option<(i64, i64)> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn trims_are_str_trims() {
-        let pieces = [
-            "", " ", "\t", "\r", "\n", "\x0b", "\x0c", "\x1f", "\x7f", "a", "~", "!", "é",
-            "\u{85}", "\u{a0}", "\u{3000}", "\u{2028}", "😀",
-        ];
+    /// Every string of `n` of `pieces`, each piece anywhere.
+    fn joined(pieces: &[&str], n: usize) -> Vec<String> {
         let mut cases = vec![String::new()];
-        for _ in 0..3 {
+        for _ in 0..n {
             let mut next = Vec::new();
             for c in &cases {
                 for p in pieces {
@@ -586,6 +582,16 @@ mod tests {
             }
             cases = next;
         }
+        cases
+    }
+
+    #[test]
+    fn trims_are_str_trims() {
+        let pieces = [
+            "", " ", "\t", "\r", "\n", "\x0b", "\x0c", "\x1f", "\x7f", "a", "~", "!", "é",
+            "\u{85}", "\u{a0}", "\u{3000}", "\u{2028}", "😀",
+        ];
+        let cases = joined(&pieces, 3);
         for s in &cases {
             assert_eq!(trim(s), s.trim(), "{s:?}");
             assert_eq!(trim_start(s), s.trim_start(), "{s:?}");
@@ -903,16 +909,7 @@ mod tests {
             "\x0b",
             "\u{a0}",
         ];
-        let mut cases = vec![String::new()];
-        for _ in 0..4 {
-            let mut next = Vec::new();
-            for c in &cases {
-                for p in pieces {
-                    next.push(format!("{c}{p}"));
-                }
-            }
-            cases = next;
-        }
+        let cases = joined(&pieces, 4);
         for s in &cases {
             let mut p = pairs(s);
             let got: Vec<_> = p.by_ref().collect();
