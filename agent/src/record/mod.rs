@@ -177,9 +177,10 @@ impl KeyIndex {
 /// allocation of a size class that the allocator's thread cache holds few
 /// of (a slow-log entry's sixteen fields of 96 bytes: 1.5 KiB), so most
 /// of a read's 170 entries went to the arena to allocate and to free, a
-/// thirtieth of the slow-log path's instructions. At most `SPARE_LISTS`
-/// lists of at most `INDEXED` fields are kept: no more than a read's
-/// records had in use at once.
+/// fortieth of the slow-log path's instructions. At most `SPARE_LISTS`
+/// lists of at most `INDEXED` fields are kept (768 KiB at the very most,
+/// on a thread that only drops records), no more than a read's records
+/// had in use at once.
 const SPARE_LISTS: usize = 256;
 
 thread_local! {

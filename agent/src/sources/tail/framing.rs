@@ -140,7 +140,7 @@ fn split_lines(
 /// Where the newlines of `data` are, in order: found 64 bytes at a time as
 /// a mask of bits, one per byte. A `memchr` call per line set up its
 /// search again for each line of a few dozen bytes: on a slow log (eight
-/// lines an entry) that was a twentieth of the source's instructions.
+/// lines an entry) that was 3% of the path's instructions.
 struct Newlines<'a> {
     data: &'a [u8],
     /// Where the block of `mask` starts.
