@@ -31,7 +31,7 @@ fn ascii_space(b: u8) -> bool {
 /// `s.trim_start()`, skipping `str::trim_start`'s lookups in Unicode's
 /// whitespace table while the bytes are ASCII, as a header field's almost
 /// always are (a field after its key starts with a space: those lookups
-/// were a fiftieth of the slow-log path's instructions); at a byte above
+/// were a fortieth of the slow-log path's instructions); at a byte above
 /// 0x7f, which may begin Unicode whitespace, `str`'s decides.
 #[inline]
 pub fn trim_start(s: &str) -> &str {
@@ -195,9 +195,10 @@ pub fn user_host_lenient(v: &str) -> UserHost<'_> {
 /// statistics ...`) are skipped; `strict` pairs report them instead.
 ///
 /// The tokens are what `split_ascii_whitespace` gives, found by a loop
-/// over the bytes: that iterator (a filter over a split, peeked) and a
-/// second key check of each key after a peek were a third of the header
-/// parser's instructions, on a line of every entry.
+/// over the bytes with a table of byte classes: with that iterator (a
+/// filter over a split, peeked) and a second check of each key after a
+/// peek, the header parser ran a tenth more instructions (a line of
+/// every entry).
 pub struct Pairs<'a> {
     rest: &'a str,
     /// A key read as the last pair's value (which was then empty): the
