@@ -218,18 +218,14 @@ pub struct Pair<'a> {
     pub other: (&'a str, &'a Path),
 }
 
-/// Runs the agent bench on both builds of `pair`, alternating for `rounds`
-/// so that both see the same machine (a shared machine's speed drifts by a
-/// quarter within minutes), and prints the ratios round by round and their
-/// medians.
 /// Runs `a` and `b`, each first in every other round: the one run second
 /// found the machine warmer (page cache, CPU frequency), which biased small
 /// differences when one always went first.
-fn in_turn(
+pub fn in_turn<T>(
     round: usize,
-    a: impl FnOnce() -> Result<BenchResult>,
-    b: impl FnOnce() -> Result<BenchResult>,
-) -> Result<(BenchResult, BenchResult)> {
+    a: impl FnOnce() -> Result<T>,
+    b: impl FnOnce() -> Result<T>,
+) -> Result<(T, T)> {
     if round.is_multiple_of(2) {
         let a = a()?;
         Ok((a, b()?))
@@ -239,6 +235,10 @@ fn in_turn(
     }
 }
 
+/// Runs the agent bench on both builds of `pair`, alternating for `rounds`
+/// so that both see the same machine (a shared machine's speed drifts by a
+/// quarter within minutes), and prints the ratios round by round and their
+/// medians.
 pub fn run_pair(pair: &Pair, work: &Path, lines: u64, rounds: usize) -> Result<()> {
     let ((b, base), (o, other)) = (pair.base, pair.other);
     let mut pairs = Vec::new();

@@ -56,6 +56,18 @@ fn bench(sh: &Shell, product: &Product, layout: &Layout, jobs: usize, b: BenchFl
     {
         bail!("--run `{o}`: expected agent, forward, hot-text, rpm, slowlog or targets");
     }
+    let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if let Some(previous) = &b.against {
+        if !previous.is_file() {
+            bail!("--against {}: no such file", previous.display());
+        }
+        if !(wants("agent") || wants("slowlog")) {
+            bail!(
+                "--against compares the agent and slowlog benches only, not `--run {}`",
+                only.as_deref().unwrap_or_default()
+            );
+        }
+    }
     // The host's compiler: the benches run the agent here.
     let opts = DepsOptions {
         sources_from: b.deps.sources_from,
@@ -71,7 +83,6 @@ fn bench(sh: &Shell, product: &Product, layout: &Layout, jobs: usize, b: BenchFl
         &Toolchain::Host,
         &layout.cache,
     )?;
-    let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if wants("slowlog") {
         // The slow-log figure's baseline, installed (as root) or named
         // exactly as the test command does: no figure without it.
@@ -90,10 +101,7 @@ fn bench(sh: &Shell, product: &Product, layout: &Layout, jobs: usize, b: BenchFl
         };
         agent::run_pair(&pair, &layout.work.join("bench-targets"), b.lines, 3)?;
     }
-    if let Some(previous) = &b.against {
-        if !previous.is_file() {
-            bail!("--against {}: no such file", previous.display());
-        }
+    if let Some(previous) = b.against.as_deref().filter(|_| wants("agent")) {
         let pair = agent::Pair {
             base: ("against", previous),
             other: ("this", &agent),
@@ -121,7 +129,12 @@ fn bench(sh: &Shell, product: &Product, layout: &Layout, jobs: usize, b: BenchFl
         forward::run(&agent, &layout.work.join("bench-forward"), b.lines, 3)?;
     }
     if wants("slowlog") {
-        slowlog::run(&agent, &layout.work.join("bench-slowlog"), 200)?;
+        slowlog::run(
+            &agent,
+            &layout.work.join("bench-slowlog"),
+            200,
+            b.against.as_deref(),
+        )?;
     }
     if wants("rpm") {
         let opts = PackageOptions {

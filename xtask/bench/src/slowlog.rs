@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use test_support::{Agent, Sink};
 
-use crate::agent::run_until_delivered;
+use crate::agent::{in_turn, run_until_delivered};
+use crate::spread::Spread;
 
 /// A slow-log entry of the MySQL 8 format, about 400 bytes.
 pub fn slow_entry(n: u64) -> String {
@@ -39,8 +40,10 @@ pub fn slow_entry(n: u64) -> String {
 /// Slow-log parsing: a generated slow log of `megabytes` through the release
 /// agent's `mysql_slow_query` source to the loopback sink. Throughput is
 /// reported per CPU-second of the agent (one core's worth of parsing plus
-/// shipping), with peak RSS.
-pub fn run(agent: &Path, work: &Path, megabytes: u64) -> Result<()> {
+/// shipping), with peak RSS; with `against` (a previous build), both builds
+/// ship the log in turn and this one's figures are also given as ratios to
+/// the other's.
+pub fn run(agent: &Path, work: &Path, megabytes: u64, against: Option<&Path>) -> Result<()> {
     if work.exists() {
         fs::remove_dir_all(work)?;
     }
@@ -86,19 +89,44 @@ pub fn run(agent: &Path, work: &Path, megabytes: u64) -> Result<()> {
         bytes as f64 / 1e6
     );
     // A second of CPU varies by a tenth from run to run here (four single
-    // runs of one build gave 178 - 196 MB per CPU-second): the median of
-    // three, each from an empty buffer and the head of the log.
-    let mut runs = Vec::new();
-    for _ in 0..SHIP_RUNS {
+    // runs of one build gave 178 - 196 MB per CPU-second), and this
+    // machine's speed by half within minutes: the median of three, each
+    // from an empty buffer and the head of the log; a previous build, when
+    // given, runs in turn with this one (each first in every other round),
+    // so that each round's ratio compares the two on the same machine.
+    let ship = |binary: &Path| -> Result<Shipped> {
+        // Both programs' pages come into the page cache the same way.
+        crate::page_cache::read_program(binary)?;
         fs::remove_dir_all(work.join("buffer")).ok();
         fs::remove_file(work.join("slow.pos")).ok();
         sink.reset_counted();
-        let run = run_until_delivered(agent, work, &config, &sink, entries)?;
-        runs.push((run.cpu, run.elapsed.as_secs_f64(), run.agent.peak_rss_kib()));
+        let run = run_until_delivered(binary, work, &config, &sink, entries)?;
+        Ok(Shipped {
+            cpu: run.cpu,
+            secs: run.elapsed.as_secs_f64(),
+            peak_kib: run.agent.peak_rss_kib(),
+        })
+    };
+    let mut runs = Vec::new();
+    let mut pairs = Vec::new();
+    for round in 0..SHIP_RUNS {
+        match against {
+            None => runs.push(ship(agent)?),
+            Some(previous) => {
+                let (this, before) = in_turn(round, || ship(agent), || ship(previous))?;
+                runs.push(this);
+                pairs.push((this, before));
+            }
+        }
     }
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (cpu, elapsed, peak) = runs[runs.len() / 2];
     let rate = |cpu: f64| bytes as f64 / 1e6 / cpu;
+    let mut by_cpu = runs.clone();
+    by_cpu.sort_by(|a, b| a.cpu.total_cmp(&b.cpu));
+    let Shipped {
+        cpu,
+        secs: elapsed,
+        peak_kib: peak,
+    } = by_cpu[by_cpu.len() / 2];
     println!(
         "slow-log bench: {entries} entries, {:.1} MB",
         bytes as f64 / 1e6
@@ -107,11 +135,27 @@ pub fn run(agent: &Path, work: &Path, megabytes: u64) -> Result<()> {
     println!(
         "  MB/s per CPU-second {:.1} (parse + ship, {cpu:.2} CPU s; median of {SHIP_RUNS}, {:.1} to {:.1})",
         rate(cpu),
-        rate(runs[runs.len() - 1].0),
-        rate(runs[0].0)
+        rate(by_cpu[by_cpu.len() - 1].cpu),
+        rate(by_cpu[0].cpu)
     );
     println!("  entries/s           {:.0}", entries as f64 / elapsed);
     println!("  peak RSS (VmHWM)    {:.1} MiB", peak as f64 / 1024.0);
+    if let Some(previous) = against {
+        let before = Spread::of(pairs.iter().map(|(_, b)| rate(b.cpu)));
+        println!(
+            "  against             {} MB per CPU-second ({})",
+            before.show(),
+            previous.display()
+        );
+        let ratio =
+            |f: &dyn Fn(&Shipped) -> f64| Spread::of(pairs.iter().map(|(t, b)| f(t) / f(b))).show();
+        println!(
+            "  this/against        CPU {}x, time {}x, peak RSS {}x (by round: median, range)",
+            ratio(&|r| r.cpu),
+            ratio(&|r| r.secs),
+            ratio(&|r| r.peak_kib as f64)
+        );
+    }
 
     // The source side alone: the same log to a `discard` output through a
     // memory buffer, so the CPU is reading, framing and parsing entries
@@ -144,6 +188,14 @@ pub fn run(agent: &Path, work: &Path, megabytes: u64) -> Result<()> {
     );
     reference_parser(work, median)?;
     Ok(())
+}
+
+/// One run of the slow log through an agent to the sink.
+#[derive(Clone, Copy)]
+struct Shipped {
+    cpu: f64,
+    secs: f64,
+    peak_kib: u64,
 }
 
 const PARSER_RUNS: usize = 5;
