@@ -163,9 +163,10 @@ pub struct BenchFlags {
     /// default run
     #[arg(long, value_name = "BENCH")]
     pub run: Option<String>,
-    /// Also run the agent and slow-log benches (those selected) with another
-    /// build of the agent (a previous version's `bin/my-agent`), alternating
-    /// three rounds, and report this build's figures as ratios to it
+    /// Also run the agent, slow-log and forward benches (those selected)
+    /// with another build of the agent (a previous version's
+    /// `bin/my-agent`), the two in turn for three rounds, and report this
+    /// build's figures as ratios to it
     #[arg(long, value_name = "BINARY")]
     pub against: Option<std::path::PathBuf>,
     /// Also run the agent bench with fluent-bit (the binary given, else

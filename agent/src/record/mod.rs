@@ -216,12 +216,18 @@ fn keep_list(mut fields: Vec<(Key, Value)>) {
 
 impl Record {
     pub fn with_capacity(n: usize) -> Record {
-        let mut fields = SPARE
-            .try_with(|spare| spare.borrow_mut().pop())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        fields.reserve(n);
+        // A new list has room for `n` exactly: `reserve` on an empty list
+        // makes room for at least four, which doubled the lists of the
+        // two-field records a forward receiver decodes a whole message of
+        // at once (its peak RSS 1.16x, its CPU per record 1.3x, on the
+        // first writes to the extra memory).
+        let fields = match SPARE.try_with(|spare| spare.borrow_mut().pop()) {
+            Ok(Some(mut kept)) => {
+                kept.reserve_exact(n);
+                kept
+            }
+            _ => Vec::with_capacity(n),
+        };
         Record {
             fields,
             seen: 0,

@@ -47,15 +47,23 @@ use crate::page_cache;
 use crate::spread::Spread;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Contender {
-    MyAgent,
+enum Contender<'a> {
+    /// The agent at `bin`: this build, or the one `--against` names
+    /// (`previous`).
+    MyAgent {
+        bin: &'a Path,
+        previous: bool,
+    },
     FluentBit,
 }
 
-impl Contender {
+impl Contender<'_> {
     fn name(self) -> &'static str {
         match self {
-            Contender::MyAgent => "my-agent",
+            Contender::MyAgent {
+                previous: false, ..
+            } => "my-agent",
+            Contender::MyAgent { previous: true, .. } => "previous",
             Contender::FluentBit => "fluent-bit",
         }
     }
@@ -102,11 +110,11 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start(who: Contender, agent_bin: &Path, dir: &Path, port: u16) -> Result<Receiver> {
+    fn start(who: Contender, dir: &Path, port: u16) -> Result<Receiver> {
         let metrics_port = test_support::free_port();
         let process = match who {
-            Contender::MyAgent => Running::MyAgent(Agent::start_binary(
-                agent_bin,
+            Contender::MyAgent { bin, .. } => Running::MyAgent(Agent::start_binary(
+                bin,
                 dir,
                 &test_support::agent_forward_receiver(port, metrics_port),
             )),
@@ -155,20 +163,15 @@ enum Feed<'a> {
     Backlog(&'a Path),
 }
 
-fn start_sender(
-    who: Contender,
-    agent_bin: &Path,
-    dir: &Path,
-    log: &Path,
-    port: u16,
-    feed: Feed,
-) -> Result<Running> {
+fn start_sender(who: Contender, dir: &Path, log: &Path, port: u16, feed: Feed) -> Result<Running> {
     Ok(match (who, feed) {
-        (Contender::MyAgent, Feed::Tail { .. }) => Running::MyAgent(Agent::start_binary(
-            agent_bin,
-            dir,
-            &test_support::agent_forward_sender(dir, log, port),
-        )),
+        (Contender::MyAgent { bin, .. }, Feed::Tail { .. }) => {
+            Running::MyAgent(Agent::start_binary(
+                bin,
+                dir,
+                &test_support::agent_forward_sender(dir, log, port),
+            ))
+        }
         (Contender::FluentBit, Feed::Tail { stored }) => Running::FluentBit(Peer::fluent_bit(
             dir,
             &test_support::fluent_bit_forward_sender(dir, log, port, stored),
@@ -180,7 +183,7 @@ fn start_sender(
                 &test_support::fluent_bit_backlog_sender(dir, log, port, false),
             ))
         }
-        (Contender::MyAgent, Feed::Backlog(_)) => bail!("the backlog is fluent-bit's"),
+        (Contender::MyAgent { .. }, Feed::Backlog(_)) => bail!("the backlog is fluent-bit's"),
     })
 }
 
@@ -236,7 +239,6 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 /// One run: `sender` sends `log` (of `lines` lines) from `feed` to
 /// `receiver`, both fresh in `dir`; measures the process on `side`.
 fn run_once(
-    agent_bin: &Path,
     dir: &Path,
     (log, lines, feed): (&Path, u64, Feed),
     (sender, receiver): (Contender, Contender),
@@ -256,9 +258,9 @@ fn run_once(
     }
     page_cache::read_into_cache(log)?;
     let port = test_support::free_port();
-    let rx = Receiver::start(receiver, agent_bin, &receive_dir, port)?;
+    let rx = Receiver::start(receiver, &receive_dir, port)?;
     let t0 = Instant::now();
-    let tx = start_sender(sender, agent_bin, &send_dir, log, port, feed)?;
+    let tx = start_sender(sender, &send_dir, log, port, feed)?;
     let pid = match side {
         Side::Sender => tx.pid(),
         Side::Receiver => rx.process.pid(),
@@ -318,9 +320,16 @@ fn run_once(
     })
 }
 
-/// Both sides, `rounds` times, my-agent and fluent-bit alternating;
-/// prints each round and the medians and ranges.
-pub fn run(agent_bin: &Path, work: &Path, lines: u64, rounds: usize) -> Result<()> {
+/// Both sides, `rounds` times, my-agent and fluent-bit alternating (and
+/// the `against` build, when given, in turn with this one); prints each
+/// round and the medians and ranges.
+pub fn run(
+    agent_bin: &Path,
+    against: Option<&Path>,
+    work: &Path,
+    lines: u64,
+    rounds: usize,
+) -> Result<()> {
     let fluent_bit = test_support::fluent_bit_binary();
     let Ok(fluent_bit) = fs::canonicalize(&fluent_bit) else {
         bail!(
@@ -351,18 +360,31 @@ pub fn run(agent_bin: &Path, work: &Path, lines: u64, rounds: usize) -> Result<(
                     (Side::Receiver, Feed::Backlog(_)) => format!("drain-{}", who.name()),
                 };
                 eprintln!("==> bench forward: round {} of {rounds}, {name}", round + 1);
-                run_once(
-                    agent_bin,
-                    &run_dir(&name),
-                    (&log, lines, feed),
-                    run(who),
-                    side,
-                )
+                run_once(&run_dir(&name), (&log, lines, feed), run(who), side)
             };
-            Ok::<_, anyhow::Error>((one(Contender::FluentBit)?, one(Contender::MyAgent)?))
+            let fluent_bit = one(Contender::FluentBit)?;
+            let this = Contender::MyAgent {
+                bin: agent_bin,
+                previous: false,
+            };
+            Ok::<_, anyhow::Error>(match against {
+                None => (fluent_bit, one(this)?, None),
+                Some(bin) => {
+                    let previous = Contender::MyAgent {
+                        bin,
+                        previous: true,
+                    };
+                    let (m, p) = crate::agent::in_turn(round, || one(this), || one(previous))?;
+                    (fluent_bit, m, Some(p))
+                }
+            })
         };
-        let to_fluent_bit = |who| (who, Contender::FluentBit);
-        let from_fluent_bit = |who| (Contender::FluentBit, who);
+        fn to_fluent_bit(who: Contender) -> (Contender, Contender) {
+            (who, Contender::FluentBit)
+        }
+        fn from_fluent_bit(who: Contender) -> (Contender, Contender) {
+            (Contender::FluentBit, who)
+        }
         let (stored, memory) = (Feed::Tail { stored: true }, Feed::Tail { stored: false });
         sending.push(pair(Side::Sender, stored, to_fluent_bit)?);
         sending_memory.push(pair(Side::Sender, memory, to_fluent_bit)?);
@@ -406,9 +428,14 @@ pub fn run(agent_bin: &Path, work: &Path, lines: u64, rounds: usize) -> Result<(
 /// my-agent/fluent-bit.
 type Figure<'a> = (&'static str, &'a dyn Fn(&Measured) -> f64, &'static str);
 
-/// Prints `pairs` (fluent-bit, my-agent) round by round, then each
-/// figure's median and range and my-agent/fluent-bit's.
-fn report(title: &str, lines: u64, pairs: &[(Measured, Measured)]) {
+/// What a scenario measured in one round: fluent-bit, my-agent and the
+/// `--against` build if any.
+type Round = (Measured, Measured, Option<Measured>);
+
+/// Prints `rounds` round by round, then each figure's median and range
+/// and my-agent/fluent-bit's (and my-agent/previous's).
+fn report(title: &str, lines: u64, rounds: &[Round]) {
+    let pairs: Vec<(Measured, Measured)> = rounds.iter().map(|&(f, m, _)| (f, m)).collect();
     let rate = |m: &Measured| m.records as f64 / m.secs;
     let cpu_per_million = |m: &Measured| m.cpu * 1e6 / lines as f64;
     let peak_mib = |m: &Measured| m.peak_kib as f64 / 1024.0;
@@ -436,7 +463,7 @@ fn report(title: &str, lines: u64, pairs: &[(Measured, Measured)]) {
         ("CPU-s per million", &cpu_per_million, "goal <= 0.5x"),
         ("peak RSS MiB", &peak_mib, ""),
     ];
-    for (name, figure, goal) in figures {
+    for (name, figure, goal) in &figures {
         let f = Spread::of(pairs.iter().map(|(f, _)| figure(f)));
         let m = Spread::of(pairs.iter().map(|(_, m)| figure(m)));
         let ratio = Spread::of(pairs.iter().map(|(f, m)| figure(m) / figure(f)));
@@ -444,6 +471,24 @@ fn report(title: &str, lines: u64, pairs: &[(Measured, Measured)]) {
             "    median {name:<17}  fluent-bit {}  my-agent {}  my-agent/fluent-bit {:.2}x ({:.2} - {:.2}) {goal}",
             f.show(),
             m.show(),
+            ratio.median,
+            ratio.low,
+            ratio.high
+        );
+    }
+    let previous: Vec<(Measured, Measured)> = rounds
+        .iter()
+        .filter_map(|&(_, m, p)| Some((p?, m)))
+        .collect();
+    if previous.is_empty() {
+        return;
+    }
+    for (name, figure, _) in &figures {
+        let p = Spread::of(previous.iter().map(|(p, _)| figure(p)));
+        let ratio = Spread::of(previous.iter().map(|(p, m)| figure(m) / figure(p)));
+        println!(
+            "    median {name:<17}  previous {}  my-agent/previous {:.3}x ({:.3} - {:.3})",
+            p.show(),
             ratio.median,
             ratio.low,
             ratio.high

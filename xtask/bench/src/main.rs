@@ -61,9 +61,9 @@ fn bench(sh: &Shell, product: &Product, layout: &Layout, jobs: usize, b: BenchFl
         if !previous.is_file() {
             bail!("--against {}: no such file", previous.display());
         }
-        if !(wants("agent") || wants("slowlog")) {
+        if !(wants("agent") || wants("slowlog") || wants("forward")) {
             bail!(
-                "--against compares the agent and slowlog benches only, not `--run {}`",
+                "--against compares the agent, slowlog and forward benches only, not `--run {}`",
                 only.as_deref().unwrap_or_default()
             );
         }
@@ -126,7 +126,13 @@ fn bench(sh: &Shell, product: &Product, layout: &Layout, jobs: usize, b: BenchFl
         hot_text::run(&agent, &layout.work.join("hot-text"), &out)?;
     }
     if only.as_deref() == Some("forward") {
-        forward::run(&agent, &layout.work.join("bench-forward"), b.lines, 3)?;
+        forward::run(
+            &agent,
+            b.against.as_deref(),
+            &layout.work.join("bench-forward"),
+            b.lines,
+            3,
+        )?;
     }
     if wants("slowlog") {
         slowlog::run(
