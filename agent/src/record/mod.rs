@@ -500,6 +500,20 @@ mod tests {
     }
 
     #[test]
+    fn a_new_list_has_room_for_the_fields_asked_for_and_no_more() {
+        // On a thread of its own: no kept lists.
+        std::thread::spawn(|| {
+            for n in 0..40 {
+                let r = Record::with_capacity(n);
+                assert_eq!(r.fields.capacity(), n, "room for {n}");
+                std::mem::forget(r);
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn records_made_from_kept_lists_start_empty() {
         // Dropped records leave their lists to the next ones made on this
         // thread: nothing of theirs may show.
