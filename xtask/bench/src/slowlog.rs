@@ -147,10 +147,12 @@ pub fn run(agent: &Path, work: &Path, megabytes: u64, against: Option<&Path>) ->
             before.show(),
             previous.display()
         );
-        let ratio =
-            |f: &dyn Fn(&Shipped) -> f64| Spread::of(pairs.iter().map(|(t, b)| f(t) / f(b))).show();
+        let ratio = |f: &dyn Fn(&Shipped) -> f64| {
+            let r = Spread::of(pairs.iter().map(|(t, b)| f(t) / f(b)));
+            format!("{:.3}x ({:.3} - {:.3})", r.median, r.low, r.high)
+        };
         println!(
-            "  this/against        CPU {}x, time {}x, peak RSS {}x (by round: median, range)",
+            "  this/against        CPU {}, time {}, peak RSS {} (by round: median, range)",
             ratio(&|r| r.cpu),
             ratio(&|r| r.secs),
             ratio(&|r| r.peak_kib as f64)
